@@ -63,6 +63,8 @@ def main():
     args = parser.parse_args()
     sizes = [tuple(map(int, s.split("x"))) for s in (args.sizes or ("2x64" if args.quick else "2x64,4x128")).split(",")]
     epochs = args.epochs
+    if args.quick:
+        torch.set_num_threads(1)  # tiny models gain nothing from more threads
     args.workdir.mkdir(parents=True, exist_ok=True)
     learngene = waveinit.load_learngene(args.learngene or make_learngene(args.workdir, args.quick, args.seed))
 
@@ -84,5 +86,4 @@ def main():
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1 if "--quick" in __import__("sys").argv else torch.get_num_threads())
     main()
