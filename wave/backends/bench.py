@@ -57,7 +57,7 @@ EVAL_BATCH = 256
 class BenchConfig:
     data: str = "fashion-mnist"
     data_dir: str | None = None
-    # Sized to run in about 1.5 hours on 2 CPU cores (README, Results): 5,000 training images
+    # Sized to run in a session on 2 CPU cores (98 minutes, README: Results): 5,000 training images
     # (a fixed draw, seed 0; None: all), the full test set, one epoch per cell.
     subset: int | None = 5000
     depths: tuple[int, ...] = (2, 4, 6)
