@@ -258,6 +258,9 @@ def main() -> None:
     except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(130)
+    engine = sys.modules.get("waveinit.backends.torch_train")  # loaded only by commands that train
+    if engine is not None:
+        engine.close_distributed()  # under torchrun: every rank done before any tears down
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -421,11 +421,10 @@ def test_exploding_learning_rate_stops_with_a_finite_checkpoint(digits, tmp_path
 DISTRIBUTED_SCRIPT = """
 import json, sys
 import torch
-import torch.distributed as dist
 from torch import nn
 from safetensors.torch import load_file, save_file
 from waveinit.data import load_dataset
-from waveinit.backends.torch_train import TrainConfig, distributed_context, evaluate, predict_logits, train
+from waveinit.backends.torch_train import TrainConfig, close_distributed, distributed_context, evaluate, predict_logits, train
 
 folder = sys.argv[1]
 ds = load_dataset("digits")
@@ -443,7 +442,7 @@ with open(f"{folder}/rank{rank}.json", "w") as f:
 if rank == 0:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{folder}/trained.safetensors")
     save_file({"logits": logits}, f"{folder}/logits.safetensors")
-dist.destroy_process_group()
+close_distributed()  # rank 1 waits here for rank 0's saving, instead of tearing the group down under it
 """
 
 

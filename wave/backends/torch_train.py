@@ -168,7 +168,7 @@ def distributed_context() -> tuple[int, int]:
 
     Outside torchrun (WORLD_SIZE unset or 1) this is (0, 1) and nothing is initialised. The group
     gets gloo for CPU tensors and, where GPUs are visible, NCCL for CUDA tensors. It is left
-    initialised for later calls; the caller may `dist.destroy_process_group()` at the end.
+    initialised for later calls; `close_distributed()` ends it.
     """
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -188,6 +188,15 @@ def distributed_context() -> tuple[int, int]:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise WaveError(f"cannot start torch.distributed with WORLD_SIZE={world} ({reason}): launch with torchrun, or unset WORLD_SIZE") from None
     return dist.get_rank(), dist.get_world_size()
+
+
+def close_distributed() -> None:
+    """Wait for every rank, then destroy the process group, if one is running. A rank that tears
+    its group down while a peer still has gloo work in flight can make that peer abort (SIGABRT,
+    "terminate called without an active exception"); after the barrier no work is in flight."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _broadcast_floats(values: list[float], device: torch.device, world: int) -> list[float]:
