@@ -22,8 +22,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 import waveinit
-from waveinit.spawning import spawn_factors, target_spec
-from waveinit.spec import scaler_shapes, template_shapes
+from waveinit.spawning import fresh_factors, spawn_factors, target_spec
 
 
 def kron_sum(scalers: np.ndarray, templates: np.ndarray) -> np.ndarray:
@@ -35,12 +34,9 @@ def kron_sum(scalers: np.ndarray, templates: np.ndarray) -> np.ndarray:
 
 
 def a_learngene(path: Path) -> Path:
-    """A small random learngene (ViT 4x128, templates 64x64, 2 per role), for a run with none given."""
+    """A freshly initialised learngene (ViT 4x128, templates 64x64, 2 per role), for a run with none given."""
     spec = waveinit.ViTSpec(depth=4, width=128, heads=2, image_size=28, patch_size=7, channels=1, num_classes=10)
-    rng = np.random.default_rng(0)
-    counts = dict.fromkeys(waveinit.ROLE_NAMES, 2)
-    templates = {r: rng.standard_normal(shape) for r, shape in template_shapes(spec, 64, counts).items()}
-    scalers = {r: 0.1 * rng.standard_normal(shape) for r, shape in scaler_shapes(spec, 64, counts).items()}
+    templates, scalers = fresh_factors(spec, 64, 2, seed=0)
     waveinit.save_learngene(path, waveinit.Learngene(templates, scalers, spec, 64, {"made_by": "examples/array_api_embedding.py"}))
     return path
 

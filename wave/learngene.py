@@ -125,6 +125,7 @@ def learngene_from_weights(state_dict: Mapping[str, Array], spec: ViTSpec, side:
     """
     counts = template_counts(n)
     xp = array_namespace(*state_dict.values())
+    want_scalers, want_templates = scaler_shapes(spec, side, counts), template_shapes(spec, side, counts)  # role -> final shape
     templates, scalers, errors = {}, {}, {}
     for role in ROLES:
         layers = [state_dict[role.key(layer)] for layer in range(spec.depth)] if role.per_layer else [state_dict[role.key()]]
@@ -136,9 +137,8 @@ def learngene_from_weights(state_dict: Mapping[str, Array], spec: ViTSpec, side:
         fit = nearest_kron(stack, template_shape, counts[role.name])  # scalers (N, L*a, b), templates (N, p, q)
         a, b = shape[0] // template_shape[0], shape[1] // template_shape[1]
         s = xp.permute_dims(xp.reshape(fit.scalers, (counts[role.name], len(layers), a, b)), (1, 0, 2, 3))  # (L, N, a, b)
-        want = scaler_shapes(spec, side, counts)[role.name]
-        scalers[role.name] = xp.reshape(s, want)  # drops the layer axis of global roles, the 1-axis of vectors
-        templates[role.name] = xp.reshape(fit.templates, template_shapes(spec, side, counts)[role.name])
+        scalers[role.name] = xp.reshape(s, want_scalers[role.name])  # drops the layer axis of global roles, the 1-axis of vectors
+        templates[role.name] = xp.reshape(fit.templates, want_templates[role.name])
         errors[role.name] = fit.relative_error
     return Learngene(templates, scalers, spec, side, {"made_by": "nearest-kron", "relative_error": errors})
 
