@@ -7,7 +7,7 @@
    rebuilding every weight from templates and scalers each step.
 2. For single block weights: building W = kron_expand(S, T) and one dense matmul, against
    kron_matmul (never building W), forward and backward, at several widths and template counts.
-3. Distillation images/s (`waveinit.backends.pipeline.distill`, real digits data, a 6 x 192
+3. Distillation images/s (`waveinit.tasks.distill`, real digits data, a 6 x 192
    teacher and auxiliary model) with the teacher-logit cache and without it.
 Medians over --steps runs after a warm-up, all in one process.
 """
@@ -88,9 +88,9 @@ def bench_weights(steps: int) -> None:
 def bench_cache(steps: int) -> None:
     import tempfile
 
-    from waveinit.backends.pipeline import DistillConfig, distill, spec_for
-    from waveinit.backends.torch_train import TrainConfig
-    from waveinit.data import load_dataset
+    from waveinit.configs import DistillConfig, TrainConfig
+    from waveinit.io.datasets import load_dataset
+    from waveinit.tasks import distill, spec_for
 
     print("\ndistillation throughput, digits, teacher and auxiliary model 6 x 192, batch 64")
     data = load_dataset("digits")

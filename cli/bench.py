@@ -10,11 +10,12 @@ from typing import Annotated, Optional
 
 import typer
 
+from waveinit.bench.config import METHODS
 from waveinit.errors import WaveError
 
 from .common import DataDir, Device, echo, handles_errors
 
-METHOD_NAMES = "random, weight-selection, nearest-kron, wave, wave-nofit, scratch-long"
+METHOD_NAMES = ", ".join(METHODS)
 
 
 def parse_list(text: str, kind, what: str) -> tuple:
@@ -78,7 +79,8 @@ def bench(
     accuracy per epoch, compute and storage, as CSV, JSON, Markdown and plots in --out."""
     import dataclasses
 
-    from waveinit.backends.bench import preset, run_bench
+    from waveinit.bench.config import preset
+    from waveinit.bench.runner import run_bench
 
     given = {
         "data": data, "data_dir": str(data_dir) if data_dir else None, "seeds": seeds, "epochs": epochs,

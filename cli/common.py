@@ -1,4 +1,4 @@
-"""What the commands share: option types, error handling, printing."""
+"""What the commands share: option types, error handling, printing (to stderr, rank 0 only)."""
 
 from __future__ import annotations
 
@@ -39,18 +39,10 @@ def handles_errors(command):
         try:
             return command(*args, **kwargs)
         except WaveError as e:
-            from .display import console
-
-            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            console().print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
-
-
-def train_config(**kwargs):
-    from waveinit.backends.torch_train import TrainConfig
-
-    return TrainConfig(**kwargs)
 
 
 def is_main_process() -> bool:
@@ -58,8 +50,14 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+@functools.cache
+def console():
+    """The rich console of messages and progress: stderr, so that stdout stays for --json."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 def echo(message: str) -> None:
     if is_main_process():
-        from .display import console
-
-        console.print(message, highlight=False, soft_wrap=True)
+        console().print(message, highlight=False, soft_wrap=True)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+from .common import console, is_main_process
 
 
 class TrainingDisplay:
@@ -27,7 +26,7 @@ class TrainingDisplay:
             TimeElapsedColumn(),
             TextColumn("left"),
             TimeRemainingColumn(),
-            console=console,
+            console=console(),
             transient=False,
         )
         self.task = None
@@ -42,18 +41,16 @@ class TrainingDisplay:
     @staticmethod
     def callback_for_main_process(display: TrainingDisplay):
         """`display.update` on rank 0 (or without torchrun), None on the other ranks."""
-        from .common import is_main_process
-
         return display.update if is_main_process() else None
 
     def update(self, report) -> None:
         if self.task is None:
             self.task = self.progress.add_task(self.title, total=report.total_steps, epoch="-", loss="-", acc="-", speed="-")
         if report.event == "resumed":
-            console.print(f"resumed at epoch {report.epoch + 1}, step {report.global_step} of {report.total_steps}")
+            console().print(f"resumed at epoch {report.epoch + 1}, step {report.global_step} of {report.total_steps}")
         if report.event == "epoch" and report.eval:
             self.accuracy = f"{100 * report.eval['accuracy']:.1f}%"
-            console.print(
+            console().print(
                 f"epoch {report.epoch + 1}/{report.epochs}: train loss {report.train_loss:.4f}, "
                 f"test accuracy {self.accuracy}, {report.images_per_second:,.0f} img/s"
             )

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from waveinit.configs import COMMAND_TRAIN, AncestryConfig, DistillConfig, SpawnConfig, TrainConfig
 from waveinit.errors import WaveError
 
 from .common import (
@@ -30,11 +31,14 @@ from .common import (
     Subset,
     WeightDecay,
     Width,
+    console,
     echo,
-    is_main_process,
-    train_config,
     handles_errors,
+    is_main_process,
 )
+
+# Option defaults come from the task configs: one home for every default.
+_TRAIN, _DISTILL, _SPAWN, _ANCESTRY = COMMAND_TRAIN, DistillConfig(), SpawnConfig(), AncestryConfig()
 
 app = typer.Typer(
     help="WAVE: condense a pre-trained ViT into weight templates once, then initialise ViTs of any depth and width.",
@@ -53,10 +57,10 @@ def train(
     width: Width = None,
     heads: Heads = None,
     patch: Patch = None,
-    epochs: Epochs = 20,
-    batch_size: BatchSize = 64,
-    lr: Lr = 2e-3,
-    weight_decay: WeightDecay = 0.05,
+    epochs: Epochs = _TRAIN.epochs,
+    batch_size: BatchSize = _TRAIN.batch_size,
+    lr: Lr = _TRAIN.lr,
+    weight_decay: WeightDecay = _TRAIN.weight_decay,
     seed: Seed = 0,
     device: Device = "auto",
     init: Annotated[Optional[Path], typer.Option(help="Start from this model file (e.g. made by `wave spawn`).")] = None,
@@ -65,9 +69,9 @@ def train(
     checkpoint_every: CheckpointEvery = 0,
 ) -> None:
     """Train a plain ViT (an ancestry, or any model) and save it as a model file."""
-    from waveinit.backends.pipeline import load_vit, random_vit, spec_for, train_vit
-    from waveinit.data import load_dataset
-    from waveinit.files import check_writable
+    from waveinit.io.datasets import load_dataset
+    from waveinit.io.storage import check_writable
+    from waveinit.tasks import load_vit, random_vit, spec_for, train_vit
 
     from .display import TrainingDisplay
 
@@ -80,12 +84,12 @@ def train(
                 raise WaveError(f"--{name} {given} contradicts --init {init} (its {name} is {own}): drop --{name}")
         provenance = {"init": str(init)}
     else:
-        model = random_vit(spec_for(dataset, depth or 6, width or 192, heads, patch), seed)
+        model = random_vit(spec_for(dataset, depth or _ANCESTRY.depth, width or _ANCESTRY.width, heads, patch), seed)
         provenance = {"init": "random"}
     spec = model.spec
     out = out or Path(f"runs/trained_d{spec.depth}_w{spec.width}.safetensors")
     check_writable(out)
-    config = train_config(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every)
     echo(f"training a {spec.depth}x{spec.width} ViT ({spec.num_params():,} parameters) on {dataset.describe()}")
     with TrainingDisplay("train") as display:
         result = train_vit(model, dataset, config, out=out, device=device, resume=resume,
@@ -96,10 +100,11 @@ def train(
 
 def auxiliary_spec(teacher, depth, width, heads, side):
     """The auxiliary model: the teacher's shape unless told otherwise; its width must fit the side."""
-    from waveinit.spec import check_width
+    from waveinit.spec import resized
 
-    check_width(width or teacher.width, side)  # before the spec, whose default heads would complain first
-    return teacher.replace(**{k: v for k, v in dict(depth=depth, width=width, heads=heads).items() if v is not None})
+    depth = teacher.depth if depth is None else depth
+    width = teacher.width if width is None else width
+    return resized(teacher, depth, width, heads, side=side)
 
 
 @app.command()
@@ -113,15 +118,15 @@ def distill(
     depth: Annotated[Optional[int], typer.Option(help="Auxiliary model's blocks (default: the teacher's).")] = None,
     width: Annotated[Optional[int], typer.Option(help="Auxiliary model's width (default: the teacher's).")] = None,
     heads: Heads = None,
-    templates: Annotated[int, typer.Option(min=1, help="Templates per weight role.")] = 4,
-    side: Annotated[int, typer.Option(min=1, help="Template side s: templates are s x s blocks.")] = 64,
-    epochs: Epochs = 20,
-    batch_size: BatchSize = 64,
-    lr: Lr = 2e-3,
-    weight_decay: WeightDecay = 0.05,
-    temperature: Annotated[float, typer.Option(min=1e-6, help="Distillation temperature.")] = 1.0,
-    kd_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight of the KL term; the rest goes to cross-entropy on labels.")] = 0.5,
-    cache: Annotated[bool, typer.Option(help="Compute the teacher's logits once and reuse them every epoch.")] = True,
+    templates: Annotated[int, typer.Option(min=1, help="Templates per weight role.")] = _DISTILL.templates,
+    side: Annotated[int, typer.Option(min=1, help="Template side s: templates are s x s blocks.")] = _DISTILL.side,
+    epochs: Epochs = _TRAIN.epochs,
+    batch_size: BatchSize = _TRAIN.batch_size,
+    lr: Lr = _TRAIN.lr,
+    weight_decay: WeightDecay = _TRAIN.weight_decay,
+    temperature: Annotated[float, typer.Option(min=1e-6, help="Distillation temperature.")] = _DISTILL.temperature,
+    kd_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight of the KL term; the rest goes to cross-entropy on labels.")] = _DISTILL.kd_weight,
+    cache: Annotated[bool, typer.Option(help="Compute the teacher's logits once and reuse them every epoch.")] = _DISTILL.cache_teacher,
     seed: Seed = 0,
     device: Device = "auto",
     out: Annotated[Path, typer.Option(help="Learngene file to write.")] = DEFAULT_LEARNGENE,
@@ -129,10 +134,12 @@ def distill(
     checkpoint_every: CheckpointEvery = 0,
 ) -> None:
     """Distil an ancestry (teacher) ViT into a learngene: weight templates for every size."""
-    from waveinit.backends.pipeline import DistillConfig, load_vit, random_vit, spec_for, train_vit
-    from waveinit.backends.pipeline import distill as run_distill
-    from waveinit.data import load_dataset
-    from waveinit.files import check_writable
+    import dataclasses
+
+    from waveinit.io.datasets import load_dataset
+    from waveinit.io.storage import check_writable
+    from waveinit.tasks import distill as run_distill
+    from waveinit.tasks import load_vit, spec_for, train_ancestry
 
     from .display import TrainingDisplay
 
@@ -140,17 +147,17 @@ def distill(
     check_writable(out)
     progress = TrainingDisplay.callback_for_main_process
     if teacher is None and not DEFAULT_ANCESTRY.exists():
-        ancestry = random_vit(spec_for(dataset, 6, 192), seed)
-        aux_spec = auxiliary_spec(ancestry.spec, depth, width, heads, side)  # bad options fail now, not after the ancestry
-        echo(f"no --teacher given and none at {DEFAULT_ANCESTRY}: training a 6x192 ancestry on {dataset.name} first")
+        recipe = dataclasses.replace(_ANCESTRY, epochs=epochs)
+        auxiliary_spec(spec_for(dataset, recipe.depth, recipe.width), depth, width, heads, side)  # bad options fail now, not after the ancestry
+        echo(f"no --teacher given and none at {DEFAULT_ANCESTRY}: training a {recipe.depth}x{recipe.width} ancestry on {dataset.name} first")
         with TrainingDisplay("ancestry") as display:
-            train_vit(ancestry, dataset, train_config(epochs=epochs, batch_size=batch_size, lr=2e-3, seed=seed), out=DEFAULT_ANCESTRY, device=device,
-                      resume=resume, on_progress=progress(display), provenance={"init": "random", "made_by": "wave distill"})
+            train_ancestry(dataset, recipe, out=DEFAULT_ANCESTRY, batch_size=batch_size, seed=seed, device=device, resume=resume,
+                           on_progress=progress(display), provenance={"made_by": "wave distill"})
     teacher_path = (teacher or DEFAULT_ANCESTRY).resolve()  # absolute: `wave spawn` finds it from any folder
     teacher_model, _ = load_vit(teacher_path, heads=teacher_heads)
     t = teacher_model.spec
     aux_spec = auxiliary_spec(t, depth, width, heads, side)
-    config = train_config(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every)
     distill_config = DistillConfig(temperature=temperature, kd_weight=kd_weight, side=side, templates=templates, cache_teacher=cache)
     echo(f"distilling {teacher_path} ({t.depth}x{t.width}) into {templates} templates of {side}x{side} per role, "
          f"auxiliary model {aux_spec.depth}x{aux_spec.width}, on {dataset.describe()}")
@@ -174,10 +181,10 @@ def spawn(
     data: Annotated[Optional[str], typer.Option(help="Data to fit on: digits, fashion-mnist, idx:DIR or folder:DIR (default: the learngene's).")] = None,
     data_dir: DataDir = None,
     patch: Annotated[Optional[int], typer.Option(help="Patch side, for data of another image size (default: the learngene's).")] = None,
-    fit_steps: Annotated[int, typer.Option(min=1, help="Optimizer steps of the scaler fit.")] = 200,
-    fit_samples: Annotated[int, typer.Option(min=1, help="Training images the fit may use.")] = 1500,
-    batch_size: BatchSize = 64,
-    lr: Annotated[float, typer.Option(min=0.0, help="Learning rate of the scaler fit.")] = 0.1,
+    fit_steps: Annotated[int, typer.Option(min=1, help="Optimizer steps of the scaler fit.")] = _SPAWN.fit_steps,
+    fit_samples: Annotated[int, typer.Option(min=1, help="Training images the fit may use.")] = _SPAWN.fit_samples,
+    batch_size: BatchSize = _SPAWN.batch_size,
+    lr: Annotated[float, typer.Option(min=0.0, help="Learning rate of the scaler fit.")] = _SPAWN.lr,
     teacher: Annotated[Optional[Path], typer.Option(help="Ancestry to distil from while fitting (default: the learngene's, if its file is there).")] = None,
     no_fit: Annotated[bool, typer.Option("--no-fit", help="Data-free: scalers resampled from the learngene, no data used.")] = False,
     seed: Seed = 0,
@@ -187,8 +194,8 @@ def spawn(
     """Initialise a ViT of any depth and width from a learngene and save it as a plain model file."""
     import time
 
-    from waveinit import save_model
-    from waveinit.spawning import spawn as run_spawn
+    from waveinit.api import spawn as run_spawn
+    from waveinit.io.files import save_model
 
     from .display import TrainingDisplay
 
@@ -215,12 +222,10 @@ def spawn(
     if is_main_process():
         from rich.table import Table
 
-        from .display import console
-
         table = Table(title=f"spawned {spec.depth}x{spec.width} ViT ({spec.heads} heads) -> {out}", show_header=False)
         for name, value in rows:
             table.add_row(name, value)
-        console.print(table)
+        console().print(table)
 
 
 @app.command()
@@ -258,9 +263,9 @@ def main() -> None:
     except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    engine = sys.modules.get("waveinit.backends.torch_train")  # loaded only by commands that train
-    if engine is not None:
-        engine.close_distributed()  # under torchrun: every rank done before any tears down
+    distributed = sys.modules.get("waveinit.training.distributed")  # loaded only by commands that train
+    if distributed is not None:
+        distributed.close_distributed()  # under torchrun: every rank done before any tears down
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -1,7 +1,7 @@
 """`wave eval`, `wave inspect`, `wave export`: look at, score and hand on the files WAVE makes.
 
-torch is imported inside the commands that run a model (eval, and inspect of a training
-checkpoint, whose header reader lives in the torch backend), so `wave --help` stays fast.
+The library does the work (`tasks`, `io.inspect`, `io.hf`); this module parses options and
+renders tables. torch is imported only by `eval`, inside it, so `wave --help` stays fast.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from waveinit.configs import EVAL_BATCH_SIZE
 from waveinit.errors import WaveError
 
-from .common import BatchSize, DataDir, Device, handles_errors
+from .common import BatchSize, DataDir, Device, console, handles_errors
 
 EXPORT_FORMATS = ("hf",)  # --format choices of `wave export`
 
@@ -42,14 +43,14 @@ def eval_model(
     data: Annotated[Optional[str], typer.Option(help="Dataset: digits, fashion-mnist, idx:DIR or folder:DIR; default: the data the model was trained on, else digits.")] = None,
     data_dir: DataDir = None,
     heads: ModelHeads = None,
-    batch_size: BatchSize = 256,
+    batch_size: BatchSize = EVAL_BATCH_SIZE,
     device: Device = "auto",
     as_json: Json = False,
 ) -> None:
     """Score a model on a dataset's test set: accuracy and mean cross-entropy."""
-    from waveinit.backends.pipeline import check_fits, load_vit
-    from waveinit.backends.torch_train import evaluate
-    from waveinit.data import load_dataset
+    from waveinit.io.datasets import load_dataset
+    from waveinit.tasks import check_fits, load_vit
+    from waveinit.training.evaluation import evaluate
 
     vit, provenance = load_vit(model, heads=heads)
     name = data or provenance.get("data") or "digits"
@@ -87,162 +88,13 @@ def inspect(
     as_json: Json = False,
 ) -> None:
     """Show what a file holds: its kind, format, model spec, templates and scalers, tensors, provenance."""
+    from waveinit.io.inspect import describe
+
     info = describe(file)
     if as_json:
         _print_json(info)
     else:
         _render(info)
-
-
-def describe(path: Path) -> dict:
-    """A JSON-able description of a WAVE file or Hugging Face folder (what `wave inspect` shows).
-
-    Keys: path, kind (learngene | model | checkpoint | safetensors | huggingface), format,
-    format_version, spec (or None), parameters, tensors [{name, shape, dtype, bytes}],
-    tensor_bytes, provenance; a learngene adds side, roles, template_params, scaler_params;
-    a checkpoint adds checkpoint (task, position, history); a folder adds config; anything
-    that is not a ViT we can load adds note (why).
-    """
-    from waveinit import files
-
-    path = Path(path)
-    if path.is_dir():
-        return _describe_hf(path)
-    tensors = _tensor_list(path)
-    metadata = _metadata(path)
-    fmt = metadata.get("format")
-    info = {"path": str(path), "kind": "safetensors", "format": fmt, "format_version": None, "spec": None,
-            "provenance": {}, "tensors": tensors, "tensor_bytes": sum(t["bytes"] for t in tensors)}
-    if fmt == files.LEARNGENE_FORMAT:
-        learngene = files.load_learngene(path)
-        info.update(kind="learngene", format_version=files.read_header(path, metadata)["format_version"],
-                    spec=learngene.spec.to_dict(), side=learngene.side, provenance=learngene.provenance,
-                    roles=_roles(learngene), template_params=learngene.num_template_params(),
-                    scaler_params=learngene.num_scaler_params())
-    elif fmt == files.MODEL_FORMAT:
-        model = files.load_model(path)
-        info.update(kind="model", format_version=files.read_header(path, metadata)["format_version"],
-                    spec=model.spec.to_dict(), provenance=model.provenance)
-    elif fmt == "waveinit.checkpoint":
-        from waveinit.backends.torch_train import read_checkpoint_header  # the checkpoint format's owner
-
-        header = read_checkpoint_header(path)
-        meta = header.get("fingerprint", {}).get("meta", {})
-        info.update(kind="checkpoint", format_version=int(metadata.get("format_version", 0)), spec=meta.get("spec"),
-                    provenance={k: v for k, v in meta.items() if k != "spec"}, checkpoint=_checkpoint_summary(header))
-    else:
-        # Not one of ours: a timm-style state dict, perhaps ("format": "pt" is what torch writers put).
-        _, arrays = files.read_file(path)
-        try:
-            spec = files.spec_from_state_dict(arrays, source=str(path))
-            files.check_state_dict(path, arrays, spec)
-            info.update(spec=spec.to_dict(), note="a plain ViT state dict: heads are not stored, width / 64 assumed")
-        except WaveError as e:
-            info["note"] = f"not a ViT waveinit can load: {e}"
-    if info["spec"] is not None and info["kind"] != "learngene":
-        info["parameters"] = _num_params(info["spec"])
-    return info
-
-
-def _describe_hf(folder: Path) -> dict:
-    from waveinit import hf
-
-    config = hf.read_config(folder)
-    tensors = [t for path in hf.weight_files(folder) for t in _tensor_list(path)]
-    info = {"path": str(folder), "kind": "huggingface", "format": f"huggingface {config.get('model_type')}",
-            "format_version": config.get("transformers_version"), "architectures": config.get("architectures"),
-            "spec": None, "provenance": {}, "tensors": tensors, "tensor_bytes": sum(t["bytes"] for t in tensors),
-            "config": config}
-    try:
-        model = hf.load_hf_model(folder)
-        info.update(spec=model.spec.to_dict(), provenance=model.provenance, parameters=model.spec.num_params())
-    except WaveError as e:  # still worth showing what it holds, with the reason it does not load
-        info["note"] = f"not a ViT waveinit can load: {e}"
-    return info
-
-
-def _num_params(spec: dict) -> int | None:
-    from waveinit.spec import ViTSpec
-
-    try:
-        return ViTSpec.from_dict(spec).num_params()
-    except (WaveError, TypeError):
-        return None
-
-
-_DTYPES = {  # safetensors dtype -> (name, bytes per element)
-    "F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
-    "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1),
-    "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1),
-    "U64": ("uint64", 8), "U32": ("uint32", 4), "U16": ("uint16", 2), "U8": ("uint8", 1), "BOOL": ("bool", 1),
-}
-
-
-def _open_error(path: Path, e: Exception) -> WaveError:
-    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return WaveError(f"{path} is not a readable safetensors file ({reason}): it may be truncated or of another kind; write it again")
-
-
-def _tensor_list(path: Path) -> list[dict]:
-    """[{name, shape, dtype, bytes}] of a safetensors file, in natural key order, data unread."""
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise WaveError(f"{path}: no such file or folder: check the path")
-    try:
-        with safe_open(str(path), framework="np") as f:
-            slices = {k: f.get_slice(k) for k in f.keys()}
-            shapes = {k: (list(s.get_shape()), s.get_dtype()) for k, s in slices.items()}
-    except Exception as e:  # safetensors raises its own error types for every kind of damage
-        raise _open_error(path, e) from None
-    rows = []
-    for name in sorted(shapes, key=_natural):
-        shape, dtype = shapes[name]
-        dtype_name, itemsize = _DTYPES.get(dtype, (dtype.lower(), 0))
-        n = 1
-        for s in shape:
-            n *= s
-        rows.append({"name": name, "shape": shape, "dtype": dtype_name, "bytes": n * itemsize})
-    return rows
-
-
-def _metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="np") as f:
-            return f.metadata() or {}
-    except Exception as e:
-        raise _open_error(path, e) from None
-
-
-def _natural(name: str) -> list:
-    """Sort key with numbers compared as numbers: blocks.2 before blocks.10."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
-
-
-def _roles(learngene) -> dict:
-    from waveinit.spec import ROLES
-
-    out = {}
-    for role in ROLES:
-        t, s = learngene.templates[role.name], learngene.scalers[role.name]
-        out[role.name] = {
-            "templates": int(t.shape[0]),
-            "template_shape": [int(x) for x in t.shape[1:]],
-            "scaler_shape": [int(x) for x in s.shape[(2 if role.per_layer else 1):]],
-            "per_layer": role.per_layer,
-            "template_params": int(t.size),
-            "scaler_params": int(s.size),
-        }
-    return out
-
-
-def _checkpoint_summary(header: dict) -> dict:
-    meta = header.get("fingerprint", {}).get("meta", {})
-    keys = ("global_step", "total_steps", "epoch", "epochs", "step", "steps_per_epoch", "complete", "world_size", "torch")
-    history = header.get("history", [])
-    return {"task": meta.get("task"), **{k: header.get(k) for k in keys}, "epochs_done": len(history), "history": history}
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -359,15 +211,14 @@ def export(
     heads: ModelHeads = None,
 ) -> None:
     """Write a model for other frameworks: `--format hf` makes a folder for transformers' ViTForImageClassification."""
-    from waveinit.files import load_model
-    from waveinit.hf import save_hf
-
-    from .display import console
+    from waveinit.io.files import load_model
+    from waveinit.io.hf import save_hf
 
     if fmt not in EXPORT_FORMATS:
         raise WaveError(f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     model_file = load_model(model, heads=heads)
     out = out or model.with_name(f"{model.name.removesuffix('.safetensors')}-hf")
     save_hf(out, model_file.state_dict, model_file.spec, {**model_file.provenance, "exported_from": str(model)})
-    console.print(f"exported {model} ({model_file.spec.depth}x{model_file.spec.width}) to {out}: "
-         f"load it with transformers.ViTForImageClassification.from_pretrained({str(out)!r})", highlight=False, soft_wrap=True)
+    console().print(f"exported {model} ({model_file.spec.depth}x{model_file.spec.width}) to {out}: "
+         f"load it with transformers.ViTForImageClassification.from_pretrained({str(out)!r})",
+                    highlight=False, soft_wrap=True)

@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 
 import waveinit
-from waveinit.backends.pipeline import DistillConfig, default_patch, distill, load_vit, random_vit, spec_for, train_vit
+from waveinit.tasks import default_patch, distill, load_vit, random_vit, spec_for, train_vit
 from waveinit.backends.torch import ViT, load_state_dict
-from waveinit.backends.torch_train import TrainConfig, evaluate, train
-from waveinit.data import load_dataset
+from waveinit.configs import DistillConfig, TrainConfig
+from waveinit.training.engine import train
+from waveinit.training.evaluation import evaluate
+from waveinit.io.datasets import load_dataset
 
 
 def make_learngene(workdir: Path, quick: bool, seed: int) -> Path:

@@ -17,10 +17,12 @@ import numpy as np
 import torch
 
 import waveinit
-from waveinit.backends.pipeline import DistillConfig, distill, spec_for, train_vit
+from waveinit.tasks import distill, spec_for, train_vit
 from waveinit.backends.torch import ViT, load_state_dict
-from waveinit.backends.torch_train import TrainConfig, evaluate, train
-from waveinit.data import load_dataset
+from waveinit.configs import DistillConfig, TrainConfig
+from waveinit.training.engine import train
+from waveinit.training.evaluation import evaluate
+from waveinit.io.datasets import load_dataset
 
 
 def one_epoch(model, data, lr, seed):

@@ -9,7 +9,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from waveinit.backends.bench import METHODS, images_passed
+from waveinit.bench.config import METHODS
+from waveinit.bench.records import images_passed
 
 # The quick preset made smaller still: one seed, one epoch, a 1x32 size inside the 2x64
 # ancestry and a 3x32 one deeper than it, a tiny ancestry and learngene, a two-rate sweep.
@@ -127,8 +128,10 @@ def test_a_rerun_skips_finished_cells_and_more_seeds_only_add_cells(run):
 
 def test_a_cell_run_again_gives_the_same_numbers(run):
     # Determinism: rebuild the family from the files and rerun one cell from scratch.
-    from waveinit.backends.bench import BenchConfig, bench_sizes, make_family, run_cell
-    from waveinit.data import load_dataset
+    from waveinit.bench.config import BenchConfig
+    from waveinit.bench.family import make_family
+    from waveinit.bench.runner import bench_sizes, run_cell
+    from waveinit.io.datasets import load_dataset
 
     out, _ = run
     saved = {json.loads(line)["key"]: json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()}

@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 from waveinit import load_learngene, load_model
 from waveinit.backends.torch import TemplatedViT
-from waveinit.backends.torch_train import evaluate, read_checkpoint_header
+from waveinit.io.files import read_checkpoint_header
+from waveinit.training.evaluation import evaluate
 from waveinit.cli.main import app
-from waveinit.data import load_dataset
+from waveinit.io.datasets import load_dataset
 
 runner = CliRunner()
 # Subprocesses: one thread each, so that two of them (or two ranks) share the 2 cores fairly

@@ -13,11 +13,11 @@ import torch
 from typer.testing import CliRunner
 
 from waveinit import ViTSpec, load_learngene, save_learngene, save_model
-from waveinit.backends.pipeline import load_vit
 from waveinit.backends.torch import TemplatedViT, ViT
-from waveinit.backends.torch_train import evaluate
+from waveinit.training.evaluation import evaluate
 from waveinit.cli.main import app
-from waveinit.data import load_dataset
+from waveinit.io.datasets import load_dataset
+from waveinit.tasks import load_vit
 
 runner = CliRunner()
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

@@ -1,4 +1,4 @@
-"""Tests for waveinit.data on real data: sklearn digits, the installed Fashion-MNIST, and IDX files
+"""Tests for waveinit.io.datasets on real data: sklearn digits, the installed Fashion-MNIST, and IDX files
 and image folders written here."""
 
 import gzip
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from waveinit.data import FASHION_MNIST_DIR, Dataset, load_dataset, read_idx, split_validation
+from waveinit.io.datasets import FASHION_MNIST_DIR, Dataset, load_dataset, read_idx, split_validation
 from waveinit.errors import WaveError
 
 

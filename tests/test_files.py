@@ -9,7 +9,7 @@ from safetensors.numpy import save_file
 
 from waveinit import Learngene, WaveError, load_learngene, load_model, save_learngene, save_model
 from waveinit.backends import numpy as ref
-from waveinit.files import FORMAT_VERSION, read_header
+from waveinit.io.storage import FORMATS, LEARNGENE_FORMAT, read_header
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def test_learngene_round_trip_is_exact(tmp_path, learngene):
         np.testing.assert_array_equal(back.templates[name], learngene.templates[name])
         np.testing.assert_array_equal(back.scalers[name], learngene.scalers[name])
     header = read_header(path)
-    assert header["format"] == "waveinit.learngene" and header["format_version"] == FORMAT_VERSION
+    assert header["format"] == "waveinit.learngene" and header["format_version"] == FORMATS[LEARNGENE_FORMAT]
     assert header["roles"]["attn.qkv.weight"]["templates"] == [3, 8, 8]
 
 
@@ -76,7 +76,7 @@ def test_newer_format_version_is_refused(tmp_path, learngene):
 
     with safe_open(str(path), framework="np") as f:
         meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
-    save_file(tensors, path, {**meta, "format_version": str(FORMAT_VERSION + 1)})
+    save_file(tensors, path, {**meta, "format_version": str(FORMATS[LEARNGENE_FORMAT] + 1)})
     with pytest.raises(WaveError, match="upgrade waveinit"):
         load_learngene(path)
 

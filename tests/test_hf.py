@@ -11,9 +11,9 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from waveinit import ViTSpec, WaveError, load_model
-from waveinit.backends.pipeline import load_vit
 from waveinit.backends.torch import ViT
-from waveinit.hf import from_hf, load_hf, save_hf, to_hf
+from waveinit.io.hf import from_hf, load_hf, save_hf, to_hf
+from waveinit.tasks import load_vit
 
 SPECS = {
     "digits-like, 1 head": ViTSpec(depth=2, width=64, heads=1, patch_size=2, image_size=8, channels=1, num_classes=10),
@@ -193,7 +193,7 @@ def test_save_replaces_a_previous_export_and_nothing_else(tmp_path):
 
 
 def test_a_failed_write_leaves_no_half_written_folder(tmp_path, monkeypatch):
-    from waveinit import hf
+    from waveinit.io import hf
 
     spec = SPECS["digits-like, 1 head"]
     folder = exported(tmp_path)

@@ -10,9 +10,8 @@ from hypothesis import strategies as st
 
 from waveinit import ViTSpec, WaveError, learngene_from_weights, materialize, state_dict_keys, weight_selection
 from waveinit.backends import numpy as ref
-from waveinit.learngene import split_key
 from waveinit.selection import _AXES, uniform_indices
-from waveinit.spec import ROLES_BY_NAME
+from waveinit.spec import ROLES_BY_NAME, split_key
 
 SOURCE = ViTSpec(depth=4, width=64, heads=4, patch_size=2, image_size=4, channels=1, num_classes=3)  # heads of 16
 
@@ -165,10 +164,12 @@ def test_a_selected_half_width_model_trains_far_better_than_random_init(ancestry
     # The 2x64 ancestry trained on digits (conftest) cut to 2x32 (its one head narrowed to 32),
     # against random init of that size: the same epoch, rate and data order for both.
     from waveinit import load_model
-    from waveinit.backends.pipeline import random_vit
+    from waveinit.tasks import random_vit
     from waveinit.backends.torch import ViT, load_state_dict
-    from waveinit.backends.torch_train import TrainConfig, evaluate, train
-    from waveinit.data import load_dataset
+    from waveinit.configs import TrainConfig
+    from waveinit.io.datasets import load_dataset
+    from waveinit.training.engine import train
+    from waveinit.training.evaluation import evaluate
 
     source = load_model(ancestry)
     target = source.spec.replace(width=32, heads=1)

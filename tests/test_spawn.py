@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from waveinit import Learngene, ViTSpec, load_learngene, load_model, materialize, save_learngene, scaler_shapes
 from waveinit.backends import numpy as ref
 from waveinit.backends.torch import ViT, load_state_dict
-from waveinit.backends.torch_train import evaluate
-from waveinit.data import load_dataset
-from waveinit.files import FORMAT_VERSION
+from waveinit.io.datasets import load_dataset
+from waveinit.io.storage import FORMATS, LEARNGENE_FORMAT
 from waveinit.spawning import balance, data_roles_to_refresh, layer_map, resample_scalers, spawn_factors, target_spec
+from waveinit.training.evaluation import evaluate
 
 AUX = ViTSpec(depth=3, width=32, heads=2, patch_size=2, image_size=4, channels=1, num_classes=4)
 
@@ -160,10 +160,10 @@ def _damaged_learngenes(learngene_file, tmp_path):
     lg = load_learngene(learngene_file)
     from safetensors.numpy import save_file
 
-    from waveinit.files import read_file
+    from waveinit.io.storage import read_file
 
     meta, tensors = read_file(learngene_file)
-    save_file(tensors, newer, {**meta, "format_version": str(FORMAT_VERSION + 1)})
+    save_file(tensors, newer, {**meta, "format_version": str(FORMATS[LEARNGENE_FORMAT] + 1)})
     save_learngene(tmp_path / "ok.safetensors", lg)
     return truncated, newer
 
@@ -203,8 +203,8 @@ def test_target_spec_defaults():
 
 
 def test_fit_trains_only_scalers_and_fresh_templates(learngene_file):
-    from waveinit.backends.pipeline import SpawnConfig
-    from waveinit.backends.pipeline import spawn as fit_spawn
+    from waveinit.configs import SpawnConfig
+    from waveinit.tasks import fit_scalers as fit_spawn
 
     lg = load_learngene(learngene_file)
     data = load_dataset("digits")

@@ -27,21 +27,14 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from torch import nn  # noqa: E402
 
-from waveinit.backends.torch_train import (  # noqa: E402
-    CHECKPOINT_FORMAT,
-    TrainConfig,
-    cross_entropy_loss,
-    default_param_groups,
-    distributed_context,
-    evaluate,
-    kd_loss,
-    lr_at,
-    predict_logits,
-    read_checkpoint_header,
-    resolve_device,
-    train,
-)
-from waveinit.data import load_dataset  # noqa: E402
+from waveinit.configs import TrainConfig  # noqa: E402
+from waveinit.io.datasets import load_dataset  # noqa: E402
+from waveinit.io.files import read_checkpoint_header  # noqa: E402
+from waveinit.io.storage import CHECKPOINT_FORMAT  # noqa: E402
+from waveinit.training.distributed import distributed_context, resolve_device  # noqa: E402
+from waveinit.training.engine import train  # noqa: E402
+from waveinit.training.evaluation import evaluate, predict_logits  # noqa: E402
+from waveinit.training.objectives import cross_entropy_loss, default_param_groups, kd_loss, lr_at  # noqa: E402
 from waveinit.errors import WaveError  # noqa: E402
 
 # 1,438 train images: batch 64 gives 23 steps an epoch, the last one of 30 images.
@@ -339,8 +332,9 @@ def test_sigkilled_process_resumes_bit_identical(tmp_path):
         "import torch.nn.functional as F\n"
         "from torch import nn\n"
         "from safetensors.torch import save_file\n"
-        "from waveinit.data import load_dataset\n"
-        "from waveinit.backends.torch_train import TrainConfig, train\n"
+        "from waveinit.io.datasets import load_dataset\n"
+        "from waveinit.configs import TrainConfig\n"
+        "from waveinit.training.engine import train\n"
         "checkpoint, out, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])\n"
         "ds = load_dataset('digits')\n"
         "torch.manual_seed(0)\n"
@@ -423,8 +417,11 @@ import json, sys
 import torch
 from torch import nn
 from safetensors.torch import load_file, save_file
-from waveinit.data import load_dataset
-from waveinit.backends.torch_train import TrainConfig, close_distributed, distributed_context, evaluate, predict_logits, train
+from waveinit.io.datasets import load_dataset
+from waveinit.configs import TrainConfig
+from waveinit.training.distributed import close_distributed, distributed_context
+from waveinit.training.engine import train
+from waveinit.training.evaluation import evaluate, predict_logits
 
 folder = sys.argv[1]
 ds = load_dataset("digits")

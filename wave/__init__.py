@@ -1,7 +1,8 @@
 """waveinit: WAVE weight templates that initialise Vision Transformers of any depth and width.
 
-The core (this package outside `backends/` and `cli/`) is pure array-API math: it runs on
-NumPy, PyTorch, CuPy, JAX or array-api-strict arrays and imports no deep-learning framework.
+The core (the modules at this package's top level but `tasks.py` and `api.py`) is pure
+array-API math: it runs on NumPy, PyTorch, CuPy, JAX or array-api-strict arrays and imports no
+deep-learning framework and no file I/O. docs/design.md gives the layers above it.
 
 The names below load on first use, so that `import waveinit.errors` (all the `wave` command
 needs before it parses its arguments) does not pay for NumPy and safetensors.
@@ -14,10 +15,11 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "WaveError": "errors",
-    "load_learngene": "files",
-    "load_model": "files",
-    "save_learngene": "files",
-    "save_model": "files",
+    "load_learngene": "io.files",
+    "load_model": "io.files",
+    "save_learngene": "io.files",
+    "save_model": "io.files",
+    "ModelFile": "spec",
     "NearestKron": "kron",
     "kron_expand": "kron",
     "kron_matmul": "kron",
@@ -25,9 +27,9 @@ _EXPORTS = {
     "Learngene": "learngene",
     "learngene_from_weights": "learngene",
     "materialize": "learngene",
-    "state_dict_keys": "learngene",
+    "state_dict_keys": "spec",
     "weight_selection": "selection",
-    "spawn": "spawning",
+    "spawn": "api",
     "DEFAULT_TEMPLATE_SIDE": "spec",
     "MATRIX_ROLES": "spec",
     "ROLE_NAMES": "spec",

@@ -16,7 +16,7 @@ from array_api_compat import array_namespace
 
 from .errors import WaveError
 from .kron import kron_expand, nearest_kron
-from .spec import ROLE_NAMES, ROLES, ViTSpec, scaler_shapes, template_counts, template_shapes
+from .spec import ROLE_NAMES, ROLES, ViTSpec, scaler_shapes, split_key, state_dict_keys, template_counts, template_shapes
 
 Array = Any
 
@@ -142,18 +142,3 @@ def learngene_from_weights(state_dict: Mapping[str, Array], spec: ViTSpec, side:
         errors[role.name] = fit.relative_error
     return Learngene(templates, scalers, spec, side, {"made_by": "nearest-kron", "relative_error": errors})
 
-
-def state_dict_keys(spec: ViTSpec) -> list[str]:
-    """The keys of a plain ViT's state dict, in timm's order."""
-    first = [r.key() for r in ROLES if not r.per_layer and not r.name.startswith(("norm.", "head."))]
-    blocks = [r.key(layer) for layer in range(spec.depth) for r in ROLES if r.per_layer]
-    last = [r.key() for r in ROLES if r.name.startswith(("norm.", "head."))]
-    return first + blocks + last
-
-
-def split_key(key: str) -> tuple[str, int | None]:
-    """`blocks.3.attn.qkv.weight` -> (`attn.qkv.weight`, 3); `pos_embed` -> (`pos_embed`, None)."""
-    if key.startswith("blocks."):
-        _, layer, name = key.split(".", 2)
-        return name, int(layer)
-    return key, None

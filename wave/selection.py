@@ -27,9 +27,8 @@ from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
 from .errors import WaveError
-from .files import check_state_dict
-from .learngene import Array, split_key, state_dict_keys
-from .spec import ViTSpec
+from .learngene import Array
+from .spec import ViTSpec, check_state_dict, split_key, state_dict_keys
 
 
 def uniform_indices(n: int, m: int) -> np.ndarray:

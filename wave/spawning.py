@@ -1,4 +1,5 @@
-"""Starting points for a model of any size: fresh factors, and the data-free spawn rule.
+"""Starting points for a model of any size: fresh factors, and the data-free spawn rule
+(pure array-API math; `api.py` adds the data and the scaler fit).
 
 The data-free rule (what `wave spawn --no-fit` uses, and where the scaler fit starts):
 
@@ -21,30 +22,13 @@ The data-free rule (what `wave spawn --no-fit` uses, and where the scaler fit st
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 
 import numpy as np
 from array_api_compat import array_namespace
 
-from .data import Dataset
-from .errors import WaveError
-from .files import ModelFile
 from .learngene import Array, Learngene, materialize
-from .spec import ROLES, ROLES_BY_NAME, ViTSpec, check_side, check_width, scaler_shapes, template_counts, template_shapes
-
-
-def init_target(role: str, spec: ViTSpec) -> tuple[float, float]:
-    """(mean, std) of a parameter at initialisation, as timm sets them: trunc-normal 0.02 for
-    matrices and embeddings, PyTorch's default scale for the patch convolution, LayerNorm
-    weights 1, biases 0."""
-    if role == "patch_embed.proj.weight":
-        return 0.0, 1.0 / math.sqrt(3 * spec.patch_dim)
-    if role.startswith("norm") and role.endswith(".weight"):  # norm1, norm2, norm
-        return 1.0, 0.0
-    if role.endswith(".bias"):
-        return 0.0, 0.0
-    return 0.0, 0.02
+from .spec import ROLES, ROLES_BY_NAME, ViTSpec, check_side, init_target, resized, scaler_shapes, template_counts, template_shapes
 
 
 def init_factors(target: tuple[float, float], template_shape, scaler_shape, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -157,21 +141,10 @@ def spawn_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=
 
 def target_spec(learngene: Learngene, depth: int, width: int, heads: int | None = None, *, image_size: int | None = None,
                 channels: int | None = None, num_classes: int | None = None, patch_size: int | None = None) -> ViTSpec:
-    """The spec of a model to spawn: the learngene's data shape unless another is given."""
-    check_width(width, learngene.side)  # first: the default heads would complain less helpfully
-    source = learngene.spec
-    if heads is None and isinstance(width, int) and width % source.head_dim == 0:
-        heads = width // source.head_dim  # keep the learngene's head width: templates stay head-aligned
-    spec = ViTSpec(
-        depth=depth,
-        width=width,
-        heads=heads,
-        patch_size=patch_size or source.patch_size,
-        image_size=image_size or source.image_size,
-        channels=channels or source.channels,
-        num_classes=num_classes or source.num_classes,
-        mlp_ratio=source.mlp_ratio,
-    )
+    """The spec of a model to spawn: the learngene's data shape unless another is given, its
+    head width where the width allows it, and a width that is a multiple of the template side."""
+    spec = resized(learngene.spec, depth, width, heads, side=learngene.side, image_size=image_size,
+                   channels=channels, num_classes=num_classes, patch_size=patch_size)
     check_side(spec, learngene.side)
     return spec
 
@@ -182,82 +155,3 @@ def spawn_state_dict(learngene: Learngene, target: ViTSpec, seed: int = 0, refre
     state = materialize(target, learngene.side, templates, scalers)
     return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}, fresh
 
-
-def spawn(
-    learngene: Learngene | str | os.PathLike,
-    depth: int,
-    width: int,
-    heads: int | None = None,
-    *,
-    data: str | Dataset | None = None,
-    data_dir: str | None = None,
-    patch: int | None = None,
-    fit: bool = True,
-    fit_steps: int = 200,
-    fit_samples: int = 1500,
-    batch_size: int = 64,
-    lr: float = 0.1,
-    teacher: str | os.PathLike | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    on_progress=None,
-) -> ModelFile:
-    """A ViT of any depth and width from a learngene: the Python form of `wave spawn`.
-
-    Scalers of the target's shapes start from the data-free rule (module docstring); with
-    `fit`, they are fitted for `fit_steps` steps on `fit_samples` training images of `data`
-    (default: the learngene's data) with the templates frozen, distilling from the ancestry
-    when one is available (`teacher`, or the learngene's own if its file exists and fits the
-    data) and with cross-entropy otherwise. The fit needs PyTorch; `fit=False` needs no data
-    and no PyTorch. Returns the dense weights (timm keys, float32 NumPy), spec and provenance
-    (with the held-out accuracy after a fit); `waveinit.save_model` writes them.
-    """
-    from .data import load_dataset
-    from .files import load_learngene
-
-    source = "(in memory)" if isinstance(learngene, Learngene) else str(learngene)
-    gene = learngene if isinstance(learngene, Learngene) else load_learngene(learngene)
-    data_name = data.name if isinstance(data, Dataset) else (data or gene.provenance.get("data", "digits"))
-    dataset = data if isinstance(data, Dataset) else None
-    if dataset is None and (fit or data is not None):
-        dataset = load_dataset(data_name, data_dir=data_dir, seed=seed)
-    shape = {"patch_size": patch}
-    if dataset is not None:
-        if patch is None and dataset.image_size % gene.spec.patch_size:
-            raise WaveError(
-                f"the learngene's patch size {gene.spec.patch_size} does not divide the {dataset.image_size}x{dataset.image_size} "
-                f"images of {dataset.name}: pass --patch (patch=) with a divisor of {dataset.image_size}"
-            )
-        shape.update(image_size=dataset.image_size, channels=dataset.channels, num_classes=dataset.num_classes)
-    spec = target_spec(gene, depth, width, heads, **shape)
-    provenance = {"learngene": source, "data": data_name, "seed": seed}
-    # Other data with as many classes still means other classes: the classifier starts afresh.
-    refresh = HEAD_ROLES if gene.provenance.get("data", data_name) != data_name else frozenset()
-    if not fit:
-        state, fresh = spawn_state_dict(gene, spec, seed, refresh)
-        return ModelFile(state, spec, {**provenance, "init": "wave-nofit", "fresh_roles": sorted(fresh)})
-
-    try:
-        from .backends.pipeline import SpawnConfig, dense_numpy, find_teacher
-        from .backends.pipeline import spawn as fit_spawn
-    except ImportError as e:
-        raise WaveError(f"fitting scalers needs PyTorch ({e.name} is missing): pip install 'waveinit[cli]', or spawn with fit=False") from None
-
-    teacher_model, teacher_name = find_teacher(teacher, gene, dataset)
-    config = SpawnConfig(fit_steps=fit_steps, fit_samples=fit_samples, batch_size=batch_size, lr=lr, seed=seed)
-    result = fit_spawn(gene, spec, dataset, config, teacher=teacher_model, teacher_name=teacher_name, refresh=refresh,
-                       device=device, on_progress=on_progress)
-    state = dense_numpy(result.model.state_dict())
-    return ModelFile(state, spec, {
-        **provenance,
-        "init": "wave",
-        "fit_steps": result.steps,
-        "fit_samples": result.samples,
-        "fitted_params": result.fitted_params,
-        "teacher": result.teacher,
-        "fresh_roles": sorted(result.fresh_roles),
-        "test_accuracy": result.eval["accuracy"],
-        "test_loss": result.eval["loss"],
-        "test_samples": result.eval["samples"],
-        "seconds": result.seconds,
-    })

@@ -22,12 +22,17 @@ scalers are per layer and per size:
 | head.bias               | (classes,)         | (1,)               | (classes,)          |
 
 (s: template side, default 64; r: MLP ratio, 4.) Per-layer roles get one scaler set per block.
+
+The key schema (`state_dict_keys`, `split_key`, `check_state_dict`, `spec_from_state_dict`) is
+timm's, and the initialisation statistics (`init_target`) are timm's ViT defaults.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from .errors import WaveError
 
@@ -271,3 +276,105 @@ def scaler_shapes(spec: ViTSpec, side: int, n: int | Mapping[str, int]) -> dict[
         shape = (counts[r.name], *r.scaler_shape(spec, side))
         shapes[r.name] = (spec.depth, *shape) if r.per_layer else shape
     return shapes
+
+
+def resized(spec: ViTSpec, depth: int, width: int, heads: int | None = None, side: int | None = None, **data) -> ViTSpec:
+    """`spec` with another depth and width (and, through `data`, another image_size, patch_size,
+    channels or num_classes). Heads default to keeping `spec`'s head width where the new width
+    allows it, else to width / 64; with `side`, the width must be a multiple of it (checked first,
+    since the default heads would complain less helpfully)."""
+    if side is not None:
+        check_width(width, side)
+    if heads is None and isinstance(width, int) and width % spec.head_dim == 0:
+        heads = width // spec.head_dim  # keep the head width: templates stay head-aligned
+    return ViTSpec(**{**spec.to_dict(), "depth": depth, "width": width, "heads": heads,
+                      **{k: v for k, v in data.items() if v is not None}})
+
+
+def init_target(role: str, spec: ViTSpec) -> tuple[float, float]:
+    """(mean, std) of a parameter at initialisation, as timm sets them: trunc-normal 0.02 for
+    matrices and embeddings, PyTorch's default scale for the patch convolution, LayerNorm
+    weights 1, biases 0."""
+    if role == "patch_embed.proj.weight":
+        return 0.0, 1.0 / math.sqrt(3 * spec.patch_dim)
+    if role.startswith("norm") and role.endswith(".weight"):  # norm1, norm2, norm
+        return 1.0, 0.0
+    if role.endswith(".bias"):
+        return 0.0, 0.0
+    return 0.0, 0.02
+
+
+# ----------------------------------------------------------------------------- the key schema
+
+
+@dataclass
+class ModelFile:
+    """A plain ViT: its state dict (timm keys; NumPy arrays when read from a file), spec and provenance."""
+
+    state_dict: dict[str, Any]
+    spec: ViTSpec
+    provenance: dict = field(default_factory=dict)
+
+
+def state_dict_keys(spec: ViTSpec) -> list[str]:
+    """The keys of a plain ViT's state dict, in timm's order."""
+    first = [r.key() for r in ROLES if not r.per_layer and not r.name.startswith(("norm.", "head."))]
+    blocks = [r.key(layer) for layer in range(spec.depth) for r in ROLES if r.per_layer]
+    last = [r.key() for r in ROLES if r.name.startswith(("norm.", "head."))]
+    return first + blocks + last
+
+
+def split_key(key: str) -> tuple[str, int | None]:
+    """`blocks.3.attn.qkv.weight` -> (`attn.qkv.weight`, 3); `pos_embed` -> (`pos_embed`, None)."""
+    if key.startswith("blocks."):
+        _, layer, name = key.split(".", 2)
+        return name, int(layer)
+    return key, None
+
+
+def check_state_dict(source, state_dict: Mapping[str, Any], spec: ViTSpec) -> None:
+    """WaveError (naming `source`) unless `state_dict` has the keys and shapes of the ViT `spec`."""
+    for key in state_dict_keys(spec):
+        if key not in state_dict:
+            raise WaveError(f"{source}: missing tensor {key} for a {spec.depth}x{spec.width} ViT: the file is damaged or not a ViT")
+        want = ROLES_BY_NAME[split_key(key)[0]].param_shape(spec)
+        if tuple(state_dict[key].shape) != want:
+            raise WaveError(f"{source}: tensor {key} has shape {tuple(state_dict[key].shape)}, expected {want}")
+
+
+def spec_from_state_dict(state: Mapping[str, Any], heads: int | None = None, source: str = "state dict") -> ViTSpec:
+    """The ViTSpec of a timm-keyed plain ViT state dict, from its tensor shapes.
+
+    Heads cannot be read off shapes: pass them, or they default to width / 64.
+    """
+    required = ("cls_token", "pos_embed", "patch_embed.proj.weight", "head.weight", "blocks.0.mlp.fc1.weight")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise WaveError(f"{source} is not a plain ViT state dict with timm's key names (no {missing[0]}): pass a model file or a timm ViT")
+    try:
+        extra = sorted(k for k in state if split_key(k)[0] not in ROLES_BY_NAME)
+        depth = len({split_key(k)[1] for k in state if k.startswith("blocks.")})
+    except ValueError:
+        raise WaveError(f"{source}: a blocks.* tensor name is not blocks.<layer>.<name>: pass a plain timm ViT") from None
+    if extra:
+        raise WaveError(f"{source} has tensors a plain ViT does not ({', '.join(extra[:3])}): "
+                        f"only plain pre-LayerNorm ViTs with a class token are supported")
+    shapes = {k: tuple(state[k].shape) for k in required}
+    if len(shapes["patch_embed.proj.weight"]) != 4 or len(shapes["pos_embed"]) != 3 or len(shapes["head.weight"]) != 2:
+        raise WaveError(f"{source}: patch_embed.proj.weight, pos_embed or head.weight has the wrong number of axes for a ViT: "
+                        f"pass a plain timm ViT")
+    width, channels, patch, _ = shapes["patch_embed.proj.weight"]
+    patches = shapes["pos_embed"][1] - 1
+    grid = round(patches**0.5)
+    if grid * grid != patches:
+        raise WaveError(f"{source}: {patches} position embeddings (without the class token) do not form a square grid of patches")
+    return ViTSpec(
+        depth=depth,
+        width=int(width),
+        heads=heads,
+        patch_size=int(patch),
+        image_size=int(grid * patch),
+        channels=int(channels),
+        num_classes=int(shapes["head.weight"][0]),
+        mlp_ratio=int(shapes["blocks.0.mlp.fc1.weight"][0]) // int(width),
+    )

@@ -16,10 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WaveError
-from ..learngene import Learngene, check_shapes, materialize, state_dict_keys
-from ..spawning import fresh_factors, init_target
-from ..spec import LAYER_NORM_EPS, ROLES, ViTSpec, check_side
-
+from ..learngene import Learngene, check_shapes, materialize
+from ..spawning import fresh_factors
+from ..spec import LAYER_NORM_EPS, ROLES, ViTSpec, check_side, init_target, state_dict_keys
 
 
 class PatchEmbed(nn.Module):
@@ -115,6 +114,11 @@ def load_state_dict(model: ViT, state: Mapping[str, np.ndarray | torch.Tensor]) 
         with torch.no_grad():
             own[key].copy_(value)
     return model
+
+
+def dense_numpy(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """A state dict as float32 NumPy arrays on the CPU (what model files hold)."""
+    return {k: v.detach().to("cpu", torch.float32).numpy() for k, v in state.items()}
 
 
 class TemplatedViT(nn.Module):

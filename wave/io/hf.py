@@ -38,13 +38,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from safetensors import safe_open
 from safetensors.numpy import save as _safetensors_bytes
 
-from .errors import WaveError
-from .files import ModelFile, check_state_dict, read_file
-from .learngene import state_dict_keys
-from .spec import LAYER_NORM_EPS, ViTSpec
+from ..errors import WaveError
+from ..spec import LAYER_NORM_EPS, ModelFile, ViTSpec, check_state_dict, state_dict_keys
+from .storage import read_file, tensor_dtypes
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -424,11 +422,7 @@ def weight_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def _read_weights(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    try:
-        with safe_open(str(path), framework="np") as f:
-            bf16 = [k for k in f.keys() if f.get_slice(k).get_dtype() == "BF16"]
-    except Exception:  # damaged: read_file below names the problem
-        bf16 = []
+    bf16 = [name for name, (_, dtype) in tensor_dtypes(path).items() if dtype == "BF16"]
     if bf16:
         raise WaveError(
             f"{path} stores bfloat16 tensors ({bf16[0]}, ...), which NumPy cannot hold: "

@@ -24,7 +24,7 @@ Resumable: finished cells (and sweep runs) are kept one JSON object a line in `c
 (`sweep.jsonl`), each addition an atomic rewrite; a rerun with the same settings skips them and
 only adds what is missing (more seeds, sizes or methods are welcome; other training settings
 are refused). The reports (`results.csv`, `results.json`, `results.md`, plots) are written
-from those records by `bench_report.py`.
+from those records by `report.py`.
 """
 
 from __future__ import annotations
@@ -35,253 +35,25 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import Dataset, load_dataset, split_validation
+from ..api import spawn
+from ..backends.torch import ViT, dense_numpy, load_state_dict
+from ..configs import EVAL_BATCH_SIZE, TrainConfig
 from ..errors import WaveError
-from ..files import atomic_write_bytes, load_learngene, save_learngene
-from ..learngene import Learngene, learngene_from_weights
+from ..io.datasets import Dataset, load_dataset, split_validation
+from ..io.storage import atomic_write_bytes
 from ..selection import check_applicable, weight_selection
-from ..spawning import spawn
-from ..spec import ViTSpec, check_width
-from .pipeline import DistillConfig, check_fits, dense_numpy, distill, load_vit, random_vit, spec_for, train_vit
-from .torch import ViT, load_state_dict
-from .torch_train import TrainConfig, evaluate, resolve_device, train
-
-METHODS = ("random", "weight-selection", "nearest-kron", "wave", "wave-nofit", "scratch-long")
-EVAL_BATCH = 256
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    data: str = "fashion-mnist"
-    data_dir: str | None = None
-    # Sized to run in a session on 2 CPU cores (98 minutes, README: Results): 5,000 training images
-    # (a fixed draw, seed 0; None: all), the full test set, one epoch per cell.
-    subset: int | None = 5000
-    depths: tuple[int, ...] = (2, 4, 6)
-    widths: tuple[int, ...] = (64, 128, 192)
-    extra_sizes: tuple[tuple[int, int], ...] = ((8, 256),)  # (depth, width) beyond the ancestry
-    methods: tuple[str, ...] = METHODS
-    seeds: int = 3
-    epochs: int = 1  # training epochs of every cell (scratch-long: scratch_factor times as many)
-    scratch_factor: int = 5
-    batch_size: int = 64
-    lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # learning-rate sweep candidates, one rate: no sweep
-    sweep_epochs: int = 1
-    validation_fraction: float = 0.1  # of the training set, held out for the sweep
-    fit_steps: int = 100  # scaler fit of wave and nearest-kron
-    fit_samples: int = 1500
-    fit_lr: float = 0.1
-    patch: int | None = None  # None: image side / 4
-    # The ancestry and the learngene, when the bench makes them.
-    ancestry_depth: int = 6
-    ancestry_width: int = 192
-    ancestry_epochs: int = 10
-    ancestry_lr: float = 2e-3
-    side: int = 64  # template side, also the head width of every model
-    templates: int = 4  # per role
-    distill_epochs: int = 5
-    distill_lr: float = 2e-3
-
-    def check(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise WaveError(f"unknown method {unknown[0]!r}: choose from {', '.join(METHODS)}")
-        if not self.methods:
-            raise WaveError(f"no methods to run: choose from {', '.join(METHODS)}")
-        positive = ("seeds", "epochs", "scratch_factor", "batch_size", "sweep_epochs", "fit_steps", "fit_samples",
-                    "ancestry_depth", "ancestry_width", "ancestry_epochs", "side", "templates", "distill_epochs")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise WaveError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
-        if not self.lrs or any(not lr > 0 for lr in self.lrs):
-            raise WaveError(f"learning rates must be positive numbers, got {list(self.lrs)}")
-        if not (self.depths and self.widths) and not self.extra_sizes:
-            raise WaveError("no model sizes: give depths and widths, or extra sizes")
-
-    def fingerprint(self) -> dict:
-        """The settings a finished cell depends on: a rerun must share them to reuse cells.
-        Sizes, methods and seeds are not among them (a rerun may add more)."""
-        d = asdict(self)
-        for key in ("depths", "widths", "extra_sizes", "methods", "seeds"):
-            d.pop(key)
-        return json.loads(json.dumps(d))
-
-
-QUICK = BenchConfig(
-    data="digits",
-    subset=None,
-    depths=(1, 2),
-    widths=(32, 64),
-    extra_sizes=((3, 96),),
-    seeds=3,
-    epochs=1,
-    scratch_factor=5,
-    lrs=(1e-3, 3e-3, 1e-2),
-    fit_steps=40,
-    fit_samples=600,
-    ancestry_depth=2,
-    ancestry_width=64,
-    ancestry_epochs=20,
-    ancestry_lr=3e-3,
-    side=32,
-    templates=2,
-    distill_epochs=10,
-    distill_lr=3e-3,
-)
-
-
-def preset(quick: bool) -> BenchConfig:
-    """`--quick`: digits, tiny sizes, minutes on 2 CPU cores. Default: Fashion-MNIST."""
-    return QUICK if quick else BenchConfig()
-
-
-# ----------------------------------------------------------------------------- records on disk
-
-class RecordFile:
-    """Finished records, one JSON object a line, keyed by `record["key"]`.
-
-    Each addition rewrites the whole file through a temporary file and a rename, so a crash
-    leaves the records before it or after it, never half a line.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.records: dict[str, dict] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    record = json.loads(line)
-                    self.records[record["key"]] = record
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.records
-
-    def __getitem__(self, key: str) -> dict:
-        return self.records[key]
-
-    def add(self, record: dict) -> None:
-        self.records[record["key"]] = record
-        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records.values())
-        atomic_write_bytes(self.path, text.encode())
-
-
-# ----------------------------------------------------------------------------- the family: ancestry and learngenes
-
-@dataclass
-class Family:
-    """What every size is initialised from, made (or given) once."""
-
-    ancestry: ViT
-    ancestry_path: Path
-    learngene: Learngene
-    learngene_path: Path
-    nearest_kron: Learngene  # templates by nearest_kron of the ancestry, shaped like the learngene's
-    nearest_kron_path: Path
-    record: dict = field(default_factory=dict)  # how each was made, and what it cost
-
-
-def images_passed(samples: int, batch_size: int, steps: int) -> int:
-    """Images through forward + backward in `steps` steps over `samples` images in batches
-    (each epoch's last batch may be smaller), as the training engine draws them."""
-    per_epoch = -(-samples // batch_size)
-    full, rest = divmod(steps, per_epoch)
-    return full * samples + min(rest * batch_size, samples)
-
-
-def _training_compute(provenance: dict) -> int | None:
-    """Forward + backward image passes recorded by train_vit / distill, when they are known."""
-    config, size = provenance.get("config"), provenance.get("train_size")
-    if not isinstance(config, dict) or not size:
-        return None
-    if config.get("max_steps"):
-        return images_passed(size, config["batch_size"], config["max_steps"])
-    return config["epochs"] * size
-
-
-def make_family(config: BenchConfig, data: Dataset, out: Path, ancestry: Path | None, learngene: Path | None,
-                device: str, log: Callable[[str], None]) -> Family:
-    """Load the given ancestry and learngene, or make them in `out` (a rerun reuses them), and
-    take the nearest-Kronecker templates of the ancestry."""
-    model, ancestry, record = _ancestry(config, data, out, ancestry, device, log)
-    gene, learngene, record["learngene"] = _learngene(config, data, out, learngene, model, ancestry, device, log)
-    nearest = learngene_from_weights(dense_numpy(model.state_dict()), model.spec, gene.side, gene.counts)
-    nearest.provenance.update(teacher=str(ancestry.resolve()), data=record["ancestry"]["data"] or data.name)
-    nearest_path = out / "nearest_kron.safetensors"
-    save_learngene(nearest_path, nearest)
-    record["nearest_kron"] = {
-        "path": str(nearest_path), "how": "nearest_kron of the ancestry's weights, all layers at once (no data, no training)",
-        "relative_error": nearest.provenance["relative_error"], "compute": 0, "bytes": nearest_path.stat().st_size,
-    }
-    return Family(model, ancestry, gene, learngene, nearest, nearest_path, record)
-
-
-def _ancestry(config, data, out, path, device, log) -> tuple[ViT, Path, dict]:
-    if path is not None:
-        model, provenance = load_vit(path)
-        check_fits(model.spec, data, f"ancestry {path}")
-        how = f"given: {path}"
-    else:
-        path = out / "ancestry.safetensors"
-        if not path.exists():
-            spec = _ancestry_spec(config, data)
-            log(f"training the ancestry ({spec.depth}x{spec.width}, {config.ancestry_epochs} epochs) -> {path}")
-            train_vit(random_vit(spec, 0), data, TrainConfig(epochs=config.ancestry_epochs, batch_size=config.batch_size, lr=config.ancestry_lr),
-                      out=path, device=device, resume=True, provenance={"init": "random", "made_by": "wave bench"})
-        model, provenance = load_vit(path)
-        how = f"trained by wave bench (train_vit, {config.ancestry_epochs} epochs, lr {config.ancestry_lr:g})"
-    model.to(resolve_device(device)).eval()
-    record = {"ancestry": {
-        "path": str(path), "how": how, "spec": model.spec.to_dict(), "params": model.spec.num_params(), "data": provenance.get("data"),
-        "test_accuracy": evaluate(model, data.test_images, data.test_labels, EVAL_BATCH, device)["accuracy"],
-        "compute": _training_compute(provenance), "train_images": provenance.get("train_size"), "seconds": provenance.get("seconds"),
-        "bytes": path.stat().st_size if path.is_file() else None,
-    }}
-    return model, path, record
-
-
-def _ancestry_spec(config: BenchConfig, data: Dataset) -> ViTSpec:
-    """The ancestry the bench trains: heads as wide as the templates."""
-    check_width(config.ancestry_width, config.side)
-    return spec_for(data, config.ancestry_depth, config.ancestry_width, config.ancestry_width // config.side, config.patch)
-
-
-def _learngene(config, data, out, path, ancestry: ViT, ancestry_path: Path, device, log) -> tuple[Learngene, Path, dict]:
-    if path is not None:
-        gene = load_learngene(path)
-        check_fits(gene.spec, data, f"learngene {path}")
-        how = f"given: {path}"
-    else:
-        path = out / "learngene.safetensors"
-        if not path.exists():
-            log(f"distilling the ancestry into {config.templates} templates of {config.side}x{config.side} per role "
-                f"({config.distill_epochs} epochs) -> {path}")
-            distill(ancestry, data, ancestry.spec, TrainConfig(epochs=config.distill_epochs, batch_size=config.batch_size, lr=config.distill_lr),
-                    DistillConfig(side=config.side, templates=config.templates), out=path, device=device, resume=True,
-                    provenance={"teacher": str(ancestry_path.resolve()), "made_by": "wave bench"})
-        gene = load_learngene(path)
-        how = f"distilled by wave bench ({config.distill_epochs} epochs, lr {config.distill_lr:g}, auxiliary model of the ancestry's size)"
-    compute = _training_compute(gene.provenance)
-    return gene, path, {
-        "path": str(path), "how": how, "spec": gene.spec.to_dict(), "side": gene.side, "templates": gene.counts,
-        "template_params": gene.num_template_params(), "scaler_params": gene.num_scaler_params(),
-        "test_accuracy": gene.provenance.get("test_accuracy"), "compute": compute,
-        "teacher_forward": gene.provenance.get("train_size") if compute is not None else None,  # the teacher's logits, cached once
-        "train_images": gene.provenance.get("train_size"), "seconds": gene.provenance.get("seconds"), "bytes": path.stat().st_size,
-    }
-
-
-def _planned_family(config: BenchConfig, data: Dataset, out: Path, ancestry: Path | None, learngene: Path | None) -> tuple[ViTSpec, int]:
-    """(ancestry spec, template side) of the family `make_family` will give, read without making it."""
-    from ..files import load_model
-
-    made = out / "ancestry.safetensors"
-    spec = load_model(ancestry or made).spec if ancestry is not None or made.exists() else _ancestry_spec(config, data)
-    made = out / "learngene.safetensors"
-    side = load_learngene(learngene or made).side if learngene is not None or made.exists() else config.side
-    return spec, side
+from ..spec import ViTSpec, check_width, resized
+from ..tasks import random_vit
+from ..training.distributed import resolve_device
+from ..training.engine import train
+from ..training.evaluation import evaluate
+from .config import METHODS, BenchConfig
+from .family import Family, make_family, planned_family
+from .records import RecordFile, images_passed
+from .report import write_reports
 
 
 # ----------------------------------------------------------------------------- sizes
@@ -297,7 +69,7 @@ def bench_sizes(config: BenchConfig, ancestry: ViTSpec, side: int) -> list[ViTSp
         if width % ancestry.head_dim:
             raise WaveError(f"width {width} is not a multiple of the ancestry's head width {ancestry.head_dim}: "
                             f"choose widths that are multiples of {ancestry.head_dim}")
-        sizes.append(ancestry.replace(depth=depth, width=width, heads=width // ancestry.head_dim))
+        sizes.append(resized(ancestry, depth, width))
     return sizes
 
 
@@ -308,22 +80,12 @@ def size_name(spec: ViTSpec) -> str:
 def representative_size(sizes: list[ViTSpec], ancestry: ViTSpec) -> ViTSpec:
     """The size the learning rates are swept on: the median (by parameters, the larger of two)
     of the sizes every method applies to (none beyond the ancestry), else of all sizes."""
-    applicable = [s for s in sizes if _selectable(ancestry, s)] or sizes
+    applicable = [s for s in sizes if selectable(ancestry, s)] or sizes
     ordered = sorted(applicable, key=lambda s: (s.num_params(), s.depth))
     return ordered[len(ordered) // 2]
 
 
-def _sweep_size(sweeps: RecordFile, sizes: list[ViTSpec], ancestry: ViTSpec) -> ViTSpec:
-    """The representative size, or the one an earlier run of this bench swept on: the rates
-    of finished cells stay the rates of the cells still to run."""
-    earlier = {r["size"] for r in sweeps.records.values()}
-    if not earlier:
-        return representative_size(sizes, ancestry)
-    depth, width = map(int, earlier.pop().split("x"))
-    return ancestry.replace(depth=depth, width=width, heads=width // ancestry.head_dim)
-
-
-def _selectable(ancestry: ViTSpec, spec: ViTSpec) -> bool:
+def selectable(ancestry: ViTSpec, spec: ViTSpec) -> bool:
     try:
         check_applicable(ancestry, spec)
     except WaveError:
@@ -368,6 +130,16 @@ def initialise(method: str, spec: ViTSpec, seed: int, family: Family, data: Data
 
 # ----------------------------------------------------------------------------- the learning-rate sweep
 
+def _sweep_size(sweeps: RecordFile, sizes: list[ViTSpec], ancestry: ViTSpec) -> ViTSpec:
+    """The representative size, or the one an earlier run of this bench swept on: the rates
+    of finished cells stay the rates of the cells still to run."""
+    earlier = {r["size"] for r in sweeps.records.values()}
+    if not earlier:
+        return representative_size(sizes, ancestry)
+    depth, width = map(int, earlier.pop().split("x"))
+    return resized(ancestry, depth, width)
+
+
 def sweep_learning_rates(config: BenchConfig, family: Family, data: Dataset, size: ViTSpec, store: RecordFile,
                          device: str, log: Callable[[str], None]) -> dict[str, float]:
     """Method -> learning rate: the best validation accuracy (then loss) after `sweep_epochs`
@@ -383,7 +155,7 @@ def sweep_learning_rates(config: BenchConfig, family: Family, data: Dataset, siz
         swept.insert(0, "random")
     chosen = {}
     for method in swept:
-        if method == "weight-selection" and not _selectable(family.ancestry.spec, size):
+        if method == "weight-selection" and not selectable(family.ancestry.spec, size):
             continue  # not applicable anywhere the sweep could run
         keys = {lr: f"{method}/{size_name(size)}/lr{lr:g}" for lr in config.lrs}
         missing = [lr for lr, key in keys.items() if key not in store]
@@ -393,7 +165,7 @@ def sweep_learning_rates(config: BenchConfig, family: Family, data: Dataset, siz
                 model = copy.deepcopy(start.model)
                 train(model, val.train_images, val.train_labels, TrainConfig(epochs=config.sweep_epochs, batch_size=config.batch_size, lr=lr),
                       device=device)
-                result = evaluate(model, val.test_images, val.test_labels, EVAL_BATCH, device)
+                result = evaluate(model, val.test_images, val.test_labels, EVAL_BATCH_SIZE, device)
                 store.add({"key": keys[lr], "method": method, "size": size_name(size), "lr": lr, "epochs": config.sweep_epochs,
                            "val_accuracy": result["accuracy"], "val_loss": result["loss"], "val_samples": result["samples"]})
                 log(f"sweep {method} {size_name(size)} lr {lr:g}: validation accuracy {100 * result['accuracy']:.1f}%")
@@ -425,7 +197,7 @@ def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, d
     init = initialise(method, spec, seed, family, data, config, device)
     model = init.model.to(resolve_device(device))
     n = len(data.train_labels)
-    first = evaluate(model, data.test_images, data.test_labels, EVAL_BATCH, device)
+    first = evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, device)
     rows = [{"epoch": 0, "accuracy": first["accuracy"], "loss": first["loss"], "train_loss": None,
              "seconds": init.seconds, "compute": init.compute, "images": init.images}]
     epochs = config.epochs * (config.scratch_factor if method == "scratch-long" else 1)
@@ -455,14 +227,12 @@ class BenchResult:
 def run_bench(config: BenchConfig, out: str | Path, *, ancestry: str | Path | None = None, learngene: str | Path | None = None,
               device: str = "auto", log: Callable[[str], None] = print) -> BenchResult:
     """Run every missing cell of the bench into `out` and write the reports (module docstring)."""
-    from .bench_report import write_reports  # matplotlib is imported there, when the reports are drawn
-
     config.check()
     out = Path(out)
     ancestry, learngene = (Path(p) if p is not None else None for p in (ancestry, learngene))
     data = load_dataset(config.data, data_dir=config.data_dir, subset=config.subset, seed=0)
     header = _settings_header(config, ancestry, learngene)
-    bench_sizes(config, *_planned_family(config, data, out, ancestry, learngene))  # bad sizes fail now, not after an hour
+    bench_sizes(config, *planned_family(config, data, out, ancestry, learngene))  # bad sizes fail now, not after an hour
     _claim(out, header)
     family = make_family(config, data, out, ancestry, learngene, device, log)
     sizes = bench_sizes(config, family.ancestry.spec, family.learngene.side)

@@ -1,5 +1,9 @@
-"""The steps of WAVE with PyTorch: train a plain ViT (the ancestry, or any model), and distil an
-ancestry into a learngene. The CLI is a thin layer over these functions; they are the Python API.
+"""The steps behind the commands, with PyTorch: train a plain ViT (an ancestry, or any model),
+distil an ancestry into a learngene, and fit a spawned model's scalers.
+
+Each step takes a Dataset, a model or learngene, and its config from `configs.py`; it trains
+with the engine (`training/`) and writes its file through `io/`. The CLI, the bench, the
+examples and `waveinit.spawn` all call these functions.
 """
 
 from __future__ import annotations
@@ -12,24 +16,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import Dataset
-from ..errors import WaveError
-from ..files import load_model, save_learngene, save_model
-from ..learngene import Learngene
-from ..spawning import spawn_factors
-from ..spec import DEFAULT_TEMPLATE_SIDE, ViTSpec
-from .torch import TemplatedViT, ViT, load_state_dict
-from .torch_train import (
-    TrainConfig,
-    TrainResult,
-    cross_entropy_loss,
-    distributed_context,
-    evaluate,
-    kd_loss,
-    predict_logits,
-    resolve_device,
-    train,
-)
+from .backends.torch import TemplatedViT, ViT, dense_numpy, load_state_dict
+from .configs import COMMAND_TRAIN, EVAL_BATCH_SIZE, AncestryConfig, DistillConfig, SpawnConfig, TrainConfig
+from .errors import WaveError
+from .io.datasets import Dataset
+from .io.files import load_model, save_learngene, save_model
+from .learngene import Learngene
+from .spawning import spawn_factors
+from .spec import ViTSpec
+from .training.distributed import barrier, distributed_context, resolve_device
+from .training.engine import LossFn, TrainResult, train
+from .training.evaluation import evaluate, predict_logits
+from .training.objectives import cross_entropy_loss, kd_loss
+
+# ----------------------------------------------------------------------------- models for data
 
 
 def default_patch(image_size: int) -> int:
@@ -43,8 +43,10 @@ def spec_for(data: Dataset, depth: int, width: int, heads: int | None = None, pa
     """The ViT of the given depth and width for `data`'s images and classes."""
     patch = patch or default_patch(data.image_size)
     if data.image_size % patch:
-        raise WaveError(f"patch size {patch} does not divide the {data.image_size}x{data.image_size} images of {data.name}: pass --patch with a divisor of {data.image_size}")
-    return ViTSpec(depth=depth, width=width, heads=heads, patch_size=patch, image_size=data.image_size, channels=data.channels, num_classes=data.num_classes)
+        raise WaveError(f"patch size {patch} does not divide the {data.image_size}x{data.image_size} images of {data.name}: "
+                        f"pass --patch with a divisor of {data.image_size}")
+    return ViTSpec(depth=depth, width=width, heads=heads, patch_size=patch, image_size=data.image_size,
+                   channels=data.channels, num_classes=data.num_classes)
 
 
 def check_fits(spec: ViTSpec, data: Dataset, what: str) -> None:
@@ -57,7 +59,7 @@ def check_fits(spec: ViTSpec, data: Dataset, what: str) -> None:
 
 
 def load_vit(path: str | Path, heads: int | None = None) -> tuple[ViT, dict]:
-    """A plain ViT (and its provenance) from a model file or a timm-keyed safetensors state dict."""
+    """A plain ViT (and its provenance) from a model file, a timm-keyed safetensors state dict or a Hugging Face folder."""
     model_file = load_model(path, heads=heads)
     return load_state_dict(ViT(model_file.spec), model_file.state_dict), model_file.provenance
 
@@ -72,16 +74,42 @@ def save_vit(path: str | Path, model: ViT, provenance: dict) -> None:
     """Rank 0 writes the model file; the other ranks wait until it is there."""
     if distributed_context()[0] == 0:
         save_model(path, dense_numpy(model.state_dict()), model.spec, provenance)
-    _barrier()
+    barrier()
 
 
-def dense_numpy(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {k: v.detach().to("cpu", torch.float32).numpy() for k, v in state.items()}
+def checkpoint_path(out: str | Path) -> Path:
+    """The training checkpoint that belongs to the output file `out`: `<out>.ckpt`."""
+    out = Path(out)
+    return out.with_name(out.name + ".ckpt")
 
 
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+def teacher_kd_loss(teacher: torch.nn.Module, images: np.ndarray, temperature: float, kd_weight: float, batch_size: int,
+                    device: torch.device, cache: bool = True) -> LossFn:
+    """The distillation loss against `teacher` for training on `images` (indexed by the engine's
+    dataset indices): the teacher's logits computed once for all images (`cache`), or per batch."""
+    if cache:
+        cached = predict_logits(teacher, images, batch_size, device).to(device)  # (n, classes)
+
+        def loss_fn(logits, batch, labels, indices):
+            return kd_loss(logits, cached[indices.to(device)].to(logits.dtype), labels, temperature, kd_weight)
+    else:
+
+        def loss_fn(logits, batch, labels, indices):
+            with torch.no_grad():
+                teacher_logits = teacher(batch)
+            return kd_loss(logits, teacher_logits.to(logits.dtype), labels, temperature, kd_weight)
+
+    return loss_fn
+
+
+def _frozen(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+# ----------------------------------------------------------------------------- train
 
 
 def train_vit(
@@ -102,15 +130,9 @@ def train_vit(
     check_fits(model.spec, data, "model")
     start = time.perf_counter()
     result = train(
-        model,
-        data.train_images,
-        data.train_labels,
-        config,
-        device=device,
-        checkpoint=checkpoint_path(out),
-        resume=resume,
-        eval_data=(data.test_images, data.test_labels),
-        on_progress=on_progress,
+        model, data.train_images, data.train_labels, config,
+        device=device, checkpoint=checkpoint_path(out), resume=resume,
+        eval_data=(data.test_images, data.test_labels), on_progress=on_progress,
         meta={"task": "train", "data": data.name, "train_size": len(data.train_labels), "spec": model.spec.to_dict()},
     )
     final = result.history[-1]["eval"] if result.history else None
@@ -126,13 +148,18 @@ def train_vit(
     return result
 
 
-@dataclass
-class DistillConfig:
-    temperature: float = 1.0  # softens both distributions in the KL term
-    kd_weight: float = 0.5  # weight of the KL term; 1 - kd_weight goes to cross-entropy on labels
-    side: int = DEFAULT_TEMPLATE_SIDE  # template side s
-    templates: int = 4  # templates per role
-    cache_teacher: bool = True  # compute the teacher's logits once (valid: no random augmentation)
+def train_ancestry(data: Dataset, recipe: AncestryConfig, *, out: str | Path, batch_size: int = COMMAND_TRAIN.batch_size,
+                   seed: int = 0, patch: int | None = None, heads: int | None = None, device: str = "auto",
+                   resume: bool = False, on_progress=None, provenance: dict | None = None) -> TrainResult:
+    """Train the ancestry of `recipe` from a random init on `data` (what `wave distill` does when
+    it is given none, and what the bench and the examples make) and save it at `out`."""
+    model = random_vit(spec_for(data, recipe.depth, recipe.width, heads, patch), seed)
+    config = TrainConfig(epochs=recipe.epochs, batch_size=batch_size, lr=recipe.lr, seed=seed)
+    return train_vit(model, data, config, out=out, device=device, resume=resume, on_progress=on_progress,
+                     provenance={"init": "random", **(provenance or {})})
+
+
+# ----------------------------------------------------------------------------- distill
 
 
 @dataclass
@@ -163,23 +190,10 @@ def distill(
     check_fits(aux_spec, data, "auxiliary model")
     start = time.perf_counter()
     dev = resolve_device(device)
-    teacher = teacher.to(dev).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher = _frozen(teacher, dev)
     teacher_eval = evaluate(teacher, data.test_images, data.test_labels, config.batch_size, dev)
-    t, alpha = distill_config.temperature, distill_config.kd_weight
-
-    if distill_config.cache_teacher:
-        cached = predict_logits(teacher, data.train_images, config.batch_size, dev).to(dev)  # (n, classes)
-
-        def loss_fn(logits, images, labels, indices):
-            return kd_loss(logits, cached[indices.to(dev)].to(logits.dtype), labels, t, alpha)
-    else:
-
-        def loss_fn(logits, images, labels, indices):
-            with torch.no_grad():
-                teacher_logits = teacher(images)
-            return kd_loss(logits, teacher_logits.to(logits.dtype), labels, t, alpha)
+    loss_fn = teacher_kd_loss(teacher, data.train_images, distill_config.temperature, distill_config.kd_weight,
+                              config.batch_size, dev, cache=distill_config.cache_teacher)
 
     model = TemplatedViT(aux_spec, distill_config.side, distill_config.templates, seed=config.seed)
     templates, scalers = model.role_tensors()
@@ -190,17 +204,9 @@ def distill(
         {"params": list(scalers.values()), "weight_decay": 0.0},
     ]
     result = train(
-        model,
-        data.train_images,
-        data.train_labels,
-        config,
-        loss_fn=loss_fn,
-        param_groups=groups,
-        device=device,
-        checkpoint=checkpoint_path(out),
-        resume=resume,
-        eval_data=(data.test_images, data.test_labels),
-        on_progress=on_progress,
+        model, data.train_images, data.train_labels, config,
+        loss_fn=loss_fn, param_groups=groups, device=device, checkpoint=checkpoint_path(out), resume=resume,
+        eval_data=(data.test_images, data.test_labels), on_progress=on_progress,
         meta={
             "task": "distill",
             "data": data.name,
@@ -229,13 +235,8 @@ def distill(
     })
     if distributed_context()[0] == 0:
         save_learngene(out, learngene)
-    _barrier()
+    barrier()
     return DistillResult(learngene, model, result, teacher_eval, time.perf_counter() - start)
-
-
-def checkpoint_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".ckpt")
 
 
 def _checksum(model: torch.nn.Module) -> str:
@@ -247,15 +248,7 @@ def _checksum(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-@dataclass
-class SpawnConfig:
-    fit_steps: int = 200  # optimizer steps of the scaler fit
-    fit_samples: int = 1500  # training images the fit may see (a fixed seeded choice)
-    batch_size: int = 64
-    lr: float = 0.1  # scalers are O(1) numbers: a far larger rate than for weights (0.1 beat 3e-2 and 1e-2 on digits)
-    temperature: float = 2.0  # for distillation from the ancestry, when there is one
-    kd_weight: float = 0.5  # KL to the ancestry, the rest cross-entropy on labels
-    seed: int = 0
+# ----------------------------------------------------------------------------- fit scalers
 
 
 @dataclass
@@ -271,7 +264,7 @@ class SpawnResult:
     seconds: float
 
 
-def spawn(
+def fit_scalers(
     learngene: Learngene,
     target: ViTSpec,
     data: Dataset | None = None,
@@ -284,13 +277,13 @@ def spawn(
     on_progress=None,
 ) -> SpawnResult:
     """Initialise a ViT of shape `target` from a learngene: scalers by the data-free rule
-    (`waveinit.spawn`), then, with `data`, fitted for `config.fit_steps` steps with the
+    (`spawning.spawn_factors`), then, with `data`, fitted for `config.fit_steps` steps with the
     templates frozen (KL to `teacher` plus cross-entropy when a teacher is given, else
     cross-entropy). Without data the data-free weights are returned as they are."""
     start = time.perf_counter()
     templates, scalers, fresh = spawn_factors(learngene, target, config.seed, refresh)
     model = TemplatedViT.from_factors(target, learngene.side, templates, scalers)
-    templates_p, scalers_p = model.role_tensors()
+    templates_p, _ = model.role_tensors()
     for name, t in templates_p.items():
         t.requires_grad_(name in fresh)  # learned templates stay frozen; fresh ones must learn
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -304,23 +297,16 @@ def spawn(
         dev = resolve_device(device)
         if teacher is not None:
             check_fits(teacher.spec, data, "teacher")
-            teacher = teacher.to(dev).eval()
-            cached = predict_logits(teacher, images, config.batch_size, dev).to(dev)
-
-            def loss_fn(logits, batch, batch_labels, indices):
-                return kd_loss(logits, cached[indices.to(dev)].to(logits.dtype), batch_labels, config.temperature, config.kd_weight)
+            loss_fn = teacher_kd_loss(_frozen(teacher, dev), images, config.temperature, config.kd_weight, config.batch_size, dev)
         else:
             loss_fn = cross_entropy_loss
         fit = train(
             model, images, labels,
             TrainConfig(batch_size=config.batch_size, lr=config.lr, weight_decay=0.0, max_steps=config.fit_steps, seed=config.seed),
-            loss_fn=loss_fn,
-            param_groups=[{"params": trainable, "weight_decay": 0.0}],
-            device=device,
-            on_progress=on_progress,
+            loss_fn=loss_fn, param_groups=[{"params": trainable, "weight_decay": 0.0}], device=device, on_progress=on_progress,
         )
         samples, steps = n, fit.steps
-        evaluation = evaluate(model, data.test_images, data.test_labels, 256, dev)
+        evaluation = evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, dev)
     dense = load_state_dict(ViT(target), {k: v.detach().cpu() for k, v in model.dense_state_dict().items()})
     return SpawnResult(
         model=dense,

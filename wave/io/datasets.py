@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import WaveError
+from ..errors import WaveError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist/"
 CHOICES = ("digits", "fashion-mnist", "idx:DIR", "folder:DIR")

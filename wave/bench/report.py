@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write_bytes
+from ..io.storage import atomic_write_bytes
 from ..spec import ViTSpec, scaler_shapes
-from .bench import METHODS, BenchConfig
+from .config import METHODS, BenchConfig
+from .plots import plot_accuracy_vs_epoch, plot_accuracy_vs_size, plot_storage, short_count
 
 CSV_COLUMNS = ("size", "depth", "width", "heads", "params", "method", "seed", "status", "epoch", "accuracy", "loss", "train_loss",
                "seconds", "lr", "init_compute", "compute", "compute_epochs", "images", "train_images")
@@ -189,14 +190,7 @@ def _passes(n: float | None, train_images: int) -> str:
     """Image passes as epochs of the training set, with the count."""
     if n is None:
         return "unknown"
-    return f"{n / train_images:.2f} ep ({_count(n)})"
-
-
-def _count(n: float) -> str:
-    for unit, scale in (("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return f"{n:.0f}"
+    return f"{n / train_images:.2f} ep ({short_count(n)})"
 
 
 def _bytes(n: float) -> str:
@@ -233,7 +227,7 @@ def _intro(config: BenchConfig, n: int, seeds: int) -> list[str]:
 
 def _family_section(family: dict, n: int) -> list[str]:
     a, g, nk = family["ancestry"], family["learngene"], family["nearest_kron"]
-    teacher = f" + {_count(g['teacher_forward'])} teacher forward passes" if g.get("teacher_forward") else ""
+    teacher = f" + {short_count(g['teacher_forward'])} teacher forward passes" if g.get("teacher_forward") else ""
     matrices = [nk["relative_error"][r] for r in ("attn.qkv.weight", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.weight")]
     return [
         "## Ancestry and learngene (made once for the whole family)", "",
@@ -347,118 +341,3 @@ def _storage_section(storage: dict) -> list[str]:
         f"{_bytes(storage['dense_total_bytes'])}; the learngene plus every size's scalers "
         f"{_bytes(storage['learngene_and_scalers_bytes'])} ({storage['ratio']:.1f}x less)."), "",
         "Plots: `accuracy_vs_size.png`, `accuracy_vs_epoch.png`, `storage.png`; every number: `results.csv`, `results.json`."]
-
-
-# ----------------------------------------------------------------------------- plots
-
-STYLE = {  # method -> (colour, marker, line style)
-    "random": ("tab:gray", "o", "-"),
-    "weight-selection": ("tab:orange", "s", "-"),
-    "nearest-kron": ("tab:purple", "v", "-"),
-    "wave": ("tab:blue", "D", "-"),
-    "wave-nofit": ("tab:cyan", "^", "--"),
-    "scratch-long": ("black", "x", ":"),
-}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def plot_accuracy_vs_size(path: Path, summary: dict, sizes: list[str], methods: list[str], config: BenchConfig) -> None:
-    """Test accuracy against model size, one line per method: after initialisation, and after
-    training. Sizes are evenly spaced in order of parameters (a log axis crowds sizes of similar
-    parameter counts until their labels collide)."""
-    plt = _pyplot()
-    e, k = config.epochs, config.scratch_factor
-    order = sorted({(s["params"], size) for (size, _), s in summary.items()})
-    position = {size: i for i, (_, size) in enumerate(order)}
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
-    for ax, title, epoch_of in ((axes[0], "after initialisation (epoch 0)", lambda m: 0),
-                                (axes[1], f"after {e} epoch(s) (scratch-long: {k * e})", lambda m: k * e if m == "scratch-long" else e)):
-        for m in methods:
-            if m == "scratch-long" and epoch_of(m) == 0:
-                continue  # its initialisation is random's
-            points = sorted((position[size], s["mean"][s["epochs"].index(epoch_of(m))], s["std"][s["epochs"].index(epoch_of(m))])
-                            for (size, mm), s in summary.items() if mm == m and s["status"] == "ok")
-            if not points:
-                continue
-            x, y, err = (np.array(v) for v in zip(*points))
-            colour, marker, line = STYLE[m]
-            ax.errorbar(x, 100 * y, yerr=100 * err, label=m, color=colour, marker=marker, linestyle=line, capsize=3)
-        ax.set_xticks(range(len(order)), [f"{size}\n{_count(p)}" for p, size in order], fontsize=8)
-        ax.set_xlabel("model size: depth x width, parameters (in order of parameters)")
-        ax.set_title(title)
-        ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("test accuracy (%)")
-    handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), bbox_to_anchor=(0.5, -0.04))
-    fig.suptitle("Test accuracy against model size (mean ± std over seeds)")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    _save(fig, path)
-    plt.close(fig)
-
-
-def plot_accuracy_vs_epoch(path: Path, summary: dict, sizes: list[str], methods: list[str]) -> None:
-    """One panel per size: test accuracy against training epochs, one line per method."""
-    plt = _pyplot()
-    cols = min(3, len(sizes))
-    rows = -(-len(sizes) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False, sharey=True)
-    for ax, size in zip(axes.flat, sizes):
-        for m in methods:
-            s = summary.get((size, m))
-            if s is None or s["status"] != "ok":
-                continue
-            x, y, err = np.array(s["epochs"]), 100 * np.array(s["mean"]), 100 * np.array(s["std"])
-            colour, marker, line = STYLE[m]
-            ax.plot(x, y, label=m, color=colour, marker=marker, linestyle=line, markersize=4)
-            ax.fill_between(x, y - err, y + err, color=colour, alpha=0.15)
-        params = next(s["params"] for (sz, _), s in summary.items() if sz == size)
-        ax.set_title(f"{size} ({_count(params)} parameters)")
-        ax.set_xlabel("epoch")
-        ax.grid(True, alpha=0.3)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("test accuracy (%)")
-    for ax in list(axes.flat)[len(sizes):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle("Test accuracy against training epochs, per model size (mean ± std over seeds)")
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))  # the top strip keeps the title off the first row's
-    _save(fig, path)
-    plt.close(fig)
-
-
-def plot_storage(path: Path, storage: dict) -> None:
-    """Bytes stored against the number of sizes initialised (smallest first): dense models
-    against the learngene plus each size's scalers."""
-    plt = _pyplot()
-    sizes = sorted(storage["sizes"].items(), key=lambda kv: kv[1]["params"])
-    count = np.arange(1, len(sizes) + 1)
-    dense = np.cumsum([s["dense_bytes"] for _, s in sizes]) / 1e6
-    gene = (storage["learngene_bytes"] + np.cumsum([s["scaler_bytes"] for _, s in sizes])) / 1e6
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(count, dense, marker="o", color="tab:gray", label="a dense model per size")
-    ax.plot(count, gene, marker="D", color="tab:blue", label="learngene + each size's scalers")
-    ax.axhline(storage["learngene_bytes"] / 1e6, color="tab:blue", linestyle=":", label="learngene file alone")
-    ax.set_xticks(count, [name for name, _ in sizes], rotation=30)
-    ax.set_xlabel("model sizes initialised (cumulative, smallest first)")
-    ax.set_yscale("log")  # the learngene is two orders of magnitude below the dense models
-    ax.set_ylabel("storage (MB, float32, log scale)")
-    ax.set_title("Learngene size against the total size of the models it initialises")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    _save(fig, path)
-    plt.close(fig)

@@ -1,0 +1,125 @@
+"""The settings of every task, and their defaults: the one place a default is written.
+
+Each task has one frozen dataclass, checked when it is made (a bad value is a WaveError naming
+it). The CLI's option defaults, the Python API's keyword defaults, the bench and the examples
+all read them from here. Pure Python: importing this module costs nothing (no NumPy, no torch),
+so `wave --help` can show the defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import WaveError
+from .spec import DEFAULT_TEMPLATE_SIDE
+
+
+def _check(rules: list[tuple[bool, str]]) -> None:
+    for ok, message in rules:
+        if not ok:
+            raise WaveError(message)
+
+
+def _positive(x: float) -> bool:
+    return isinstance(x, (int, float)) and x > 0 and math.isfinite(x)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One run of the training engine (AdamW, linear warm-up then cosine decay)."""
+
+    epochs: int = 10  # passes over the training set (ignored when max_steps is set)
+    batch_size: int = 128  # GLOBAL batch size, split over processes; the last batch may be smaller
+    lr: float = 1e-3  # peak learning rate (AdamW); a group's peak is lr * its "lr_scale"
+    weight_decay: float = 0.05  # AdamW's decoupled decay, for groups that set none themselves
+    warmup_fraction: float = 0.1  # linear warm-up over this fraction of all steps, then cosine decay
+    min_lr_ratio: float = 0.01  # the cosine ends at lr * min_lr_ratio
+    grad_clip: float | None = 1.0  # max L2 norm of the whole gradient; None: no clipping
+    seed: int = 0  # data order and per-step randomness (not the model's initialisation)
+    max_steps: int | None = None  # total optimizer steps (the schedule spans them); None: epochs decide
+    checkpoint_every: int = 0  # also checkpoint every N global steps inside an epoch (0: epoch ends only)
+    amp: bool | None = None  # bf16 autocast for forward and loss; None: on for CUDA, off on CPU
+
+    def __post_init__(self):
+        _check([
+            (self.epochs >= 1 or self.max_steps is not None, f"epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (_positive(self.lr), f"learning rate must be a positive number, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.warmup_fraction < 1, f"warm-up fraction must be in [0, 1), got {self.warmup_fraction}"),
+            (0 <= self.min_lr_ratio <= 1, f"min lr ratio must be in [0, 1], got {self.min_lr_ratio}"),
+            (self.grad_clip is None or self.grad_clip > 0, f"gradient clip must be positive or None, got {self.grad_clip}"),
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
+            (self.max_steps is None or self.max_steps >= 1, f"max steps must be at least 1, got {self.max_steps}"),
+            (self.checkpoint_every >= 0, f"checkpoint every must be >= 0 steps, got {self.checkpoint_every}"),
+        ])
+
+
+# What `wave train` and `wave distill` run with unless told otherwise: tuned on digits, where the
+# default ancestry (6x192, 20 epochs) reaches about 91% and its learngene about 95%.
+COMMAND_TRAIN = TrainConfig(epochs=20, batch_size=64, lr=2e-3)
+
+
+@dataclass(frozen=True)
+class AncestryConfig:
+    """The ancestry `wave distill` trains when it is given none: a plain ViT, cross-entropy."""
+
+    depth: int = 6
+    width: int = 192
+    epochs: int = 20
+    lr: float = 2e-3
+
+    def __post_init__(self):
+        _check([
+            (self.depth >= 1, f"ancestry depth must be at least 1, got {self.depth}"),
+            (self.width >= 1, f"ancestry width must be at least 1, got {self.width}"),
+            (self.epochs >= 1, f"ancestry epochs must be at least 1, got {self.epochs}"),
+            (_positive(self.lr), f"ancestry learning rate must be a positive number, got {self.lr}"),
+        ])
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation of an ancestry into a learngene (the auxiliary templated model)."""
+
+    temperature: float = 1.0  # softens both distributions in the KL term
+    kd_weight: float = 0.5  # weight of the KL term; 1 - kd_weight goes to cross-entropy on labels
+    side: int = DEFAULT_TEMPLATE_SIDE  # template side s
+    templates: int = 4  # templates per role
+    cache_teacher: bool = True  # compute the teacher's logits once (valid: no random augmentation)
+
+    def __post_init__(self):
+        _check([
+            (_positive(self.temperature), f"distillation temperature must be positive, got {self.temperature}"),
+            (0 <= self.kd_weight <= 1, f"distillation weight (kd_weight) must be in [0, 1], got {self.kd_weight}"),
+            (self.side >= 1, f"template side must be at least 1, got {self.side}"),
+            (self.templates >= 1, f"templates per role must be at least 1, got {self.templates}"),
+        ])
+
+
+@dataclass(frozen=True)
+class SpawnConfig:
+    """The scaler fit of `wave spawn`: templates frozen, scalers (and fresh templates) trained."""
+
+    fit_steps: int = 200  # optimizer steps of the scaler fit
+    fit_samples: int = 1500  # training images the fit may see (a fixed seeded choice)
+    batch_size: int = 64
+    lr: float = 0.1  # scalers are O(1) numbers: a far larger rate than for weights (0.1 beat 3e-2 and 1e-2 on digits)
+    temperature: float = 2.0  # for distillation from the ancestry, when there is one
+    kd_weight: float = 0.5  # KL to the ancestry, the rest cross-entropy on labels
+    seed: int = 0
+
+    def __post_init__(self):
+        _check([
+            (self.fit_steps >= 1, f"fit steps must be at least 1, got {self.fit_steps}"),
+            (self.fit_samples >= 1, f"fit samples must be at least 1, got {self.fit_samples}"),
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (_positive(self.lr), f"fit learning rate must be a positive number, got {self.lr}"),
+            (_positive(self.temperature), f"distillation temperature must be positive, got {self.temperature}"),
+            (0 <= self.kd_weight <= 1, f"distillation weight (kd_weight) must be in [0, 1], got {self.kd_weight}"),
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
+        ])
+
+
+EVAL_BATCH_SIZE = 256  # evaluation holds no gradients: larger batches than training

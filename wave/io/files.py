@@ -1,0 +1,127 @@
+"""Learngene, model and checkpoint files: safetensors with our JSON header (`storage.py`);
+written atomically, never pickled.
+
+- A learngene file holds tensors `templates.{role}` and `scalers.{role}` (the auxiliary model's);
+  its header has the model spec, the template side, the roles and the provenance.
+- A model file is a plain ViT state dict with timm's key names, loadable by any ViT code; its
+  header has the spec and the provenance. `load_model` also reads timm-keyed state dicts of other
+  writers and Hugging Face folders (`hf.py`).
+- A training checkpoint's header (position, history, fingerprint) is read here without torch;
+  the engine writes and restores its tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import WaveError
+from ..learngene import Learngene
+from ..spec import ROLES, ModelFile, ViTSpec, check_state_dict, spec_from_state_dict, state_dict_keys
+from .storage import (
+    CHECKPOINT_FORMAT,
+    LEARNGENE_FORMAT,
+    MODEL_FORMAT,
+    expect_format,
+    header_metadata,
+    open_safetensors,
+    read_file,
+    read_header,
+    write_safetensors,
+)
+
+_WANT = {
+    LEARNGENE_FORMAT: "a learngene (made by `wave distill`)",
+    MODEL_FORMAT: "a model file (made by `wave train` or `wave spawn`)",
+}
+
+
+def save_learngene(path: str | os.PathLike, learngene: Learngene) -> None:
+    tensors = {}
+    for name in learngene.templates:
+        tensors[f"templates.{name}"] = np.asarray(learngene.templates[name])
+        tensors[f"scalers.{name}"] = np.asarray(learngene.scalers[name])
+    header = {
+        "spec": learngene.spec.to_dict(),
+        "side": learngene.side,
+        "roles": {
+            r.name: {
+                "axes": list(r.axes),
+                "per_layer": r.per_layer,
+                "templates": list(learngene.templates[r.name].shape),
+                "scalers": list(learngene.scalers[r.name].shape),
+            }
+            for r in ROLES
+        },
+        "provenance": learngene.provenance,
+    }
+    write_safetensors(path, tensors, header_metadata(LEARNGENE_FORMAT, header))
+
+
+def load_learngene(path: str | os.PathLike) -> Learngene:
+    metadata, tensors = read_file(path)
+    header = read_header(path, metadata)
+    expect_format(path, header, LEARNGENE_FORMAT, _WANT[LEARNGENE_FORMAT])
+    try:
+        spec = ViTSpec.from_dict(header["spec"])
+        side = int(header["side"])
+        templates = {r.name: tensors[f"templates.{r.name}"] for r in ROLES}
+        scalers = {r.name: tensors[f"scalers.{r.name}"] for r in ROLES}
+    except KeyError as e:
+        raise WaveError(f"{path}: learngene file lacks {e.args[0]}: the file is damaged; distil it again") from None
+    except (TypeError, ValueError) as e:
+        raise WaveError(f"{path}: damaged learngene header ({e}): distil it again") from None
+    return Learngene(templates, scalers, spec, side, header.get("provenance", {}))
+
+
+def save_model(path: str | os.PathLike, state_dict: dict[str, np.ndarray], spec: ViTSpec, provenance: dict | None = None) -> None:
+    expected = state_dict_keys(spec)
+    if sorted(state_dict) != sorted(expected):
+        missing = sorted(set(expected) - set(state_dict))
+        extra = sorted(set(state_dict) - set(expected))
+        raise WaveError(f"state dict does not match a {spec.depth}x{spec.width} ViT: missing {missing[:5]}, unexpected {extra[:5]}")
+    tensors = {k: np.asarray(state_dict[k]) for k in expected}
+    write_safetensors(path, tensors, header_metadata(MODEL_FORMAT, {"spec": spec.to_dict(), "provenance": provenance or {}}))
+
+
+def load_model(path: str | os.PathLike, heads: int | None = None) -> ModelFile:
+    """A model file of this project, any safetensors ViT state dict with timm's key names
+    (its spec is then read off the tensor shapes; `heads` defaults to width / 64), or a
+    Hugging Face ViTForImageClassification folder (see `hf.py`; its config gives the heads)."""
+    if Path(path).is_dir():
+        from .hf import load_hf_model
+
+        model = load_hf_model(path)
+        if heads is not None and heads != model.spec.heads:
+            raise WaveError(f"heads {heads} contradicts {path}, whose config.json says {model.spec.heads}: drop the heads option")
+        return model
+    metadata, tensors = read_file(path)
+    header = read_header(path, metadata)
+    if not header:
+        spec = spec_from_state_dict(tensors, heads, source=str(path))
+        check_state_dict(path, tensors, spec)
+        return ModelFile(tensors, spec, {"source": str(path)})
+    expect_format(path, header, MODEL_FORMAT, _WANT[MODEL_FORMAT])
+    try:
+        spec = ViTSpec.from_dict(header["spec"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise WaveError(f"{path}: model file has no valid spec in its header ({e}): the file is damaged; write it again") from None
+    check_state_dict(path, tensors, spec)
+    return ModelFile(tensors, spec, header.get("provenance", {}))
+
+
+
+def read_checkpoint_header(path: str | os.PathLike, metadata: dict[str, str] | None = None) -> dict:
+    """The JSON header of a training checkpoint (position, history, fingerprint, ...), tensors
+    unread and without torch; WaveError unless it is a checkpoint of a version this code reads.
+    The engine (`training/checkpoint.py`) writes and restores the tensors."""
+    if metadata is None:
+        with open_safetensors(path, fix="delete it or pass another checkpoint path") as f:
+            metadata = f.metadata() or {}
+    header = read_header(path, metadata)
+    if header.get("format") != CHECKPOINT_FORMAT:
+        what = f"a {metadata['format']} file" if "format" in metadata else "a safetensors file without a waveinit header"
+        raise WaveError(f"{path} is {what}, not a training checkpoint: pass another checkpoint path")
+    return header

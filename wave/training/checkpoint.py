@@ -1,0 +1,169 @@
+"""Training checkpoints: what a run must share with one to resume it (the fingerprint), and
+the file itself (safetensors: model, AdamW state and position; written atomically).
+
+The header format (name, version, reading without torch) belongs to `io/files.py`; this
+module writes and restores the tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save as _safetensors_bytes
+from torch import Tensor, nn
+
+from ..configs import TrainConfig
+from ..errors import WaveError
+from ..io.files import read_checkpoint_header
+from ..io.storage import CHECKPOINT_FORMAT, header_metadata, open_safetensors
+
+
+@dataclass
+class Position:
+    """Where a run stands: the next step to run and what the epoch so far has accumulated."""
+
+    epoch: int = 0  # 0-based epoch of the next step
+    step: int = 0  # 0-based step of that epoch
+    global_step: int = 0  # optimizer steps done
+    history: list[dict] = field(default_factory=list)
+    complete: bool = False
+    epoch_seconds: float = 0.0  # training time of the current epoch before this session
+    loss_sum: float = 0.0  # float64 sum of per-sample losses of the current epoch so far (all ranks)
+
+
+def resume_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, fingerprint: dict) -> Position:
+    """Restore `model` and `optimizer` from the checkpoint at `path` and return its position;
+    WaveError if the checkpoint was made with another fingerprint."""
+    header, tensors = read_checkpoint(path)
+    diff = first_difference(header.get("fingerprint"), fingerprint)
+    if diff:
+        key, saved, now = diff
+        raise WaveError(f"{path} was made with other settings ({key}: {_short(saved)} there, {_short(now)} now): "
+                        f"drop --resume to start over, or resume with the same settings")
+    restore(path, tensors, model, optimizer)
+    return Position(epoch=header["epoch"], step=header["step"], global_step=header["global_step"],
+                    history=header["history"], complete=header["complete"],
+                    epoch_seconds=header["epoch_seconds"], loss_sum=float(tensors["train.loss_sum"]))
+
+
+def _digest(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+    return h.hexdigest()[:16]
+
+
+def jsonable(x):
+    """`x` as it reads back from JSON (tuples become lists, odd values strings)."""
+    return json.loads(json.dumps(x, sort_keys=True, default=str))
+
+
+def fingerprint(config: TrainConfig, amp: bool, meta: dict | None, images: np.ndarray, labels: np.ndarray,
+                 model: nn.Module, groups: list[dict]) -> dict:
+    """Everything a resumed run must share with the checkpoint for the result to be the same.
+
+    Not included: checkpoint_every, the device, the process count (they change no number
+    beyond rounding). The data are identified by their shape, all labels and up to 1,024 image rows.
+    """
+    settings = asdict(config)
+    settings.pop("checkpoint_every")
+    settings["amp"] = amp
+    rows = images[:: max(1, len(images) // 1024)]
+    layout = "".join(f"{k}:{tuple(v.shape)}:{v.dtype};" for k, v in model.state_dict().items())
+    return jsonable({
+        "config": settings,
+        "meta": meta or {},
+        "data": {
+            "samples": len(images),
+            "image_shape": list(images.shape[1:]),
+            "labels": _digest(np.ascontiguousarray(labels, dtype=np.int64).tobytes()),
+            "images": _digest(np.ascontiguousarray(rows, dtype=np.float32).tobytes()),
+        },
+        "model": {"parameters": sum(p.numel() for p in model.parameters()), "layout": _digest(layout)},
+        "param_groups": [
+            {"parameters": len(g["params"]), "weight_decay": g.get("weight_decay", config.weight_decay), "lr_scale": g.get("lr_scale", 1.0)}
+            for g in groups
+        ],
+    })
+
+
+def first_difference(saved, now, path: str = ""):
+    """(dotted path, saved value, current value) of the first leaf where two JSON values differ."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        for key in sorted(set(saved) | set(now)):
+            diff = first_difference(saved.get(key), now.get(key), f"{path}.{key}" if path else key)
+            if diff:
+                return diff
+        return None
+    if isinstance(saved, list) and isinstance(now, list) and len(saved) == len(now):
+        for i, (a, b) in enumerate(zip(saved, now)):
+            diff = first_difference(a, b, f"{path}[{i}]")
+            if diff:
+                return diff
+        return None
+    return None if saved == now else (path, saved, now)
+
+
+def _short(value) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict[str, Tensor]]:
+    """(header, tensors) of a training checkpoint; WaveError if it is not one this code reads."""
+    fix = "delete it or pass another checkpoint path"
+    with open_safetensors(path, framework="pt", fix=fix) as f:
+        header = read_checkpoint_header(path, f.metadata() or {})
+        return header, {k: f.get_tensor(k) for k in f.keys()}
+
+
+def _host_copy(t: Tensor) -> Tensor:
+    """A contiguous CPU copy sharing no storage (safetensors refuses shared or strided tensors)."""
+    return t.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+
+
+def checkpoint_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, loss_sum: Tensor, header: dict) -> bytes:
+    """The checkpoint file's bytes; raises _NonFinite rather than serialise a NaN or inf.
+
+    Tensors: `model.{key}` (the state dict), `optim.{param index}.{key}` (AdamW's exp_avg,
+    exp_avg_sq, step, indexed as in optimizer.state_dict()), `train.loss_sum` (float64 sum of the
+    per-sample losses of the epoch so far). Everything else is JSON in the metadata.
+    """
+    tensors = {}
+    for key, value in model.state_dict().items():
+        if not isinstance(value, Tensor):
+            raise WaveError(f"model state {key!r} is a {type(value).__name__}, not a tensor: the training engine can only checkpoint tensors")
+        tensors[f"model.{key}"] = _host_copy(value)
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{index}.{key}"] = _host_copy(torch.as_tensor(value))
+    tensors["train.loss_sum"] = _host_copy(loss_sum)
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise NonFinite(f"{bad[0]} holds NaN or inf")
+    return _safetensors_bytes(tensors, metadata=header_metadata(CHECKPOINT_FORMAT, header))
+
+
+def restore(path: Path, tensors: dict[str, Tensor], model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Load the model and optimizer state saved by `_checkpoint_bytes`, in place."""
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(model_state, strict=True)
+    except RuntimeError as e:
+        raise WaveError(f"{path} does not fit this model ({str(e).splitlines()[0]}): drop --resume to start over") from None
+    optim_state: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            optim_state.setdefault(int(index), {})[name] = value
+    # The hyper-parameters stay the current ones: the fingerprint already proved them equal.
+    optimizer.load_state_dict({"state": optim_state, "param_groups": optimizer.state_dict()["param_groups"]})
+
+
+class NonFinite(Exception):
+    """Internal: a NaN or inf was found; train() turns it into a one-line WaveError."""

@@ -1,0 +1,443 @@
+"""The training engine: one deterministic, resumable, multi-process loop for any classifier.
+
+`wave train`, `wave distill` and `wave spawn` all call `train`; what differs between them is the
+model, the loss (`cross_entropy_loss`, `kd_loss`, or any per-sample loss) and the parameter
+groups. The model is any `nn.Module` mapping images (B, C, H, W) float32 to logits (B, classes).
+
+What the loop guarantees:
+
+- Determinism. Epoch e visits the samples in the order `np.random.default_rng([seed, e])
+  .permutation(n)`, whatever the process count or resumption; the global torch generators are
+  reseeded before every step from (seed, global step, rank), so dropout-like randomness needs no
+  saved state. Same seed, same machine and thread count: bit-identical parameters. On CUDA the
+  deterministic kernels are asked for; an op that has none (flash attention's backward, say)
+  warns rather than fails.
+- Exact resumption. A checkpoint (safetensors, written atomically) holds the model, the AdamW
+  state and the position (epoch, step); resuming replays nothing and skips the batches already
+  done, so an interrupted run ends bit-identical to an uninterrupted one.
+- Multi-process data parallelism under torchrun. Every rank draws the same global batch and
+  takes `batch[rank::world]`; its loss is sum(per-sample losses) * world / len(batch), which
+  DistributedDataParallel averages over ranks into exactly the one-process mean gradient.
+- No NaN checkpoint. Non-finite losses or gradient norms are flagged on the device (no host
+  sync) and checked every 20 steps, at the same steps on every rank, and before every checkpoint write;
+  the run stops with a WaveError and the last good checkpoint stays on disk.
+
+Progress and checkpoints come from rank 0 only; every rank returns the same `TrainResult`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..configs import TrainConfig
+from ..errors import WaveError
+from ..io.files import read_checkpoint_header
+from ..io.storage import atomic_write_bytes
+from .checkpoint import NonFinite, Position, checkpoint_bytes, fingerprint, jsonable, resume_checkpoint
+from .determinism import deterministic, seed_step, set_deterministic_cublas
+from .distributed import broadcast_floats, distributed_context, resolve_device
+from .evaluation import evaluate
+from .objectives import LossFn, cross_entropy_loss, default_param_groups, lr_at
+
+_PROGRESS_SECONDS = 0.5  # report "step" progress at most this often (wall time, rank 0)
+_HEALTH_EVERY = 20  # at most this many steps between non-finite checks: each costs a host sync (and an all_reduce)
+_DEVICE_DATA_BYTES = 1 << 30  # training images up to this size are copied to the GPU once
+_NO_BAD_STEP = _HEALTH_EVERY  # "no non-finite step" in a health window (indices are 0.._HEALTH_EVERY-1)
+
+
+@dataclass
+class Progress:
+    """What `on_progress` receives (rank 0 only)."""
+
+    epoch: int  # 0-based index of the epoch being run (show epoch + 1 of epochs)
+    epochs: int
+    step: int  # steps done in this epoch (a count: 1..steps_per_epoch after a step)
+    steps_per_epoch: int
+    global_step: int  # optimizer steps done in total
+    total_steps: int
+    loss: float  # running mean per-sample training loss of this epoch (rank 0's shard in multi-process runs)
+    lr: float  # scheduled learning rate of the last step (a group's is this times its lr_scale)
+    images_per_second: float  # all processes together, since this call started
+    seconds_elapsed: float  # since this call started
+    seconds_left: float  # estimate from this call's pace
+    train_loss: float | None = None  # at epoch end: the exact mean over the epoch and all processes
+    eval: dict | None = None  # at epoch end, with eval_data: evaluate()'s dict
+    event: str = "step"  # "step" | "epoch" | "resumed" | "checkpoint"
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]  # per epoch: epoch (1-based count), train_loss, lr, seconds, images_per_second, eval
+    steps: int  # optimizer steps done in total (this call and the ones it resumed)
+    seconds: float  # wall time of this call
+    resumed_from: int | None = None  # global step the call resumed from; None for a fresh start
+
+
+def _check_data(images: np.ndarray, labels: np.ndarray) -> int:
+    if images.ndim != 4:
+        raise WaveError(f"training images must be (n, C, H, W), got shape {tuple(images.shape)}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise WaveError(f"need one label per training image: {len(images)} images, labels of shape {tuple(labels.shape)}")
+    if len(images) == 0:
+        raise WaveError("no training images")
+    return len(images)
+
+
+def _check_groups(model: nn.Module, groups: list[dict]) -> list[dict]:
+    """Groups whose tensors are the model's own parameters, each with an "lr_scale"."""
+    own = {id(p) for p in model.parameters()}
+    checked = []
+    for i, g in enumerate(groups):
+        if "lr" in g:
+            raise WaveError(f"parameter group {i} sets 'lr': the schedule sets every group's lr; give it 'lr_scale' (a factor of --lr) instead")
+        params = list(g["params"])
+        if any(id(p) not in own for p in params):
+            raise WaveError(f"parameter group {i} holds a tensor that is not a parameter of the model")
+        checked.append({**g, "params": params, "lr_scale": float(g.get("lr_scale", 1.0))})
+    if not any(p.requires_grad for g in checked for p in g["params"]):
+        raise WaveError("nothing to train: no parameter group holds a parameter that requires grad")
+    return checked
+
+
+def _place_data(images: np.ndarray, labels: np.ndarray, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Training data as float32 / int64 tensors: on the GPU if they fit (batches are then
+    gathered there), else on the CPU (each batch is then copied over from pinned memory)."""
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+    if device.type == "cpu":
+        return x, y
+    if x.nbytes <= _DEVICE_DATA_BYTES:
+        return x.to(device), y.to(device)
+    return x, y
+
+
+def train(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    *,
+    loss_fn: LossFn = cross_entropy_loss,
+    param_groups: list[dict] | None = None,
+    device: str | torch.device = "auto",
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    meta: dict | None = None,
+) -> TrainResult:
+    """Train `model` in place with AdamW on images (n, C, H, W) float32 and labels (n,) int.
+
+    loss_fn gives per-sample losses (B,); the step minimises their mean over the global batch.
+    param_groups default to `default_param_groups`; a group's peak lr is config.lr * "lr_scale".
+    checkpoint: a file written at every epoch end (and every config.checkpoint_every steps); with
+    resume=True an existing one is continued exactly (refused if the fingerprint of the config,
+    `meta`, the data or the model differs), and a complete one returns at once with its history.
+    resume=False starts over and replaces it (but never a file that is not a checkpoint).
+    eval_data (images, labels) is scored at each epoch end. meta (JSON-able) names what the caller
+    wants a resumed run to share (dataset, model spec, teacher): it is part of the fingerprint.
+
+    Under torchrun the process group is initialised if needed and the model wrapped in
+    DistributedDataParallel. Every rank must see the checkpoint path (rank 0 writes it, all read
+    it on resume). When the last batch has fewer samples than there are processes, the ranks
+    without one run a forward and backward on one sample with its loss multiplied by 0, so the
+    gradient all-reduce still has every rank and the gradient stays the one-process gradient.
+    """
+    rank, world = distributed_context()
+    device = resolve_device(device)
+    images, labels = np.asarray(images), np.asarray(labels)
+    n = _check_data(images, labels)
+    steps_per_epoch = -(-n // config.batch_size)
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    epochs = -(-total_steps // steps_per_epoch)  # with max_steps, the last epoch may be partial
+    amp = device.type == "cuda" if config.amp is None else bool(config.amp)
+    plan = _Plan(n, steps_per_epoch, total_steps, epochs, amp, rank, world, device)
+    if device.type == "cuda":
+        set_deterministic_cublas()
+
+    model.to(device)
+    groups = _check_groups(model, default_param_groups(model, config.weight_decay) if param_groups is None else param_groups)
+    optimizer = torch.optim.AdamW([{**g, "lr": config.lr} for g in groups], lr=config.lr, weight_decay=config.weight_decay)
+    params = [p for g in groups for p in g["params"] if p.requires_grad]
+    run_fingerprint = fingerprint(config, amp, meta, images, labels, model, groups)
+    path = Path(checkpoint) if checkpoint is not None else None
+
+    position, resumed_from = Position(), None
+    if path is not None and path.exists():
+        if resume:
+            position = resume_checkpoint(path, model, optimizer, run_fingerprint)
+            resumed_from = position.global_step
+        else:
+            read_checkpoint_header(path)  # refuse to replace a file that is not a checkpoint
+    if world > 1:
+        dist.barrier()  # every rank has read the checkpoint before rank 0 may replace it
+    if position.complete:
+        return TrainResult(position.history, position.global_step, 0.0, resumed_from)
+
+    run = _Run(model=model, optimizer=optimizer, params=params, config=config, loss_fn=loss_fn, plan=plan, path=path,
+               fingerprint=run_fingerprint, eval_data=eval_data, on_progress=on_progress, position=position)
+    was_training = model.training
+    try:
+        with deterministic():
+            model.train()
+            return run.run(images, labels, resumed_from)
+    finally:
+        model.train(was_training)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The shape of one call of train(), fixed before its first step."""
+
+    samples: int  # training images
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int  # epochs to run, the last possibly partial (max_steps)
+    amp: bool  # bf16 autocast
+    rank: int
+    world: int
+    device: torch.device
+
+
+class _Run:
+    """One call of train(): the state of the loop and its small steps."""
+
+    def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, params: list[Tensor], config: TrainConfig,
+                 loss_fn: LossFn, plan: _Plan, path: Path | None, fingerprint: dict, eval_data, on_progress, position: Position):
+        self.model, self.optimizer, self.params, self.config, self.loss_fn = model, optimizer, params, config, loss_fn
+        self.device, self.rank, self.world, self.amp = plan.device, plan.rank, plan.world, plan.amp
+        self.n, self.steps_per_epoch, self.total_steps, self.epochs = plan.samples, plan.steps_per_epoch, plan.total_steps, plan.epochs
+        self.path, self.fingerprint, self.eval_data, self.position = path, fingerprint, eval_data, position
+        self.on_progress = on_progress if self.rank == 0 else None
+        self.net = model if self.world == 1 else nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.last_saved: int | None = None  # global step of the newest checkpoint on disk
+        self.lr = lr_at(position.global_step, self.total_steps, config)
+        self.start = time.perf_counter()
+        self.session_steps = 0
+        self.session_images = 0
+
+    # -- the outer loop
+
+    def run(self, images: np.ndarray, labels: np.ndarray, resumed_from: int | None) -> TrainResult:
+        pos = self.position
+        x_all, y_all = _place_data(images, labels, self.device)
+        if self.eval_data is not None:  # converted once, not every epoch
+            self.eval_data = _place_data(*self.eval_data, self.device)
+        # On-device accumulators: reading them forces a host sync, so it happens only at reports.
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # this rank's share of the epoch's loss sum
+        # Health window: per step since the last check, loss sum + gradient norm (non-finite iff
+        # either is); the global step of entry 0, and how many entries are filled.
+        self.health = torch.zeros(_HEALTH_EVERY, dtype=torch.float32, device=self.device)
+        self.health_start, self.health_len = pos.global_step, 0
+
+        if resumed_from is not None:
+            self.last_saved = resumed_from
+            self._report("resumed", pos.epoch, pos.step, self._mean(pos.loss_sum, pos.step))
+        elif self.path is not None:
+            self._save()  # step 0: the checkpoint on disk now belongs to this run
+
+        for epoch in range(pos.epoch, self.epochs):
+            self._run_epoch(epoch, x_all, y_all)
+
+        seconds = broadcast_floats([time.perf_counter() - self.start], self.device, self.world)[0]
+        return TrainResult(pos.history, pos.global_step, seconds, resumed_from)
+
+    def _run_epoch(self, epoch: int, x_all: Tensor, y_all: Tensor) -> None:
+        config, pos, bs = self.config, self.position, self.config.batch_size
+        steps = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+        first = pos.step if epoch == pos.epoch else 0
+        order = torch.from_numpy(np.random.default_rng([config.seed, epoch]).permutation(self.n)).to(x_all.device)
+        # Rank 0 carries what earlier sessions summed; the other ranks add only their own shards.
+        self.loss_sum.fill_(pos.loss_sum if (first and self.rank == 0) else 0.0)
+        self.local_seen = min(first * bs, self.n) if self.rank == 0 else 0  # samples behind loss_sum
+        self.epoch_start = time.perf_counter() - (pos.epoch_seconds if first else 0.0)
+        self.last_report = time.perf_counter()
+
+        for step in range(first, steps):
+            g = epoch * self.steps_per_epoch + step
+            batch = order[step * bs:(step + 1) * bs]  # (B,) dataset indices, the same on every rank
+            self._train_step(g, batch, x_all, y_all)
+            done = step + 1
+            pos.epoch, pos.step, pos.global_step = epoch, done, g + 1
+            if self.path is not None and config.checkpoint_every and (g + 1) % config.checkpoint_every == 0 and done < steps:
+                self._checkpoint(epoch, done)
+            elif self.health_len == _HEALTH_EVERY:  # the same step on every rank
+                self._check_finite()
+            if self.on_progress is not None and time.perf_counter() - self.last_report >= _PROGRESS_SECONDS:
+                self._report("step", epoch, done, self._mean(self.loss_sum.item(), None))
+
+        self._end_epoch(epoch, steps)
+
+    # -- one optimizer step
+
+    def _train_step(self, g: int, batch: Tensor, x_all: Tensor, y_all: Tensor) -> None:
+        """Forward, backward and AdamW step on this rank's shard of the global batch `batch`.
+
+        Nothing here waits for the device: sizes are known on the host, and the loss sum and
+        the health signal stay on the device until a report or a check reads them.
+        """
+        size = len(batch)  # host-known: slicing needs no sync
+        shard = batch if self.world == 1 else batch[self.rank::self.world]
+        empty = len(shard) == 0  # last batch smaller than the process count
+        # An empty shard still runs forward and backward, on one sample with its loss times 0:
+        # DDP needs every rank's gradients for the all-reduce, and the zero adds nothing.
+        idx = batch[:1] if empty else shard
+        x, y = x_all[idx], y_all[idx]  # (b, C, H, W), (b,)
+        if x.device != self.device:  # data too large for the GPU: copy from pinned memory, asynchronously
+            x, y, idx = (t.pin_memory().to(self.device, non_blocking=True) for t in (x, y, idx))
+
+        self.lr = lr_at(g, self.total_steps, self.config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * group["lr_scale"]
+        seed_step(self.config.seed, g, self.rank, self.device)
+
+        with self.autocast():
+            logits = self.net(x)  # (b, classes)
+            losses = self.loss_fn(logits, x, y, idx)
+        if losses.shape != (len(idx),):
+            raise WaveError(f"the loss function must return per-sample losses of shape ({len(idx)},), got {tuple(losses.shape)}")
+        shard_sum = losses.float().sum()
+        # sum * world / size: DDP divides by world, leaving the mean over the whole global batch.
+        loss = shard_sum * (0.0 if empty else self.world / size)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        signal = shard_sum.detach() if not empty else torch.zeros((), device=self.device)
+        if self.config.grad_clip is not None:
+            signal = signal + nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)  # inf/NaN in either stays
+        self.optimizer.step()
+
+        self.health[self.health_len] = signal
+        self.health_len += 1
+        if not empty:
+            self.loss_sum.add_(shard_sum.detach())
+            self.local_seen += len(shard)
+        self.session_steps += 1
+        self.session_images += size
+
+    def autocast(self):
+        """bf16 autocast for forward and loss when amp is on (no GradScaler: bf16 has float32's range)."""
+        if not self.amp:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    # -- checks, checkpoints, reports
+
+    def _check_finite(self) -> None:
+        """WaveError if a step since the last check had a non-finite loss or gradient norm, on any rank."""
+        if self.health_len == 0:  # nothing ran since the last check (equally so on every rank)
+            return
+        bad = ~torch.isfinite(self.health[:self.health_len])
+        first = torch.where(bad.any(), bad.int().argmax(), _NO_BAD_STEP)  # index of the first bad step
+        if self.world > 1:
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)
+        index = int(first.item())
+        if index != _NO_BAD_STEP:
+            g = self.health_start + index
+            self._fail(f"non-finite loss at epoch {g // self.steps_per_epoch + 1}, step {g % self.steps_per_epoch + 1} (global step {g + 1})")
+        self.health_start, self.health_len = self.health_start + self.health_len, 0
+
+    def _fail(self, what: str) -> None:
+        if self.path is None:
+            kept = "no checkpoint was asked for"
+        elif self.last_saved is None:
+            kept = "no checkpoint was written yet"
+        else:
+            kept = f"the last good checkpoint {self.path} (global step {self.last_saved}) is kept"
+        raise WaveError(f"{what}: {kept}; lower --lr, or check the data for NaN/inf values")
+
+    def _epoch_loss_sum(self) -> float:
+        """The epoch's loss sum over all ranks so far (a collective: call it on every rank)."""
+        total = self.loss_sum.clone()
+        if self.world > 1:
+            dist.all_reduce(total)
+        return float(total.item())
+
+    def _checkpoint(self, epoch: int, step: int) -> None:
+        """A mid-epoch checkpoint: checked first, so a non-finite state never reaches the disk."""
+        self._check_finite()
+        pos = self.position
+        pos.loss_sum = self._epoch_loss_sum()
+        pos.epoch_seconds = time.perf_counter() - self.epoch_start
+        self._save()
+        self._report("checkpoint", epoch, step, self._mean(self.loss_sum.item(), None))
+
+    def _save(self) -> None:
+        """Rank 0 writes the checkpoint of the current position; all ranks learn whether it worked."""
+        pos = self.position
+        header = {
+            "epoch": pos.epoch, "step": pos.step, "global_step": pos.global_step, "complete": pos.complete,
+            "epochs": self.epochs, "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
+            "epoch_seconds": pos.epoch_seconds, "history": pos.history, "fingerprint": self.fingerprint,
+            "param_groups": [
+                {**jsonable({k: v for k, v in g.items() if k != "params"}), "parameters": len(g["params"])}
+                for g in self.optimizer.param_groups
+            ],
+            "world_size": self.world, "torch": torch.__version__,
+        }
+        status, error = 0, None
+        if self.rank == 0:
+            try:
+                data = checkpoint_bytes(self.model, self.optimizer, torch.tensor(pos.loss_sum, dtype=torch.float64), header)
+                atomic_write_bytes(self.path, data)
+            except NonFinite as e:
+                status, error = 1, e
+            except OSError as e:
+                status, error = 2, e
+        if self.world > 1:  # doubles as the barrier after the write
+            flag = torch.tensor(status, device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            status = int(flag.item())
+        if status == 1:
+            self._fail(f"non-finite parameters before the checkpoint at global step {pos.global_step} ({error or 'on rank 0'})")
+        if status == 2:
+            raise WaveError(f"cannot write checkpoint {self.path} ({error or 'failed on rank 0'}): check the folder and free space")
+        self.last_saved = pos.global_step
+
+    def _end_epoch(self, epoch: int, steps: int) -> None:
+        pos = self.position
+        self._check_finite()
+        samples = min(steps * self.config.batch_size, self.n)
+        train_loss = self._epoch_loss_sum() / samples
+        seconds = broadcast_floats([time.perf_counter() - self.epoch_start], self.device, self.world)[0]
+        result = None
+        if self.eval_data is not None:
+            result = evaluate(self.model, *self.eval_data, self.config.batch_size, self.device)
+        pos.history.append({
+            "epoch": epoch + 1, "train_loss": train_loss, "lr": self.lr, "seconds": seconds,
+            "images_per_second": samples / seconds if seconds > 0 else float("inf"), "eval": result,
+        })
+        pos.epoch, pos.step, pos.loss_sum, pos.epoch_seconds = epoch + 1, 0, 0.0, 0.0
+        pos.complete = epoch + 1 == self.epochs
+        if self.path is not None:
+            self._save()
+        self._report("epoch", epoch, steps, train_loss, train_loss=train_loss, eval=result)
+
+    def _mean(self, loss_sum: float, steps: int | None) -> float:
+        """Running mean loss of the epoch: of rank 0's samples (exact with one process)."""
+        seen = self.local_seen if steps is None else min(steps * self.config.batch_size, self.n)
+        return loss_sum / seen if seen else float("nan")
+
+    def _report(self, event: str, epoch: int, step: int, loss: float, **extra) -> None:
+        if self.on_progress is None:
+            return
+        now = time.perf_counter()
+        elapsed = now - self.start
+        pace = elapsed / self.session_steps if self.session_steps else float("nan")
+        self.on_progress(Progress(
+            epoch=epoch, epochs=self.epochs, step=step, steps_per_epoch=self.steps_per_epoch,
+            global_step=self.position.global_step, total_steps=self.total_steps, loss=loss, lr=self.lr,
+            images_per_second=self.session_images / elapsed if elapsed > 0 else 0.0,
+            seconds_elapsed=elapsed, seconds_left=(self.total_steps - self.position.global_step) * pace,
+            event=event, **extra,
+        ))
+        self.last_report = now

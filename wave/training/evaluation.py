@@ -1,0 +1,98 @@
+"""Inference: logits and test scores of any classifier, in eval mode without gradients, split
+over the ranks under torchrun (each rank scores its share, the results are gathered)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import WaveError
+from .distributed import distributed_context, resolve_device
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside, each submodule's own mode restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _as_images(images: np.ndarray | Tensor) -> Tensor:
+    """A float32 tensor of `images`, without a copy where none is needed."""
+    if isinstance(images, Tensor):
+        return images.float()
+    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+
+
+@torch.no_grad()
+def _shard_logits(model: nn.Module, images: Tensor, batch_size: int, device: torch.device, rank: int, world: int) -> Tensor:
+    """float32 logits (len(range(rank, n, world)), classes) on `device` of this rank's images[rank::world]."""
+    shard = images[rank::world]
+    if len(shard) == 0:  # more ranks than images: one forward to learn the class count
+        with eval_mode(model):
+            return model(images[:1].to(device)).float()[:0]
+    with eval_mode(model):
+        chunks = [model(shard[i:i + batch_size].to(device, non_blocking=True)).float() for i in range(0, len(shard), batch_size)]
+    return torch.cat(chunks)
+
+
+def predict_logits(model: nn.Module, images: np.ndarray | Tensor, batch_size: int, device: str | torch.device) -> Tensor:
+    """Logits (n, classes), float32 on the CPU, in eval mode without gradients.
+
+    Under torch.distributed every rank computes images[rank::world] and the pieces are
+    all-gathered, so each rank returns the whole (n, classes) in the original order.
+    """
+    device = resolve_device(device)
+    rank, world = distributed_context()
+    images = _as_images(images)
+    n = len(images)
+    if n == 0:
+        raise WaveError("predict_logits got no images")
+    local = _shard_logits(model, images, batch_size, device, rank, world)
+    if world == 1:
+        return local.cpu()
+    rows = -(-n // world)  # the largest shard; all_gather needs equal sizes
+    padded = torch.zeros(rows, local.shape[1], device=device)
+    padded[:len(local)] = local
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded)
+    out = torch.empty(n, local.shape[1])
+    for r, piece in enumerate(gathered):
+        out[r::world] = piece[:len(range(r, n, world))].cpu()
+    return out
+
+
+def evaluate(model: nn.Module, images: np.ndarray | Tensor, labels: np.ndarray | Tensor, batch_size: int, device: str | torch.device) -> dict:
+    """{"accuracy": fraction correct in [0, 1], "loss": mean cross-entropy, "samples": n}.
+
+    Under torch.distributed each rank scores images[rank::world] and the sums are all-reduced,
+    so every rank gets the same numbers.
+    """
+    device = resolve_device(device)
+    rank, world = distributed_context()
+    images = _as_images(images)
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    n = len(images)
+    if n == 0 or len(labels) != n:
+        raise WaveError(f"evaluate needs as many labels as images, at least one: got {n} images and {len(labels)} labels")
+    logits = _shard_logits(model, images, batch_size, device, rank, world)  # (n_rank, classes)
+    y = labels[rank::world].to(device)
+    stats = torch.stack([
+        F.cross_entropy(logits, y, reduction="none").double().sum(),
+        (logits.argmax(-1) == y).double().sum(),
+    ])
+    if world > 1:
+        dist.all_reduce(stats)
+    loss_sum, correct = stats.tolist()
+    return {"accuracy": correct / n, "loss": loss_sum / n, "samples": n}
