@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -29,6 +30,7 @@ Seed = Annotated[int, typer.Option(min=0, help="Random seed: the same seed gives
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint next to --out.")]
 CheckpointEvery = Annotated[int, typer.Option(min=0, help="Also checkpoint every N steps (0: each epoch only).")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object summarising the result on stdout (and nothing else there).")]
 
 
 def handles_errors(command):
@@ -48,6 +50,12 @@ def handles_errors(command):
 def is_main_process() -> bool:
     """Rank 0, or no torchrun at all (read from the environment: no torch import needed)."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def print_json(obj: dict) -> None:
+    """One JSON object on stdout (rank 0 only): what scripts read; everything else goes to stderr."""
+    if is_main_process():
+        typer.echo(json.dumps(obj, default=str))
 
 
 @functools.cache

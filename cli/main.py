@@ -24,6 +24,7 @@ from .common import (
     Device,
     Epochs,
     Heads,
+    Json,
     Lr,
     Patch,
     Resume,
@@ -35,6 +36,7 @@ from .common import (
     echo,
     handles_errors,
     is_main_process,
+    print_json,
 )
 
 # Option defaults come from the task configs: one home for every default.
@@ -67,9 +69,12 @@ def train(
     out: Annotated[Optional[Path], typer.Option(help="Model file to write (default: runs/trained_d{D}_w{W}.safetensors).")] = None,
     resume: Resume = False,
     checkpoint_every: CheckpointEvery = 0,
+    as_json: Json = False,
 ) -> None:
-    """Train a plain ViT (an ancestry, or any model) and save it as a model file."""
+    """Train a plain ViT (an ancestry, or any model) and save it as a model file, with its
+    per-epoch metrics beside it (<out stem>.metrics.csv)."""
     from waveinit.io.datasets import load_dataset
+    from waveinit.io.metrics import metrics_path
     from waveinit.io.storage import check_writable
     from waveinit.tasks import load_vit, random_vit, spec_for, train_vit
 
@@ -95,7 +100,12 @@ def train(
         result = train_vit(model, dataset, config, out=out, device=device, resume=resume,
                            on_progress=TrainingDisplay.callback_for_main_process(display), provenance=provenance)
     final = result.history[-1]["eval"]
-    echo(f"test accuracy {100 * final['accuracy']:.2f}% (loss {final['loss']:.4f}); model saved to {out}")
+    echo(f"test accuracy {100 * final['accuracy']:.2f}% (loss {final['loss']:.4f}); model saved to {out}, metrics in {metrics_path(out)}")
+    if as_json:
+        print_json({"command": "train", "out": str(out), "metrics": str(metrics_path(out)), "spec": spec.to_dict(),
+                    "parameters": spec.num_params(), "test_accuracy": final["accuracy"], "test_loss": final["loss"],
+                    "epochs": len(result.history), "steps": result.steps, "resumed_from": result.resumed_from,
+                    "seconds": result.seconds, "history": result.history})
 
 
 def auxiliary_spec(teacher, depth, width, heads, side):
@@ -110,7 +120,9 @@ def auxiliary_spec(teacher, depth, width, heads, side):
 @app.command()
 @handles_errors
 def distill(
-    teacher: Annotated[Optional[Path], typer.Option(help="Ancestry: a model file or a timm-keyed safetensors ViT (default: runs/ancestry.safetensors, trained first if missing).")] = None,
+    teacher: Annotated[Optional[Path], typer.Option(
+        help="Ancestry: a model file, a timm-keyed safetensors ViT or a Hugging Face folder "
+             "(default: runs/ancestry.safetensors, trained first if missing).")] = None,
     teacher_heads: Annotated[Optional[int], typer.Option(help="Heads of a plain safetensors teacher (default: width / 64).")] = None,
     data: Data = "digits",
     data_dir: DataDir = None,
@@ -132,11 +144,14 @@ def distill(
     out: Annotated[Path, typer.Option(help="Learngene file to write.")] = DEFAULT_LEARNGENE,
     resume: Resume = False,
     checkpoint_every: CheckpointEvery = 0,
+    as_json: Json = False,
 ) -> None:
-    """Distil an ancestry (teacher) ViT into a learngene: weight templates for every size."""
+    """Distil an ancestry (teacher) ViT into a learngene: weight templates for every size (with
+    per-epoch metrics beside it, <out stem>.metrics.csv)."""
     import dataclasses
 
     from waveinit.io.datasets import load_dataset
+    from waveinit.io.metrics import metrics_path
     from waveinit.io.storage import check_writable
     from waveinit.tasks import distill as run_distill
     from waveinit.tasks import load_vit, spec_for, train_ancestry
@@ -167,8 +182,16 @@ def distill(
     lg = result.learngene
     echo(
         f"teacher {100 * result.teacher_eval['accuracy']:.2f}%, auxiliary model {100 * lg.provenance['test_accuracy']:.2f}% test accuracy; "
-        f"learngene: {lg.num_template_params():,} template and {lg.num_scaler_params():,} scaler parameters, saved to {out}"
+        f"learngene: {lg.num_template_params():,} template and {lg.num_scaler_params():,} scaler parameters, saved to {out}, "
+        f"metrics in {metrics_path(out)}"
     )
+    if as_json:
+        print_json({"command": "distill", "out": str(out), "metrics": str(metrics_path(out)), "teacher": str(teacher_path),
+                    "teacher_test_accuracy": result.teacher_eval["accuracy"], "test_accuracy": lg.provenance["test_accuracy"],
+                    "test_loss": lg.provenance["test_loss"], "spec": aux_spec.to_dict(), "side": lg.side, "templates": lg.counts,
+                    "template_params": lg.num_template_params(), "scaler_params": lg.num_scaler_params(),
+                    "bytes": out.stat().st_size, "epochs": len(result.train.history), "steps": result.train.steps,
+                    "seconds": result.seconds})
 
 
 @app.command()
@@ -190,6 +213,7 @@ def spawn(
     seed: Seed = 0,
     device: Device = "auto",
     out: Annotated[Optional[Path], typer.Option(help="Model file to write (default: runs/vit_d{D}_w{W}.safetensors).")] = None,
+    as_json: Json = False,
 ) -> None:
     """Initialise a ViT of any depth and width from a learngene and save it as a plain model file."""
     import time
@@ -226,6 +250,9 @@ def spawn(
         for name, value in rows:
             table.add_row(name, value)
         console().print(table)
+    if as_json:
+        print_json({"command": "spawn", "out": str(out), "spec": spec.to_dict(), "parameters": spec.num_params(), **p,
+                    "seconds": time.perf_counter() - start})
 
 
 @app.command()
@@ -245,16 +272,24 @@ app.command("export")(export)
 
 
 def main() -> None:
-    """The `wave` entry point: Typer's usage errors, too, become one line and exit code 2."""
+    """The `wave` entry point: Typer's usage errors, too, become one line and exit code 2;
+    SIGINT and SIGTERM end in one line saying what was kept and how to resume, exit 130 or 143."""
     import sys
+
+    from waveinit.training import interrupts
 
     try:  # recent Typer releases vendor click
         from typer._click.exceptions import ClickException
     except ImportError:
         from click.exceptions import ClickException
 
+    interrupts.install_handlers()
     try:
         code = app(standalone_mode=False)
+    except interrupts.Interrupted as e:
+        if is_main_process():
+            print(interrupted_message(e, sys.argv[1:]), file=sys.stderr)
+        sys.exit(e.exit_code)
     except ClickException as e:  # a usage error: unknown option, missing or out-of-range value
         ctx = getattr(e, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
@@ -267,6 +302,22 @@ def main() -> None:
     if distributed is not None:
         distributed.close_distributed()  # under torchrun: every rank done before any tears down
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def interrupted_message(e, args: list[str]) -> str:
+    """One line: which signal, what was kept, and the exact command that continues the run."""
+    import os
+    import shlex
+
+    command = args[0] if args else ""
+    if command in ("train", "distill") and "--resume" not in args:
+        args = [*args, "--resume"]  # continue from the checkpoint, not start over
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    launcher = "wave" if world <= 1 else f"torchrun --nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE', world)} -m waveinit.cli"
+    again = f"{launcher} {shlex.join(args)}"
+    if e.kept:
+        return f"interrupted by {e.name}: kept {e.kept}; resume with: {again}"
+    return f"interrupted by {e.name}: nothing was written; start again with: {again}"
 
 
 # The command defined in cli/bench.py.

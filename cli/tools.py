@@ -16,13 +16,12 @@ import typer
 from waveinit.configs import EVAL_BATCH_SIZE
 from waveinit.errors import WaveError
 
-from .common import BatchSize, DataDir, Device, console, handles_errors
+from .common import BatchSize, DataDir, Device, Json, console, handles_errors, print_json
 
 EXPORT_FORMATS = ("hf",)  # --format choices of `wave export`
 
 ModelPath = Annotated[Path, typer.Argument(help="A model file, a timm-keyed safetensors ViT, or a Hugging Face ViT folder.", show_default=False)]
 ModelHeads = Annotated[Optional[int], typer.Option(help="Heads of a plain safetensors ViT (default: width / 64; model files and HF folders know theirs).")]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 
 
 def _stdout_console():
@@ -31,16 +30,13 @@ def _stdout_console():
     return Console(highlight=False, soft_wrap=False)
 
 
-def _print_json(obj: dict) -> None:
-    typer.echo(json.dumps(obj, default=str))
-
-
 # ----------------------------------------------------------------------------- eval
 
 @handles_errors
 def eval_model(
     model: ModelPath,
-    data: Annotated[Optional[str], typer.Option(help="Dataset: digits, fashion-mnist, idx:DIR or folder:DIR; default: the data the model was trained on, else digits.")] = None,
+    data: Annotated[Optional[str], typer.Option(
+        help="Dataset: digits, fashion-mnist, idx:DIR or folder:DIR; default: the data the model was trained on, else digits.")] = None,
     data_dir: DataDir = None,
     heads: ModelHeads = None,
     batch_size: BatchSize = EVAL_BATCH_SIZE,
@@ -64,7 +60,7 @@ def eval_model(
     result = evaluate(vit, dataset.test_images, dataset.test_labels, batch_size, device)
     report = {**result, "data": dataset.name, "model": str(model), "spec": vit.spec.to_dict()}
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     from rich.table import Table
 
@@ -84,7 +80,8 @@ def eval_model(
 
 @handles_errors
 def inspect(
-    file: Annotated[Path, typer.Argument(help="A learngene, model file, training checkpoint (.ckpt), safetensors file or Hugging Face folder.", show_default=False)],
+    file: Annotated[Path, typer.Argument(
+        help="A learngene, model file, training checkpoint (.ckpt), safetensors file or Hugging Face folder.", show_default=False)],
     as_json: Json = False,
 ) -> None:
     """Show what a file holds: its kind, format, model spec, templates and scalers, tensors, provenance."""
@@ -92,7 +89,7 @@ def inspect(
 
     info = describe(file)
     if as_json:
-        _print_json(info)
+        print_json(info)
     else:
         _render(info)
 

@@ -18,23 +18,23 @@ from pathlib import Path
 import torch
 
 import waveinit
-from waveinit.tasks import default_patch, distill, load_vit, random_vit, spec_for, train_vit
 from waveinit.backends.torch import ViT, load_state_dict
-from waveinit.configs import DistillConfig, TrainConfig
+from waveinit.configs import AncestryConfig, DistillConfig, TrainConfig
+from waveinit.io.datasets import load_dataset
+from waveinit.tasks import default_patch, distill, load_vit, random_vit, train_ancestry
 from waveinit.training.engine import train
 from waveinit.training.evaluation import evaluate
-from waveinit.io.datasets import load_dataset
 
 
 def make_learngene(workdir: Path, quick: bool, seed: int) -> Path:
     """Train an ancestry on Fashion-MNIST and distil it: the learngene every target starts from."""
     source = load_dataset("fashion-mnist", subset=2000 if quick else 20000, seed=seed)
-    depth, width, epochs = (2, 64, 3) if quick else (6, 192, 4)
+    recipe = AncestryConfig(depth=2, width=64, epochs=3) if quick else AncestryConfig(epochs=4)
+    epochs = recipe.epochs
     ancestry_path, learngene_path = workdir / "ancestry.safetensors", workdir / "learngene.safetensors"
     start = time.perf_counter()
-    history = train_vit(random_vit(spec_for(source, depth, width), seed), source, TrainConfig(epochs=epochs, batch_size=64, lr=2e-3, seed=seed),
-                        out=ancestry_path, device="cpu").history
-    print(f"ancestry {depth}x{width} on {source.name} ({len(source.train_labels):,} images): "
+    history = train_ancestry(source, recipe, out=ancestry_path, seed=seed, device="cpu").history
+    print(f"ancestry {recipe.depth}x{recipe.width} on {source.name} ({len(source.train_labels):,} images): "
           f"{100 * history[-1]['eval']['accuracy']:.1f}% ({time.perf_counter() - start:.0f} s)")
     ancestry = load_vit(ancestry_path)[0]
     result = distill(ancestry, source, ancestry.spec, TrainConfig(epochs=epochs, batch_size=64, lr=2e-3, seed=seed), DistillConfig(),

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 import waveinit
-from waveinit.tasks import distill, spec_for, train_vit
 from waveinit.backends.torch import ViT, load_state_dict
-from waveinit.configs import DistillConfig, TrainConfig
+from waveinit.configs import AncestryConfig, DistillConfig, TrainConfig
+from waveinit.io.datasets import load_dataset
+from waveinit.tasks import distill, load_vit, train_ancestry
 from waveinit.training.engine import train
 from waveinit.training.evaluation import evaluate
-from waveinit.io.datasets import load_dataset
 
 
 def one_epoch(model, data, lr, seed):
@@ -60,10 +60,10 @@ def main():
 
     # 1. The ancestry and the learngene, made once for every size.
     ancestry_path, learngene_path = args.workdir / "ancestry.safetensors", args.workdir / "learngene.safetensors"
-    torch.manual_seed(args.seed)
-    ancestry = ViT(spec_for(data, 2 if args.quick else 6, 64 if args.quick else 192))
+    recipe = AncestryConfig(depth=2, width=64, epochs=ancestry_epochs) if args.quick else AncestryConfig(epochs=ancestry_epochs)
     start = time.perf_counter()
-    history = train_vit(ancestry, data, TrainConfig(epochs=ancestry_epochs, batch_size=64, lr=2e-3, seed=args.seed), out=ancestry_path, device="cpu").history
+    history = train_ancestry(data, recipe, out=ancestry_path, seed=args.seed, device="cpu").history
+    ancestry, _ = load_vit(ancestry_path)
     print(f"ancestry {ancestry.spec.depth}x{ancestry.spec.width}: {100 * history[-1]['eval']['accuracy']:.1f}% ({time.perf_counter() - start:.0f} s)")
     start = time.perf_counter()
     result = distill(ancestry, data, ancestry.spec, TrainConfig(epochs=distill_epochs, batch_size=64, lr=2e-3, seed=args.seed),

@@ -1,10 +1,8 @@
 """`wave train` and `wave distill` end to end on the real digits data: files, resumption after
 SIGKILL, two processes under torch.distributed (gloo), and bad input."""
 
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -12,23 +10,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from helpers import run_python, start_wave, wave
 from waveinit import load_learngene, load_model
 from waveinit.backends.torch import TemplatedViT
-from waveinit.io.files import read_checkpoint_header
-from waveinit.training.evaluation import evaluate
 from waveinit.cli.main import app
 from waveinit.io.datasets import load_dataset
+from waveinit.io.files import read_checkpoint_header
+from waveinit.training.evaluation import evaluate
 
 runner = CliRunner()
-# Subprocesses: one thread each, so that two of them (or two ranks) share the 2 cores fairly
-# and a run's numbers do not depend on what else the machine is doing.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 SMALL_DISTILL = ["--depth", "2", "--width", "64", "--templates", "2", "--batch-size", "32", "--subset", "400"]
-
-
-def wave(*args, cwd=None):
-    """Run the real `wave` command in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "waveinit.cli", *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300)
 
 
 def test_train_writes_a_model_file_with_its_test_accuracy(ancestry):
@@ -52,6 +43,7 @@ def test_distill_end_to_end(ancestry, learngene_file):
     assert p["test_accuracy"] > 0.3
 
 
+@pytest.mark.slow
 def test_distill_with_no_arguments_trains_an_ancestry_first(tmp_path):
     result = wave("distill", "--epochs", "1", "--subset", "128", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -65,6 +57,7 @@ def _tensors(path):
     return {f"t.{k}": v for k, v in learngene.templates.items()} | {f"s.{k}": v for k, v in learngene.scalers.items()}
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(ancestry, tmp_path):
     args = ["distill", "--teacher", ancestry, *SMALL_DISTILL, "--epochs", "2", "--checkpoint-every", "3"]
     whole = wave(*args, "--out", tmp_path / "whole.safetensors")
@@ -72,7 +65,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(ancestry, tmp_path):
 
     out = tmp_path / "killed.safetensors"
     checkpoint = tmp_path / "killed.safetensors.ckpt"
-    process = subprocess.Popen([sys.executable, "-m", "waveinit.cli", *map(str, args), "--out", str(out)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_wave(*args, "--out", out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     steps_per_epoch = 13  # 400 images, batch 32
     deadline = time.time() + 120
     while time.time() < deadline:  # wait for a checkpoint inside the second epoch
@@ -95,14 +88,13 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(ancestry, tmp_path):
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
 
 
+@pytest.mark.slow
 def test_two_processes_with_gloo_match_one_process(ancestry, tmp_path):
     args = ["distill", "--teacher", ancestry, *SMALL_DISTILL, "--epochs", "1", "--device", "cpu"]
     one = wave(*args, "--out", tmp_path / "one.safetensors")
     assert one.returncode == 0, one.stderr
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "waveinit.cli", *map(str, args), "--out", str(tmp_path / "two.safetensors")],
-        capture_output=True, text=True, env=ENV, timeout=300,
-    )
+    two = run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "waveinit.cli", *args,
+                     "--out", tmp_path / "two.safetensors")
     assert two.returncode == 0, two.stderr
     expected, actual = _tensors(tmp_path / "one.safetensors"), _tensors(tmp_path / "two.safetensors")
     for key in expected:
@@ -131,6 +123,7 @@ def test_bad_distill_input_is_one_line_and_exit_2(ancestry, tmp_path, args, mess
     assert not out.exists() and not (tmp_path / "learngene.safetensors.ckpt").exists()
 
 
+@pytest.mark.slow
 def test_missing_or_wrong_kind_of_teacher(ancestry, tmp_path):
     result = wave("distill", "--teacher", tmp_path / "nothing.safetensors", "--out", tmp_path / "lg.safetensors")
     assert result.returncode == 2 and "no such file" in result.stderr and "Traceback" not in result.stderr
@@ -140,6 +133,7 @@ def test_missing_or_wrong_kind_of_teacher(ancestry, tmp_path):
     assert result.returncode == 2 and "expected a model file" in result.stderr
 
 
+@pytest.mark.slow
 def test_distill_without_the_cache_matches_the_cached_run(ancestry, tmp_path):
     args = ["distill", "--teacher", ancestry, *SMALL_DISTILL, "--epochs", "1"]
     cached, direct = wave(*args, "--out", tmp_path / "cached.safetensors"), wave(*args, "--no-cache", "--out", tmp_path / "direct.safetensors")

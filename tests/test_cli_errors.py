@@ -1,13 +1,9 @@
 """The command line's contract for bad input, and the house rules on imports."""
 
-import subprocess
-import sys
 
 import pytest
 
-
-def wave(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "waveinit.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+from helpers import run_python, wave
 
 
 @pytest.mark.parametrize(
@@ -46,5 +42,5 @@ def test_the_core_imports_no_framework_and_help_imports_no_torch():
         "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
         "assert 'torch' not in sys.modules\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = run_python("-c", code, timeout=60)
     assert result.returncode == 0, result.stderr

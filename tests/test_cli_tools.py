@@ -4,28 +4,21 @@ bad input ends in one line and exit 2 with nothing written."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from helpers import wave
 from waveinit import ViTSpec, load_learngene, save_learngene, save_model
 from waveinit.backends.torch import TemplatedViT, ViT
-from waveinit.training.evaluation import evaluate
 from waveinit.cli.main import app
 from waveinit.io.datasets import load_dataset
 from waveinit.tasks import load_vit
+from waveinit.training.evaluation import evaluate
 
 runner = CliRunner()
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def wave(*args, cwd=None):
-    """Run the real `wave` command in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "waveinit.cli", *map(str, args)], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=120)
 
 
 def invoke(*args):

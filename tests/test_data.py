@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from waveinit.io.datasets import FASHION_MNIST_DIR, Dataset, load_dataset, read_idx, split_validation
 from waveinit.errors import WaveError
+from waveinit.io.datasets import FASHION_MNIST_DIR, Dataset, load_dataset, read_idx, split_validation
 
 
 def one_line(e: pytest.ExceptionInfo) -> str:
@@ -104,7 +104,7 @@ def test_image_size_requires_square():
     x = np.zeros((2, 1, 4, 6), np.float32)
     y = np.zeros(2, np.int64)
     with pytest.raises(WaveError):
-        Dataset("rect", x, y, x, y, 2).image_size
+        _ = Dataset("rect", x, y, x, y, 2).image_size
 
 
 # ----------------------------------------------------------------------------- fashion-mnist
@@ -310,3 +310,88 @@ def test_folder_errors(tmp_path):
         load_dataset(f"folder:{one}")
     with pytest.raises(WaveError):
         load_dataset(f"folder:{tmp_path / 'nope'}")
+
+
+# ----------------------------------------------------------------------------- 16-bit grayscale
+
+def save16(path: Path, array) -> None:
+    """A 16-bit grayscale PNG (Pillow mode I;16) of the uint16 `array`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(np.asarray(array, dtype=np.uint16))
+    assert img.mode == "I;16"
+    img.save(path)
+
+
+SIXTEEN_BIT = np.array([[0, 1, 255, 256], [1000, 32767, 32768, 40000], [65534, 65535, 12345, 0], [65535, 0, 65535, 0]], np.uint16)
+
+
+def test_folder_of_16_bit_grayscale_pngs_uses_the_full_range(tmp_path):
+    # train/ and test/ given: no random split, images in (class, file name) order
+    written = {"train": {}, "test": {}}
+    for part, per_class in (("train", 3), ("test", 2)):
+        for c, name in enumerate(("dark", "light")):
+            for i in range(per_class):
+                a = SIXTEEN_BIT if (c + i) % 2 == 0 else 65535 - SIXTEEN_BIT  # both endpoints and mid values, both ways round
+                a = np.roll(a, i, axis=1)  # every image different
+                save16(tmp_path / part / name / f"{i}.png", a)
+                written[part][(name, i)] = a
+    with Image.open(tmp_path / "train" / "dark" / "0.png") as img:
+        assert img.mode in ("I;16", "I")  # really a 16-bit file on disk, not an 8-bit one
+    ds = load_dataset(f"folder:{tmp_path}")
+    assert ds.num_classes == 2 and ds.channels == 1 and ds.image_size == 4
+    assert ds.train_images.dtype == np.float32 and ds.test_images.dtype == np.float32
+    assert ds.train_images.shape == (6, 1, 4, 4) and ds.test_images.shape == (4, 1, 4, 4)
+    np.testing.assert_array_equal(ds.train_labels, [0, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(ds.test_labels, [0, 0, 1, 1])
+    for part, images in (("train", ds.train_images), ("test", ds.test_images)):
+        expected = [written[part][key] for key in sorted(written[part])]  # dark/0.., light/0..
+        for got, raw in zip(images, expected):
+            want = raw.astype(np.float64) / 32767.5 - 1
+            np.testing.assert_allclose(got[0], want, rtol=0, atol=1e-6)
+    # the endpoints are exact, and nothing was clipped to 8 bits on the way
+    assert ds.train_images.min() == -1.0 and ds.train_images.max() == 1.0
+    first = ds.train_images[0, 0]
+    assert first[0, 1] == pytest.approx(1 / 32767.5 - 1, abs=1e-7)  # 1 is not 0
+    assert first[0, 2] != first[0, 3]  # 255 and 256 differ (8-bit conversion would merge them)
+    assert abs(first[1, 2]) < 1e-4  # 32768 is the middle of the range
+
+
+def test_folder_mixing_8_and_16_bit_grayscale_is_on_one_scale(tmp_path):
+    # constant images, one value each, so every loaded image says which file it came from
+    files = {  # (class, name) -> (bits, value, expected float)
+        ("a", "white8"): (8, 255, 1.0), ("a", "black8"): (8, 0, -1.0), ("a", "mid8"): (8, 51, 51 / 127.5 - 1),
+        ("b", "white16"): (16, 65535, 1.0), ("b", "black16"): (16, 0, -1.0), ("b", "mid16"): (16, 13107, 13107 / 32767.5 - 1),
+    }
+    for (c, name), (bits, value, _) in files.items():
+        if bits == 8:
+            save(tmp_path / c / f"{name}.png", np.full((3, 3), value, np.uint8))
+        else:
+            save16(tmp_path / c / f"{name}.png", np.full((3, 3), value, np.uint16))
+    with Image.open(tmp_path / "a" / "white8.png") as img8, Image.open(tmp_path / "b" / "white16.png") as img16:
+        assert img8.mode == "L" and img16.mode in ("I;16", "I")
+    ds = load_dataset(f"folder:{tmp_path}")
+    assert ds.channels == 1 and ds.num_classes == 2 and len(ds.train_labels) + len(ds.test_labels) == 6
+    images = np.concatenate([ds.train_images, ds.test_images])
+    labels = np.concatenate([ds.train_labels, ds.test_labels])
+    assert images.dtype == np.float32
+    for img in images:
+        assert np.all(img == img.flat[0])  # constant images stay constant
+    got = sorted((int(y), round(float(x.flat[0]), 6)) for x, y in zip(images, labels))
+    want = sorted((["a", "b"].index(c), round(v, 6)) for (c, _), (_, _, v) in files.items())
+    assert got == want
+    # pure white and pure black are the same number whatever the bit depth: 255 (8-bit) == 65535 (16-bit) == 1.0
+    assert got == [(0, -1.0), (0, round(51 / 127.5 - 1, 6)), (0, 1.0), (1, -1.0), (1, round(13107 / 32767.5 - 1, 6)), (1, 1.0)]
+    # 51/255 and 13107/65535 are both exactly 0.2 of the range: the same brightness on one scale
+    assert 51 / 127.5 - 1 == pytest.approx(13107 / 32767.5 - 1, abs=1e-12)
+
+
+def test_16_bit_grayscale_among_rgb_images_is_not_clipped(tmp_path):
+    make_folder(tmp_path, classes=("a", "b"), per_class=2, size=(4, 4), rgb=True, seed=3)
+    save16(tmp_path / "b" / "zz16.png", SIXTEEN_BIT)
+    ds = load_dataset(f"folder:{tmp_path}")
+    assert ds.channels == 3
+    images = np.concatenate([ds.train_images, ds.test_images])
+    want = SIXTEEN_BIT.astype(np.float64) / 32767.5 - 1
+    matches = [x for x in images if np.allclose(x[0], want, atol=1e-6)]
+    assert len(matches) == 1
+    np.testing.assert_allclose(matches[0], np.broadcast_to(want, (3, 4, 4)), atol=1e-6)  # grey: the same in R, G, B

@@ -1,15 +1,17 @@
 """Every example runs, in its quick mode, and prints what it promises."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+import pytest
+
+from helpers import run_python
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def run(*args, cwd):
-    result = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+    result = run_python(*args, cwd=cwd, timeout=600)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -19,6 +21,7 @@ def test_kron_basics(tmp_path):
     assert "kron_matmul matches the dense product: True" in out
 
 
+@pytest.mark.slow
 def test_spawn_sizes_quick_covers_the_size_grid_on_digits(tmp_path):
     out = run(EXAMPLES / "spawn_sizes.py", "--quick", "--workdir", tmp_path / "w", cwd=tmp_path)
     results = json.loads((tmp_path / "w" / "results.json").read_text())
@@ -37,6 +40,7 @@ def test_array_api_embedding_matches_the_reference_on_every_library(tmp_path):
     assert float(out.split("np.kron loop max |diff| ")[1].split(",")[0]) < 1e-12, out
 
 
+@pytest.mark.slow
 def test_new_dataset_quick_spawns_fashion_templates_for_digits(tmp_path):
     run(EXAMPLES / "new_dataset.py", "--quick", "--workdir", tmp_path / "w", cwd=tmp_path)
     results = json.loads((tmp_path / "w" / "results.json").read_text())

@@ -4,9 +4,9 @@ import os
 
 import numpy as np
 import pytest
-from conftest import random_factors
 from safetensors.numpy import save_file
 
+from conftest import random_factors
 from waveinit import Learngene, WaveError, load_learngene, load_model, save_learngene, save_model
 from waveinit.backends import numpy as ref
 from waveinit.io.storage import FORMATS, LEARNGENE_FORMAT, read_header

@@ -212,3 +212,122 @@ def test_a_failed_write_leaves_no_half_written_folder(tmp_path, monkeypatch):
         save_hf(tmp_path / "new", numpy_state(random_vit(spec, seed=1)), spec)
     assert sorted(os.listdir(tmp_path)) == ["hf"]  # the old export intact, no trace of either attempt
     assert all(np.array_equal(v, before[k]) for k, v in load_hf(folder)[0].items())
+
+
+# ----------------------------------------------------------------------------- shards and bfloat16
+
+def shard_by_hand(folder, first_of_second: str = "vit.encoder.layer.0.attention.attention.query.bias"):
+    """Split the folder's model.safetensors into two shards plus an index, as transformers writes
+    large checkpoints, model.safetensors removed; returns {tensor: shard file}. The second shard
+    starts (in sorted names) at `first_of_second`: by default layer 0's key lands in the first
+    shard, its query and value in the second, so qkv must be joined across files."""
+    metadata = {"format": "pt"}
+    tensors = load_file(str(folder / "model.safetensors"))
+    names = sorted(tensors)
+    split_after = names.index(first_of_second)
+    weight_map = {}
+    for i, part in enumerate((names[:split_after], names[split_after:])):
+        shard = f"model-{i + 1:05d}-of-00002.safetensors"
+        save_file({k: tensors[k] for k in part}, str(folder / shard), metadata=metadata)
+        weight_map.update({k: shard for k in part})
+    total = sum(int(v.nbytes) for v in tensors.values())
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+    (folder / "model.safetensors").unlink()
+    return weight_map
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_sharded_folder_loads_as_the_single_file_one(tmp_path, transformers):
+    import shutil
+
+    from waveinit.backends.numpy import forward
+    from waveinit.io.hf import SHARD_INDEX_FILE, WEIGHTS_FILE, weight_files
+
+    spec = SPECS["rgb, 4 heads"]
+    state = numpy_state(random_vit(spec, seed=3))
+    save_hf(tmp_path / "single", state, spec, provenance={"data": "digits"})
+    shutil.copytree(tmp_path / "single", tmp_path / "sharded")
+    weight_map = shard_by_hand(tmp_path / "sharded")
+    folder = tmp_path / "sharded"
+    assert not (folder / WEIGHTS_FILE).exists() and (folder / SHARD_INDEX_FILE).is_file()
+    assert len(set(weight_map.values())) == 2
+    assert [p.name for p in weight_files(folder)] == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    layer0 = "vit.encoder.layer.0.attention.attention.{}.weight"
+    assert weight_map[layer0.format("key")] != weight_map[layer0.format("query")] == weight_map[layer0.format("value")]
+
+    single, single_spec = load_hf(tmp_path / "single")
+    sharded, sharded_spec = load_hf(folder)
+    assert sharded_spec == single_spec == spec
+    assert list(sharded) == list(single) == list(state)  # timm's order, whatever the shard order
+    assert all(sharded[k].dtype == single[k].dtype and np.array_equal(sharded[k], single[k]) for k in single)
+    assert all(np.array_equal(sharded[k], state[k]) for k in state)
+    # the shards were written by hand with {"format": "pt"} only: no stored provenance, the folder is the source
+    assert load_model(folder).provenance == {"source": str(folder)}
+
+    theirs = transformers.ViTForImageClassification.from_pretrained(folder).eval()
+    images = np.random.default_rng(4).standard_normal((5, spec.channels, spec.image_size, spec.image_size)).astype(np.float32)
+    reference = forward(sharded, spec, images)  # float64
+    with torch.no_grad():
+        logits = theirs(pixel_values=torch.from_numpy(images)).logits.double()
+    assert relative_difference(torch.from_numpy(reference), logits) < 1e-5
+    np.testing.assert_allclose(logits.numpy(), reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+def test_an_index_naming_a_missing_shard_is_one_line(tmp_path):
+    folder = exported(tmp_path)
+    weight_map = shard_by_hand(folder)
+    missing = "model-00002-of-00002.safetensors"
+    assert missing in weight_map.values()
+    (folder / missing).unlink()
+    for load in (load_hf, load_model):
+        with pytest.raises(WaveError, match=f"{missing}.*no such file") as e:
+            load(folder)
+        assert "\n" not in str(e.value)
+
+
+def test_a_damaged_index_is_one_line(tmp_path):
+    folder = exported(tmp_path)
+    shard_by_hand(folder)
+    (folder / "model.safetensors.index.json").write_text('{"metadata": {}}')  # no weight_map
+    with pytest.raises(WaveError, match="index.json is damaged") as e:
+        load_hf(folder)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_bfloat16_folder_is_refused_but_inspected(tmp_path, transformers):
+    from typer.testing import CliRunner
+
+    from waveinit.cli.main import app
+
+    folder = exported(tmp_path)
+    theirs = transformers.ViTForImageClassification.from_pretrained(folder)
+    theirs.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    bf16 = tmp_path / "bf16"
+    assert (bf16 / "model.safetensors").is_file()
+    for load in (load_hf, load_model):
+        with pytest.raises(WaveError, match=r"bfloat16.*save the model in float32 first \(model\.float\(\)\.save_pretrained") as e:
+            load(bf16)
+        assert "\n" not in str(e.value)
+        assert str(bf16 / "model.safetensors") in str(e.value)
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["inspect", str(bf16), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["kind"] == "huggingface" and info["spec"] is None
+    assert "not a ViT waveinit can load" in info["note"] and "bfloat16" in info["note"]
+    assert info["tensors"] and {t["dtype"] for t in info["tensors"]} == {"bfloat16"}
+    n_params = SPECS["digits-like, 1 head"].num_params()
+    assert sum(np.prod(t["shape"]) for t in info["tensors"]) == n_params
+    assert info["tensor_bytes"] == 2 * n_params
+    table = runner.invoke(app, ["inspect", str(bf16)])
+    assert table.exit_code == 0, table.output
+    assert "bfloat16" in table.stdout
+
+    # float32 again, as the message says: loads, and equals the original to bfloat16's precision
+    theirs.float().save_pretrained(tmp_path / "back")
+    back, spec = load_hf(tmp_path / "back")
+    original, _ = load_hf(folder)
+    assert spec == SPECS["digits-like, 1 head"]
+    assert all(np.allclose(back[k], original[k], rtol=2 ** -7, atol=1e-6) for k in original)

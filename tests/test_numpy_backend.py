@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_factors
 
+from conftest import random_factors
 from waveinit import ViTSpec, WaveError, materialize, state_dict_keys
 from waveinit.backends import numpy as ref
 

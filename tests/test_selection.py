@@ -4,10 +4,10 @@ weights without data: index rules, whole heads, not-applicable sizes, exact reco
 import numpy as np
 import pytest
 import torch
-from conftest import random_factors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import random_factors
 from waveinit import ViTSpec, WaveError, learngene_from_weights, materialize, state_dict_keys, weight_selection
 from waveinit.backends import numpy as ref
 from waveinit.selection import _AXES, uniform_indices
@@ -164,10 +164,10 @@ def test_a_selected_half_width_model_trains_far_better_than_random_init(ancestry
     # The 2x64 ancestry trained on digits (conftest) cut to 2x32 (its one head narrowed to 32),
     # against random init of that size: the same epoch, rate and data order for both.
     from waveinit import load_model
-    from waveinit.tasks import random_vit
     from waveinit.backends.torch import ViT, load_state_dict
     from waveinit.configs import TrainConfig
     from waveinit.io.datasets import load_dataset
+    from waveinit.tasks import random_vit
     from waveinit.training.engine import train
     from waveinit.training.evaluation import evaluate
 

@@ -9,7 +9,7 @@ from waveinit.spec import check_side, template_counts
 
 
 def test_paper_table_for_vit_small():
-    # DESIGN.md's table: width 384, 64x64 templates.
+    # docs/design.md's table (section 2): width 384, 64x64 templates.
     spec = ViTSpec(depth=12, width=384, patch_size=16, image_size=224, channels=3, num_classes=1000)
     assert spec.heads == 6 and spec.tokens == 197
     s, t = scaler_shapes(spec, 64, 4), template_shapes(spec, 64, 4)

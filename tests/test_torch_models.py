@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import random_factors
 
+from conftest import random_factors
 from waveinit import ViTSpec, WaveError, state_dict_keys
 from waveinit.backends import numpy as ref
 from waveinit.backends.torch import TemplatedViT, ViT, load_state_dict

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import ENV, run_python
+
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from safetensors import safe_open  # noqa: E402
@@ -28,6 +30,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from torch import nn  # noqa: E402
 
 from waveinit.configs import TrainConfig  # noqa: E402
+from waveinit.errors import WaveError  # noqa: E402
 from waveinit.io.datasets import load_dataset  # noqa: E402
 from waveinit.io.files import read_checkpoint_header  # noqa: E402
 from waveinit.io.storage import CHECKPOINT_FORMAT  # noqa: E402
@@ -35,7 +38,6 @@ from waveinit.training.distributed import distributed_context, resolve_device  #
 from waveinit.training.engine import train  # noqa: E402
 from waveinit.training.evaluation import evaluate, predict_logits  # noqa: E402
 from waveinit.training.objectives import cross_entropy_loss, default_param_groups, kd_loss, lr_at  # noqa: E402
-from waveinit.errors import WaveError  # noqa: E402
 
 # 1,438 train images: batch 64 gives 23 steps an epoch, the last one of 30 images.
 CONFIG = TrainConfig(epochs=3, batch_size=64, lr=1e-2)
@@ -65,11 +67,6 @@ def fit(digits, config=CONFIG, model=None, **kwargs):
     model = model if model is not None else mlp()
     result = train(model, digits.train_images, digits.train_labels, config, device="cpu", **kwargs)
     return model, result
-
-
-def subprocess_env() -> dict[str, str]:
-    # One thread each: the same arithmetic in every process, and no fight over the 2 cores.
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 # ----------------------------------------------------------------------------- learning
@@ -324,6 +321,7 @@ def test_a_file_that_is_not_a_checkpoint_is_never_overwritten(digits, tmp_path):
     assert torch.equal(load_file(path)["w"], torch.zeros(3))
 
 
+@pytest.mark.slow
 def test_sigkilled_process_resumes_bit_identical(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(
@@ -350,7 +348,7 @@ def test_sigkilled_process_resumes_bit_identical(tmp_path):
 
     def start(name: str, delay: float) -> subprocess.Popen:
         args = [sys.executable, str(script), str(tmp_path / f"{name}.ckpt"), str(tmp_path / f"{name}.safetensors"), str(delay)]
-        return subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     reference = start("reference", 0.0)
     victim = start("victim", 0.02)  # 69 steps of >= 20 ms
@@ -443,6 +441,7 @@ close_distributed()  # rank 1 waits here for rank 0's saving, instead of tearing
 """
 
 
+@pytest.mark.slow
 def test_two_processes_compute_what_one_process_computes(digits, tmp_path):
     # 201 images in batches of 50: every epoch ends with a batch of ONE image, so rank 1's
     # shard is empty there and the empty-shard path runs too.
@@ -450,9 +449,8 @@ def test_two_processes_compute_what_one_process_computes(digits, tmp_path):
     initial = mlp()
     save_file(state(initial), tmp_path / "initial.safetensors")
     (tmp_path / "dist.py").write_text(DISTRIBUTED_SCRIPT)
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-            str(tmp_path / "dist.py"), str(tmp_path), json.dumps(config.__dict__)]
-    done = subprocess.run(args, env=subprocess_env(), capture_output=True, text=True, timeout=180)
+    done = run_python("-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                      tmp_path / "dist.py", tmp_path, json.dumps(config.__dict__), timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
 
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]

@@ -87,7 +87,7 @@ def balance(templates: Mapping[str, Array], scalers: Mapping[str, Array]) -> tup
 
 def layer_map(source_depth: int, target_depth: int) -> list[int]:
     """The auxiliary layer each target layer starts from: same relative depth."""
-    return [min(source_depth - 1, (2 * l + 1) * source_depth // (2 * target_depth)) for l in range(target_depth)]
+    return [min(source_depth - 1, (2 * layer + 1) * source_depth // (2 * target_depth)) for layer in range(target_depth)]
 
 
 def resample_scalers(scalers: Mapping[str, Array], source: ViTSpec, target: ViTSpec, side: int) -> dict:

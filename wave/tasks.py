@@ -21,6 +21,7 @@ from .configs import COMMAND_TRAIN, EVAL_BATCH_SIZE, AncestryConfig, DistillConf
 from .errors import WaveError
 from .io.datasets import Dataset
 from .io.files import load_model, save_learngene, save_model
+from .io.metrics import MetricsLog, metrics_path
 from .learngene import Learngene
 from .spawning import spawn_factors
 from .spec import ViTSpec
@@ -83,6 +84,20 @@ def checkpoint_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".ckpt")
 
 
+def _logging_metrics(out: str | Path, resume: bool, on_progress):
+    """`on_progress` that also writes each finished epoch to the metrics file beside `out`
+    (the engine calls it on rank 0 only, so only rank 0 writes)."""
+    log = MetricsLog(metrics_path(out), resume)
+
+    def report(progress):
+        if progress.event == "epoch" and progress.record is not None:
+            log.add(progress.record)
+        if on_progress is not None:
+            on_progress(progress)
+
+    return report
+
+
 def teacher_kd_loss(teacher: torch.nn.Module, images: np.ndarray, temperature: float, kd_weight: float, batch_size: int,
                     device: torch.device, cache: bool = True) -> LossFn:
     """The distillation loss against `teacher` for training on `images` (indexed by the engine's
@@ -126,13 +141,14 @@ def train_vit(
     """Train `model` on `data` with cross-entropy and save it as a model file at `out`.
 
     A checkpoint next to `out` (`<out>.ckpt`) is written each epoch; `resume` continues from it.
+    Each finished epoch is also a row of the metrics file `<out stem>.metrics.csv`.
     """
     check_fits(model.spec, data, "model")
     start = time.perf_counter()
     result = train(
         model, data.train_images, data.train_labels, config,
         device=device, checkpoint=checkpoint_path(out), resume=resume,
-        eval_data=(data.test_images, data.test_labels), on_progress=on_progress,
+        eval_data=(data.test_images, data.test_labels), on_progress=_logging_metrics(out, resume, on_progress),
         meta={"task": "train", "data": data.name, "train_size": len(data.train_labels), "spec": model.spec.to_dict()},
     )
     final = result.history[-1]["eval"] if result.history else None
@@ -185,7 +201,8 @@ def distill(
     provenance: dict | None = None,
 ) -> DistillResult:
     """Distil `teacher` into a learngene: train an auxiliary `TemplatedViT` of shape `aux_spec`
-    by knowledge distillation on `data`, and save its templates and scalers at `out`."""
+    by knowledge distillation on `data`, and save its templates and scalers at `out` (with a
+    checkpoint `<out>.ckpt` each epoch and a row of `<out stem>.metrics.csv`)."""
     check_fits(teacher.spec, data, "teacher")
     check_fits(aux_spec, data, "auxiliary model")
     start = time.perf_counter()
@@ -206,7 +223,7 @@ def distill(
     result = train(
         model, data.train_images, data.train_labels, config,
         loss_fn=loss_fn, param_groups=groups, device=device, checkpoint=checkpoint_path(out), resume=resume,
-        eval_data=(data.test_images, data.test_labels), on_progress=on_progress,
+        eval_data=(data.test_images, data.test_labels), on_progress=_logging_metrics(out, resume, on_progress),
         meta={
             "task": "distill",
             "data": data.name,

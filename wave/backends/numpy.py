@@ -14,6 +14,7 @@ from scipy.special import erf
 from ..learngene import check_shapes
 from ..spec import LAYER_NORM_EPS, ROLES_BY_NAME, ViTSpec, split_key, state_dict_keys
 
+
 def kron_sum(scalers: np.ndarray, templates: np.ndarray) -> np.ndarray:
     """sum_t np.kron(scalers[t], templates[t]): (N, a[, b]) x (N, p[, q]) -> (a*p[, b*q])."""
     return sum(np.kron(scalers[t], templates[t]) for t in range(templates.shape[0]))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..backends.torch import ViT, dense_numpy
-from ..configs import AncestryConfig, DistillConfig, EVAL_BATCH_SIZE, TrainConfig
+from ..configs import EVAL_BATCH_SIZE, AncestryConfig, DistillConfig, TrainConfig
 from ..io.datasets import Dataset
 from ..io.files import load_learngene, load_model, save_learngene
 from ..learngene import Learngene, learngene_from_weights

@@ -55,7 +55,6 @@ from .family import Family, make_family, planned_family
 from .records import RecordFile, images_passed
 from .report import write_reports
 
-
 # ----------------------------------------------------------------------------- sizes
 
 def bench_sizes(config: BenchConfig, ancestry: ViTSpec, side: int) -> list[ViTSpec]:

@@ -50,6 +50,18 @@ class Dataset:
     test_labels: np.ndarray
     num_classes: int
 
+    def __post_init__(self):
+        for split, images, labels in (("train", self.train_images, self.train_labels), ("test", self.test_images, self.test_labels)):
+            if labels.ndim != 1 or len(labels) != len(images):
+                raise WaveError(f"dataset {self.name}: {len(images)} {split} images but labels of shape {tuple(labels.shape)}: "
+                                f"give one class index per image")
+            if labels.dtype.kind not in "iu":
+                raise WaveError(f"dataset {self.name}: {split} labels are {labels.dtype}, not integers: give class indices 0..K-1")
+            if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+                bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
+                raise WaveError(f"dataset {self.name}: {split} label {bad} is outside [0, {self.num_classes}) for its "
+                                f"{self.num_classes} classes: labels must be class indices 0..{self.num_classes - 1}")
+
     @property
     def channels(self) -> int:
         return int(self.train_images.shape[1])
@@ -268,9 +280,9 @@ def _read_images(paths: list[Path], gray: bool) -> np.ndarray:
     for p in paths:
         try:
             with Image.open(p) as img:
-                if gray and img.mode in _16BIT_MODES:
-                    x = np.clip(np.asarray(img, dtype=np.float32), 0, 65535)
-                    out.append(_to_unit_range(x, 65535)[None])
+                if img.mode in _16BIT_MODES:  # Pillow's convert() would clip these at 255
+                    x = _to_unit_range(np.clip(np.asarray(img, dtype=np.float32), 0, 65535), 65535)[None]  # (1, H, W)
+                    out.append(x if gray else np.repeat(x, 3, axis=0))  # grey among RGB images: three equal channels
                 else:
                     x = np.asarray(img.convert("L" if gray else "RGB"))
                     out.append(_to_unit_range(x, 255)[None] if gray else _to_unit_range(x, 255).transpose(2, 0, 1))

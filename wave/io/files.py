@@ -24,6 +24,7 @@ from .storage import (
     CHECKPOINT_FORMAT,
     LEARNGENE_FORMAT,
     MODEL_FORMAT,
+    check_finite,
     expect_format,
     header_metadata,
     open_safetensors,
@@ -73,7 +74,9 @@ def load_learngene(path: str | os.PathLike) -> Learngene:
         raise WaveError(f"{path}: learngene file lacks {e.args[0]}: the file is damaged; distil it again") from None
     except (TypeError, ValueError) as e:
         raise WaveError(f"{path}: damaged learngene header ({e}): distil it again") from None
-    return Learngene(templates, scalers, spec, side, header.get("provenance", {}))
+    gene = Learngene(templates, scalers, spec, side, header.get("provenance", {}))
+    check_finite(path, tensors, "learngene")
+    return gene
 
 
 def save_model(path: str | os.PathLike, state_dict: dict[str, np.ndarray], spec: ViTSpec, provenance: dict | None = None) -> None:
@@ -89,11 +92,13 @@ def save_model(path: str | os.PathLike, state_dict: dict[str, np.ndarray], spec:
 def load_model(path: str | os.PathLike, heads: int | None = None) -> ModelFile:
     """A model file of this project, any safetensors ViT state dict with timm's key names
     (its spec is then read off the tensor shapes; `heads` defaults to width / 64), or a
-    Hugging Face ViTForImageClassification folder (see `hf.py`; its config gives the heads)."""
+    Hugging Face ViTForImageClassification folder (see `hf.py`; its config gives the heads).
+    WaveError for a tensor holding NaN or infinity."""
     if Path(path).is_dir():
         from .hf import load_hf_model
 
         model = load_hf_model(path)
+        check_finite(path, model.state_dict, "model")
         if heads is not None and heads != model.spec.heads:
             raise WaveError(f"heads {heads} contradicts {path}, whose config.json says {model.spec.heads}: drop the heads option")
         return model
@@ -102,6 +107,7 @@ def load_model(path: str | os.PathLike, heads: int | None = None) -> ModelFile:
     if not header:
         spec = spec_from_state_dict(tensors, heads, source=str(path))
         check_state_dict(path, tensors, spec)
+        check_finite(path, tensors, "model")
         return ModelFile(tensors, spec, {"source": str(path)})
     expect_format(path, header, MODEL_FORMAT, _WANT[MODEL_FORMAT])
     try:
@@ -109,8 +115,8 @@ def load_model(path: str | os.PathLike, heads: int | None = None) -> ModelFile:
     except (KeyError, TypeError, ValueError) as e:
         raise WaveError(f"{path}: model file has no valid spec in its header ({e}): the file is damaged; write it again") from None
     check_state_dict(path, tensors, spec)
+    check_finite(path, tensors, "model")
     return ModelFile(tensors, spec, header.get("provenance", {}))
-
 
 
 def read_checkpoint_header(path: str | os.PathLike, metadata: dict[str, str] | None = None) -> dict:

@@ -176,7 +176,8 @@ def from_hf(hf_state_dict: dict, config: dict, source: str = "Hugging Face model
 
     def take(name: str) -> np.ndarray:
         if name not in state:
-            raise WaveError(f"{source} lacks tensor {name} that a {spec.depth}-layer ViTForImageClassification has: the checkpoint is incomplete or of another architecture")
+            raise WaveError(f"{source} lacks tensor {name} that a {spec.depth}-layer ViTForImageClassification has: "
+                            f"the checkpoint is incomplete or of another architecture")
         used.add(name)
         return state[name]
 
@@ -390,7 +391,8 @@ def read_config(folder: str | os.PathLike) -> dict:
         raise WaveError(f"{folder}: no such folder: check the path")
     path = folder / CONFIG_FILE
     if not path.is_file():
-        raise WaveError(f"{folder} is a folder without {CONFIG_FILE}, not a Hugging Face model folder: pass a model file or a folder written by save_pretrained")
+        raise WaveError(f"{folder} is a folder without {CONFIG_FILE}, not a Hugging Face model folder: "
+                        f"pass a model file or a folder written by save_pretrained")
     try:
         config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -66,6 +66,17 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, np.nda
         return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
 
 
+def check_finite(path, tensors: dict, what: str = "file") -> None:
+    """WaveError naming `path` and the first tensor holding NaN or infinity (one pass over each
+    floating-point tensor). Weights like these spawn, train or score nothing but NaN."""
+    for name, array in tensors.items():
+        array = np.asarray(array)
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            bad = "NaN" if np.isnan(array).any() else "infinity"
+            raise WaveError(f"{path}: tensor {name} holds {bad}: the {what} is damaged or comes from a diverged run; "
+                            f"use another {what} or make it again")
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of a safetensors file, its tensors unread."""
     with open_safetensors(path) as f:

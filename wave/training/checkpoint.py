@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..configs import TrainConfig
 from ..errors import WaveError
 from ..io.files import read_checkpoint_header
-from ..io.storage import CHECKPOINT_FORMAT, header_metadata, open_safetensors
+from ..io.storage import CHECKPOINT_FORMAT, check_finite, header_metadata, open_safetensors
 
 
 @dataclass
@@ -119,7 +119,9 @@ def read_checkpoint(path: Path) -> tuple[dict, dict[str, Tensor]]:
     fix = "delete it or pass another checkpoint path"
     with open_safetensors(path, framework="pt", fix=fix) as f:
         header = read_checkpoint_header(path, f.metadata() or {})
-        return header, {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    check_finite(path, {k: t.float().numpy() for k, t in tensors.items() if t.is_floating_point()}, "checkpoint")
+    return header, tensors
 
 
 def _host_copy(t: Tensor) -> Tensor:

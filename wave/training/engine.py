@@ -21,6 +21,11 @@ What the loop guarantees:
 - No NaN checkpoint. Non-finite losses or gradient norms are flagged on the device (no host
   sync) and checked every 20 steps, at the same steps on every rank, and before every checkpoint write;
   the run stops with a WaveError and the last good checkpoint stays on disk.
+- Interrupts. Where the signal handlers of `interrupts.py` are installed (the `wave` command),
+  SIGINT and SIGTERM stop the run after the step in progress: that exact position is
+  checkpointed (when there is a checkpoint) and `Interrupted` is raised, so a resumed run ends
+  bit-identical too. With several processes, all ranks agree at the next health check and stop
+  at the same step.
 
 Progress and checkpoints come from rank 0 only; every rank returns the same `TrainResult`.
 """
@@ -42,10 +47,12 @@ from ..configs import TrainConfig
 from ..errors import WaveError
 from ..io.files import read_checkpoint_header
 from ..io.storage import atomic_write_bytes
+from . import interrupts
 from .checkpoint import NonFinite, Position, checkpoint_bytes, fingerprint, jsonable, resume_checkpoint
 from .determinism import deterministic, seed_step, set_deterministic_cublas
 from .distributed import broadcast_floats, distributed_context, resolve_device
 from .evaluation import evaluate
+from .interrupts import Interrupted
 from .objectives import LossFn, cross_entropy_loss, default_param_groups, lr_at
 
 _PROGRESS_SECONDS = 0.5  # report "step" progress at most this often (wall time, rank 0)
@@ -71,6 +78,7 @@ class Progress:
     seconds_left: float  # estimate from this call's pace
     train_loss: float | None = None  # at epoch end: the exact mean over the epoch and all processes
     eval: dict | None = None  # at epoch end, with eval_data: evaluate()'s dict
+    record: dict | None = None  # at epoch end: the epoch's entry of TrainResult.history
     event: str = "step"  # "step" | "epoch" | "resumed" | "checkpoint"
 
 
@@ -187,9 +195,12 @@ def train(
                fingerprint=run_fingerprint, eval_data=eval_data, on_progress=on_progress, position=position)
     was_training = model.training
     try:
-        with deterministic():
+        with deterministic(), interrupts.armed():
             model.train()
             return run.run(images, labels, resumed_from)
+    except Interrupted as e:  # raised by the signal handler itself (a second signal, say)
+        e.kept = e.kept or run.kept()
+        raise
     finally:
         model.train(was_training)
 
@@ -248,6 +259,10 @@ class _Run:
 
         for epoch in range(pos.epoch, self.epochs):
             self._run_epoch(epoch, x_all, y_all)
+            signum = self._stop_signal() if not pos.complete else None  # _end_epoch's check just ran on every rank
+            if signum is not None:
+                interrupts.clear()
+                raise Interrupted(signum, self.kept())
 
         seconds = broadcast_floats([time.perf_counter() - self.start], self.device, self.world)[0]
         return TrainResult(pos.history, pos.global_step, seconds, resumed_from)
@@ -275,6 +290,9 @@ class _Run:
                 self._check_finite()
             if self.on_progress is not None and time.perf_counter() - self.last_report >= _PROGRESS_SECONDS:
                 self._report("step", epoch, done, self._mean(self.loss_sum.item(), None))
+            signum = self._stop_signal() if done < steps else None
+            if signum is not None:
+                self._interrupt(signum, epoch, done)
 
         self._end_epoch(epoch, steps)
 
@@ -345,6 +363,31 @@ class _Run:
             g = self.health_start + index
             self._fail(f"non-finite loss at epoch {g // self.steps_per_epoch + 1}, step {g % self.steps_per_epoch + 1} (global step {g + 1})")
         self.health_start, self.health_len = self.health_start + self.health_len, 0
+
+    def _stop_signal(self) -> int | None:
+        """A signal (SIGINT, SIGTERM) every rank agrees to stop on now. One process: as soon as it
+        is noted. Several: at the steps where the health check has just run on every rank, with
+        one more all_reduce, so that all ranks stop at the same step."""
+        if self.world == 1:
+            return interrupts.pending()
+        if self.health_len:  # no check at this step: the ranks cannot agree here
+            return None
+        flag = torch.tensor(interrupts.pending() or 0, device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item()) or None
+
+    def _interrupt(self, signum: int, epoch: int, step: int) -> None:
+        """Checkpoint the exact position (if a checkpoint is kept at all) and stop."""
+        interrupts.clear()
+        if self.path is not None:
+            self._checkpoint(epoch, step)
+        raise Interrupted(signum, self.kept())
+
+    def kept(self) -> str | None:
+        """What an interrupted run leaves to resume from."""
+        if self.path is None or self.last_saved is None:
+            return None
+        return f"the checkpoint {self.path} (step {self.last_saved} of {self.total_steps})"
 
     def _fail(self, what: str) -> None:
         if self.path is None:
@@ -420,7 +463,7 @@ class _Run:
         pos.complete = epoch + 1 == self.epochs
         if self.path is not None:
             self._save()
-        self._report("epoch", epoch, steps, train_loss, train_loss=train_loss, eval=result)
+        self._report("epoch", epoch, steps, train_loss, train_loss=train_loss, eval=result, record=pos.history[-1])
 
     def _mean(self, loss_sum: float, steps: int | None) -> float:
         """Running mean loss of the epoch: of rank 0's samples (exact with one process)."""

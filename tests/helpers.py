@@ -1,0 +1,29 @@
+"""What many test modules share: running the real `wave` command (or any script) in a subprocess.
+
+Subprocesses run on one thread each, so that two of them (or two ranks) share the 2 cores
+fairly and a run's numbers do not depend on what else the machine is doing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def run_python(*args, cwd=None, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python ARGS...` in a subprocess: stdout and stderr captured as text, never raising on exit codes."""
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env=ENV if env is None else env, check=False)
+
+
+def wave(*args, cwd=None, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real `wave` command with ARGS, in a subprocess."""
+    return run_python("-m", "waveinit.cli", *args, cwd=cwd, timeout=timeout, env=env)
+
+
+def start_wave(*args, cwd=None, env: dict | None = None, **popen) -> subprocess.Popen:
+    """The real `wave` command started in the background (to be interrupted or killed)."""
+    return subprocess.Popen([sys.executable, "-m", "waveinit.cli", *map(str, args)], cwd=cwd, env=ENV if env is None else env, **popen)

@@ -1,0 +1,74 @@
+"""Stopping on SIGINT and SIGTERM at a consistent point.
+
+`install_handlers()` (the `wave` command calls it) routes both signals here. Inside a training
+loop (`armed()`), a signal is only noted: the loop finishes its step, writes a checkpoint of
+that exact position and raises `Interrupted`, so that `--resume` continues bit-identically.
+Outside a loop, or on a second signal, `Interrupted` is raised at once: every file is written
+atomically, so whatever was being written is simply not there. `Interrupted` derives from
+BaseException, like KeyboardInterrupt, so that no `except Exception` mistakes it for an error.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class Interrupted(BaseException):
+    """A run stopped by a signal. `kept` says what was kept on disk (None: nothing)."""
+
+    def __init__(self, signum: int, kept: str | None = None):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.kept = signum, kept
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+_armed = 0  # how many training loops are running (nested: a bench cell inside a bench)
+_pending: int | None = None  # a signal noted inside a loop, not acted on yet
+
+
+def install_handlers() -> None:
+    """Route SIGINT and SIGTERM to this module (from the main thread)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _handle)
+
+
+def _handle(signum: int, frame) -> None:
+    global _pending
+    if _armed and _pending is None:
+        _pending = signum  # the loop stops after this step, at a position it can checkpoint
+        return
+    raise Interrupted(signum)
+
+
+@contextmanager
+def armed() -> Iterator[None]:
+    """Inside: a first signal is noted (`pending()`), not raised."""
+    global _armed, _pending
+    _armed += 1
+    try:
+        yield
+    finally:
+        _armed -= 1
+        if not _armed and _pending is not None:
+            signum, _pending = _pending, None
+            raise Interrupted(signum)  # noted after the loop's last check: stop now
+
+
+def pending() -> int | None:
+    """The signal noted inside a loop, if any."""
+    return _pending
+
+
+def clear() -> None:
+    """Forget a noted signal (the loop has acted on it)."""
+    global _pending
+    _pending = None
