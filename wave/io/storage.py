@@ -66,7 +66,7 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, np.nda
         return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
 
 
-def check_finite(path, tensors: dict, what: str = "file") -> None:
+def check_finite(path, tensors: dict, what: str = "file", fix: str | None = None) -> None:
     """WaveError naming `path` and the first tensor holding NaN or infinity (one pass over each
     floating-point tensor). Weights like these spawn, train or score nothing but NaN."""
     for name, array in tensors.items():
@@ -74,7 +74,7 @@ def check_finite(path, tensors: dict, what: str = "file") -> None:
         if array.dtype.kind in "fc" and not np.isfinite(array).all():
             bad = "NaN" if np.isnan(array).any() else "infinity"
             raise WaveError(f"{path}: tensor {name} holds {bad}: the {what} is damaged or comes from a diverged run; "
-                            f"use another {what} or make it again")
+                            f"{fix or f'use another {what} or make it again'}")
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -120,7 +120,8 @@ def read_checkpoint(path: Path) -> tuple[dict, dict[str, Tensor]]:
     with open_safetensors(path, framework="pt", fix=fix) as f:
         header = read_checkpoint_header(path, f.metadata() or {})
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    check_finite(path, {k: t.float().numpy() for k, t in tensors.items() if t.is_floating_point()}, "checkpoint")
+    check_finite(path, {k: t.float().numpy() for k, t in tensors.items() if t.is_floating_point()}, "checkpoint",
+                 fix="drop --resume to start over")
     return header, tensors
 
 
