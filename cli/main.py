@@ -200,7 +200,8 @@ def spawn(
     depth: Annotated[int, typer.Option(help="Blocks of the new model.")],
     width: Annotated[int, typer.Option(help="Width of the new model (a multiple of the template side).")],
     heads: Heads = None,
-    learngene: Annotated[Path, typer.Option(help="Learngene file (made by `wave distill`).")] = DEFAULT_LEARNGENE,
+    learngene: Annotated[Path, typer.Option(
+        help="Learngene file (made by `wave distill`), or the name of one that ships with waveinit: fashion-mnist.")] = DEFAULT_LEARNGENE,
     data: Annotated[Optional[str], typer.Option(help="Data to fit on: digits, fashion-mnist, idx:DIR or folder:DIR (default: the learngene's).")] = None,
     data_dir: DataDir = None,
     patch: Annotated[Optional[int], typer.Option(help="Patch side, for data of another image size (default: the learngene's).")] = None,

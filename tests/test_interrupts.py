@@ -7,6 +7,7 @@ from __future__ import annotations
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from helpers import start_wave, wave
+from helpers import ENV, run_python, start_wave, wave
 
 pytestmark = pytest.mark.slow
 
@@ -118,3 +119,28 @@ def test_interrupted_bench_keeps_its_finished_cells(tmp_path):
     again = wave(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert f"{done} skipped" in again.stderr
+
+
+def test_under_torchrun_every_rank_stops_and_the_run_resumes(tmp_path):
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "waveinit.cli"]
+    args = ["train", "--depth", "1", "--width", "64", "--epochs", "40", "--batch-size", "64", "--lr", "3e-3", "--device", "cpu"]
+    reference = run_python(*launcher, *args, "--out", tmp_path / "reference.safetensors", cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    out = tmp_path / "victim.safetensors"
+    process = subprocess.Popen([sys.executable, *launcher, *map(str, args), "--out", str(out)], cwd=tmp_path, env=ENV,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _, stderr = interrupt_when(process, Path(f"{out}.ckpt"), signal.SIGTERM, delay=1.0)
+    assert process.returncode != 0
+    # Every rank stopped (none is left in the launcher's session), and rank 0 said what it kept.
+    leftovers = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True, check=False).stdout.split()
+    assert leftovers == [], leftovers
+    lines = [line for line in stderr.splitlines() if line.startswith("interrupted by")]
+    assert len(lines) == 1 and f"kept the checkpoint {out}.ckpt (step " in lines[0], stderr[-3000:]
+    assert "torchrun --nproc_per_node 2 -m waveinit.cli train" in lines[0] and lines[0].endswith("--resume")
+
+    resumed = run_python(*launcher, *args, "--out", out, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected, actual = load_file(tmp_path / "reference.safetensors"), load_file(out)
+    for key in expected:
+        np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)

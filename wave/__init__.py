@@ -30,7 +30,7 @@ _EXPORTS = {
     "state_dict_keys": "spec",
     "weight_selection": "selection",
     "spawn": "api",
-    "DEFAULT_TEMPLATE_SIDE": "spec",
+    "DEFAULT_TEMPLATE_SIDE": "configs",
     "MATRIX_ROLES": "spec",
     "ROLE_NAMES": "spec",
     "ROLES": "spec",

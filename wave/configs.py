@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass
 
 from .errors import WaveError
-from .spec import DEFAULT_TEMPLATE_SIDE
+
+DEFAULT_TEMPLATE_SIDE = 64  # one attention head's width in ViT-S/B: templates align with heads
 
 
 def _check(rules: list[tuple[bool, str]]) -> None:

@@ -34,9 +34,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .configs import DEFAULT_TEMPLATE_SIDE
 from .errors import WaveError
 
-DEFAULT_TEMPLATE_SIDE = 64  # one attention head's width in ViT-S/B: templates align with heads
 LAYER_NORM_EPS = 1e-6  # timm's ViT value (PyTorch's default is 1e-5, transformers' 1e-12)
 
 

@@ -61,7 +61,28 @@ def save_learngene(path: str | os.PathLike, learngene: Learngene) -> None:
     write_safetensors(path, tensors, header_metadata(LEARNGENE_FORMAT, header))
 
 
+def shipped_learngenes() -> dict[str, Path]:
+    """Name -> file of the learngenes that come with the package (`wave/learngenes/`)."""
+    folder = Path(__file__).resolve().parent.parent / "learngenes"
+    return {p.name.removesuffix(".safetensors"): p for p in sorted(folder.glob("*.safetensors"))}
+
+
+def learngene_path(name_or_path: str | os.PathLike) -> Path:
+    """A learngene file: the path itself if it exists or looks like a path, else the shipped
+    learngene of that name (`fashion-mnist`); WaveError naming the shipped ones otherwise."""
+    path = Path(name_or_path)
+    if path.exists() or path.suffix or len(path.parts) > 1:
+        return path
+    shipped = shipped_learngenes()
+    if str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    raise WaveError(f"{name_or_path}: no such file, and no learngene of that name comes with waveinit: give a file path "
+                    f"or one of {', '.join(shipped) or '(none shipped)'}")
+
+
 def load_learngene(path: str | os.PathLike) -> Learngene:
+    """A learngene file, or a shipped learngene by name (see `learngene_path`)."""
+    path = learngene_path(path)
     metadata, tensors = read_file(path)
     header = read_header(path, metadata)
     expect_format(path, header, LEARNGENE_FORMAT, _WANT[LEARNGENE_FORMAT])

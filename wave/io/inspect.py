@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import WaveError
 from ..spec import ROLES, ViTSpec, check_state_dict, spec_from_state_dict
 from . import hf
-from .files import load_learngene, load_model, read_checkpoint_header
+from .files import learngene_path, load_learngene, load_model, read_checkpoint_header
 from .storage import CHECKPOINT_FORMAT, LEARNGENE_FORMAT, MODEL_FORMAT, read_file, read_header, read_metadata, tensor_dtypes
 
 
@@ -27,7 +27,7 @@ def describe(path: str | os.PathLike) -> dict:
     a checkpoint adds checkpoint (task, position, history); a folder adds config; anything
     that is not a ViT we can load adds note (why).
     """
-    path = Path(path)
+    path = learngene_path(path)  # a shipped learngene's name, or the path as it is
     if path.is_dir():
         return _describe_hf(path)
     tensors = _tensor_list(path)

@@ -3,14 +3,15 @@
 `install_handlers()` (the `wave` command calls it) routes both signals here. Inside a training
 loop (`armed()`), a signal is only noted: the loop finishes its step, writes a checkpoint of
 that exact position and raises `Interrupted`, so that `--resume` continues bit-identically.
-Outside a loop, or on a second signal, `Interrupted` is raised at once: every file is written
-atomically, so whatever was being written is simply not there. `Interrupted` derives from
+Outside a loop, or on a second signal a second or more later, `Interrupted` is raised at once:
+every file is written atomically, so whatever was being written is simply not there. `Interrupted` derives from
 BaseException, like KeyboardInterrupt, so that no `except Exception` mistakes it for an error.
 """
 
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,8 +20,10 @@ class Interrupted(BaseException):
     """A run stopped by a signal. `kept` says what was kept on disk (None: nothing)."""
 
     def __init__(self, signum: int, kept: str | None = None):
+        global _stopping
         super().__init__(signal.Signals(signum).name)
         self.signum, self.kept = signum, kept
+        _stopping = True  # the process is on its way out: later signals must not replace this one
 
     @property
     def exit_code(self) -> int:
@@ -33,19 +36,28 @@ class Interrupted(BaseException):
 
 _armed = 0  # how many training loops are running (nested: a bench cell inside a bench)
 _pending: int | None = None  # a signal noted inside a loop, not acted on yet
+_pending_since = 0.0  # when it was noted (time.monotonic)
+_stopping = False  # an Interrupted is on its way up: later signals change nothing
+_REPEAT_SECONDS = 1.0  # a second signal sooner than this is a repeat; later, it means "stop now"
 
 
 def install_handlers() -> None:
     """Route SIGINT and SIGTERM to this module (from the main thread)."""
+    global _stopping
+    _stopping = False
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _handle)
 
 
 def _handle(signum: int, frame) -> None:
-    global _pending
+    global _pending, _pending_since
+    if _stopping:
+        return  # already stopping: the first signal decides what is kept and said
     if _armed and _pending is None:
-        _pending = signum  # the loop stops after this step, at a position it can checkpoint
+        _pending, _pending_since = signum, time.monotonic()  # the loop stops after this step, where it can checkpoint
         return
+    if _armed and time.monotonic() - _pending_since < _REPEAT_SECONDS:
+        return  # the same request again (torchrun sends SIGTERM twice), not an impatient second one
     raise Interrupted(signum)
 
 
