@@ -5,6 +5,16 @@ import pytest
 from typer.testing import CliRunner
 
 from waveinit import ViTSpec, scaler_shapes, template_shapes
+from waveinit.backends.numpy import kron_sum
+
+
+def reference_expand(scalers: np.ndarray, templates: np.ndarray) -> np.ndarray:
+    """The NumPy reference of kron_expand: the loop over np.kron, over every batch index of the scalers."""
+    form = templates.ndim - 1
+    batch = scalers.shape[: scalers.ndim - form - 1]
+    flat = scalers.reshape(-1, *scalers.shape[len(batch) :])
+    out = np.stack([kron_sum(s, templates) for s in flat])
+    return out.reshape(*batch, *out.shape[1:])
 
 
 def random_factors(spec: ViTSpec, side: int, n, seed: int = 0, dtype=np.float64):

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
 
-from conftest import random_factors
+from conftest import random_factors, reference_expand
 from waveinit import ROLE_NAMES, kron_expand, kron_matmul, materialize, nearest_kron, state_dict_keys
 from waveinit.backends import numpy as ref
 from waveinit.backends.numpy import kron_sum
@@ -30,15 +30,6 @@ jax.config.update("jax_enable_x64", True)
 small = st.integers(min_value=1, max_value=4)
 batch_shapes = st.lists(st.integers(min_value=1, max_value=3), min_size=0, max_size=2).map(tuple)
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
-
-
-def reference_expand(scalers: np.ndarray, templates: np.ndarray) -> np.ndarray:
-    """The loop over np.kron, over every batch index of the scalers."""
-    form = templates.ndim - 1
-    batch = scalers.shape[: scalers.ndim - form - 1]
-    flat = scalers.reshape(-1, *scalers.shape[len(batch) :])
-    out = np.stack([kron_sum(s, templates) for s in flat])
-    return out.reshape(*batch, *out.shape[1:])
 
 
 def assert_jax(*arrays, dtype=jnp.float64):

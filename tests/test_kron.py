@@ -7,21 +7,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import reference_expand
 from waveinit import WaveError, kron_expand, kron_matmul, nearest_kron
-from waveinit.backends.numpy import kron_sum
 
 small = st.integers(min_value=1, max_value=4)
 batch_shapes = st.lists(st.integers(min_value=1, max_value=3), min_size=0, max_size=2).map(tuple)
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
-
-
-def reference_expand(scalers: np.ndarray, templates: np.ndarray) -> np.ndarray:
-    """The loop over np.kron, over every batch index of the scalers."""
-    form = templates.ndim - 1
-    batch = scalers.shape[: scalers.ndim - form - 1]
-    flat = scalers.reshape(-1, *scalers.shape[len(batch) :])
-    out = np.stack([kron_sum(s, templates) for s in flat])
-    return out.reshape(*batch, *out.shape[1:])
 
 
 @settings(max_examples=60, deadline=None)
