@@ -163,3 +163,40 @@ def test_an_idx_folder_with_a_label_beyond_fashion_mnists_classes_is_one_line(tm
 def test_a_model_of_other_classes_is_refused_by_eval(ancestry, tmp_path):
     result = wave("eval", ancestry, "--data", "fashion-mnist", cwd=tmp_path)
     assert result.returncode == 2 and "use data that matches" in one_line(result.stderr)
+
+
+# ----------------------------------------------------------------------------- the shipped learngene
+
+
+def test_the_shipped_learngene_is_found_by_name_and_says_where_it_comes_from(tmp_path):
+    from waveinit.io.files import learngene_path, load_learngene, shipped_learngenes
+
+    assert "fashion-mnist" in shipped_learngenes()
+    path = learngene_path("fashion-mnist")
+    assert path.is_file() and path.stat().st_size < 1_000_000  # a few hundred kB
+    gene = load_learngene("fashion-mnist")
+    provenance = gene.provenance
+    assert provenance["data"] == "fashion-mnist" and provenance["train_size"] == 60000
+    assert 0.8 < provenance["test_accuracy"] <= 1 and 0.8 < provenance["teacher_test_accuracy"] <= 1
+    assert provenance["teacher_spec"]["depth"] >= 1 and "ancestry" in provenance
+
+    shown = wave("inspect", "fashion-mnist", "--json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    assert info["kind"] == "learngene" and info["path"] == str(path) and info["provenance"] == provenance
+
+
+def test_spawning_from_the_shipped_learngene_needs_no_training(tmp_path):
+    out = tmp_path / "vit.safetensors"
+    result = wave("spawn", "--learngene", "fashion-mnist", "--depth", "6", "--width", "384", "--fit-steps", "5", "--fit-samples", "200",
+                  "--out", out, "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["spec"]["depth"] == 6 and summary["spec"]["width"] == 384 and summary["data"] == "fashion-mnist"
+    assert summary["init"] == "wave" and 0.1 < summary["test_accuracy"] <= 1 and out.is_file()
+
+
+def test_an_unknown_learngene_name_lists_the_shipped_ones(tmp_path):
+    result = wave("spawn", "--learngene", "imagenet", "--depth", "2", "--width", "64", "--no-fit", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no learngene of that name comes with waveinit" in one_line(result.stderr) and "fashion-mnist" in result.stderr

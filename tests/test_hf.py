@@ -135,7 +135,7 @@ def test_pickled_weights_are_refused_never_loaded(tmp_path):
 
 @pytest.mark.parametrize("changes, message", [
     ({"model_type": "deit"}, "'deit' model, not a plain ViT"),
-    ({"layer_norm_eps": 1e-12}, "LayerNorm eps 1e-12, our ViT uses 1e-06"),
+    ({"layer_norm_eps": -1}, "layer_norm_eps -1 in its config.json is not a number in"),
     ({"hidden_act": "gelu_new"}, "activation 'gelu_new'"),
     ({"image_size": [8, 16]}, "not square"),
     ({"num_hidden_layers": 1}, "tensors a 1-layer ViTForImageClassification does not"),
@@ -331,3 +331,81 @@ def test_a_bfloat16_folder_is_refused_but_inspected(tmp_path, transformers):
     original, _ = load_hf(folder)
     assert spec == SPECS["digits-like, 1 head"]
     assert all(np.allclose(back[k], original[k], rtol=2 ** -7, atol=1e-6) for k in original)
+
+
+@pytest.mark.parametrize("eps", [1e-12, 1e-6, 1e-5])
+def test_any_layer_norm_eps_loads_with_the_original_logits(tmp_path, transformers, eps):
+    """transformers' default eps (1e-12, as in every google/vit-* checkpoint) is part of the spec:
+    our torch model and the NumPy reference give transformers' logits, and an export keeps it."""
+    from waveinit.backends import numpy as ref
+
+    config = transformers.ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
+                                    image_size=8, patch_size=2, num_channels=1, num_labels=10, layer_norm_eps=eps)
+    torch.manual_seed(1)
+    theirs = transformers.ViTForImageClassification(config).eval()
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+        for name, p in theirs.named_parameters():
+            if name.startswith("vit.embeddings."):
+                p.mul_(1e-3)  # a residual stream of variance ~1e-8 at the first LayerNorm: where eps decides the output
+    theirs.save_pretrained(tmp_path / "hf")
+    ours, _ = load_vit(tmp_path / "hf")
+    assert ours.spec.layer_norm_eps == eps
+    images = torch.randn(5, 1, 8, 8)
+    with torch.no_grad():
+        expected = theirs(pixel_values=images).logits
+        assert relative_difference(expected, ours.eval()(images)) < 1e-5
+    reference = ref.forward(load_model(tmp_path / "hf").state_dict, ours.spec, images.numpy())
+    assert relative_difference(expected, torch.from_numpy(reference)) < 1e-5
+    other = 1e-12 if eps == 1e-6 else 1e-6  # what a loader ignoring the config would use
+    wrong = ref.forward(load_model(tmp_path / "hf").state_dict, ours.spec.replace(layer_norm_eps=other), images.numpy())
+    assert relative_difference(expected, torch.from_numpy(wrong)) > 1e-3  # the checks above could fail: eps matters here
+    save_hf(tmp_path / "back", numpy_state(ours), ours.spec)
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["layer_norm_eps"] == eps
+
+
+def test_files_without_an_eps_read_as_timms_and_files_keep_theirs(tmp_path):
+    from safetensors import safe_open
+
+    from waveinit import save_model
+
+    spec = SPECS["digits-like, 1 head"]
+    state = numpy_state(random_vit(spec))
+    save_model(tmp_path / "old.safetensors", state, spec)
+    with safe_open(str(tmp_path / "old.safetensors"), framework="np") as f:
+        metadata = f.metadata()
+    header = json.loads(metadata["waveinit"])
+    del header["spec"]["layer_norm_eps"]  # as every file written before the spec held it
+    save_file(state, str(tmp_path / "old.safetensors"), {**metadata, "waveinit": json.dumps(header)})
+    assert load_model(tmp_path / "old.safetensors").spec.layer_norm_eps == 1e-6
+
+    other = spec.replace(layer_norm_eps=1e-12)
+    save_model(tmp_path / "new.safetensors", state, other)
+    assert load_model(tmp_path / "new.safetensors").spec == other
+    with pytest.raises(WaveError, match="LayerNorm eps must be a number in"):
+        spec.replace(layer_norm_eps=0.0)
+
+
+def test_a_transformers_folder_with_default_eps_is_a_teacher_end_to_end(tmp_path, transformers):
+    """`wave distill --teacher FOLDER` on a ViT saved by transformers with its default config
+    (layer_norm_eps 1e-12), then `wave eval` of the folder: no refusal, the teacher's accuracy
+    is the folder's, and the learngene records the teacher's eps."""
+    from helpers import wave
+    from waveinit import load_learngene
+
+    config = transformers.ViTConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=1, intermediate_size=256,
+                                    image_size=8, patch_size=2, num_channels=1, num_labels=10)
+    assert config.layer_norm_eps == 1e-12
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "hf")
+    scored = wave("eval", tmp_path / "hf", "--json", cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["spec"]["layer_norm_eps"] == 1e-12
+    out = tmp_path / "lg.safetensors"
+    distilled = wave("distill", "--teacher", tmp_path / "hf", "--templates", "2", "--epochs", "1", "--subset", "300", "--out", out,
+                     "--json", cwd=tmp_path)
+    assert distilled.returncode == 0, distilled.stderr
+    summary = json.loads(distilled.stdout)
+    assert summary["teacher_test_accuracy"] == pytest.approx(json.loads(scored.stdout)["accuracy"])
+    assert load_learngene(out).spec.layer_norm_eps == 1e-12

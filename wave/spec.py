@@ -37,7 +37,7 @@ from typing import Any
 from .configs import DEFAULT_TEMPLATE_SIDE
 from .errors import WaveError
 
-LAYER_NORM_EPS = 1e-6  # timm's ViT value (PyTorch's default is 1e-5, transformers' 1e-12)
+LAYER_NORM_EPS = 1e-6  # timm's ViT value, and that of files written before the spec held it (PyTorch: 1e-5, transformers: 1e-12)
 
 
 def _positive_int(name: str, value, hint: str = "") -> None:
@@ -59,6 +59,7 @@ class ViTSpec:
     channels: int = 1  # input channels (1 grey, 3 RGB)
     num_classes: int = 10  # classifier outputs
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * width
+    layer_norm_eps: float = LAYER_NORM_EPS  # added to the variance in every LayerNorm
 
     def __post_init__(self):
         _positive_int("depth", self.depth, " (number of transformer blocks)")
@@ -73,6 +74,10 @@ class ViTSpec:
         _positive_int("heads", self.heads)
         for name in ("patch_size", "image_size", "channels", "num_classes", "mlp_ratio"):
             _positive_int(name, getattr(self, name))
+        eps = self.layer_norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise WaveError(f"LayerNorm eps must be a number in (0, 1), got {eps!r}: timm uses 1e-6, transformers 1e-12")
+        object.__setattr__(self, "layer_norm_eps", float(eps))
         if self.width % self.heads:
             divisors = [h for h in range(1, self.width + 1) if self.width % h == 0]
             raise WaveError(f"heads {self.heads} does not divide width {self.width}: choose heads from {_short(divisors)}")

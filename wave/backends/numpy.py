@@ -12,7 +12,7 @@ import numpy as np
 from scipy.special import erf
 
 from ..learngene import check_shapes
-from ..spec import LAYER_NORM_EPS, ROLES_BY_NAME, ViTSpec, split_key, state_dict_keys
+from ..spec import ROLES_BY_NAME, ViTSpec, split_key, state_dict_keys
 
 
 def kron_sum(scalers: np.ndarray, templates: np.ndarray) -> np.ndarray:
@@ -39,10 +39,10 @@ def patchify(images: np.ndarray, patch: int) -> np.ndarray:
     return x.transpose(0, 2, 4, 1, 3, 5).reshape(b, (h // patch) * (w // patch), c * patch * patch)
 
 
-def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
     mean = x.mean(-1, keepdims=True)
     var = x.var(-1, keepdims=True)  # biased, as nn.LayerNorm
-    return (x - mean) / np.sqrt(var + LAYER_NORM_EPS) * weight + bias
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
@@ -77,9 +77,10 @@ def forward(sd: Mapping[str, np.ndarray], spec: ViTSpec, images: np.ndarray) -> 
     x = patchify(images, spec.patch_size) @ kernel.T + sd["patch_embed.proj.bias"]  # (B, n, D)
     cls = np.broadcast_to(sd["cls_token"], (x.shape[0], 1, spec.width))
     x = np.concatenate([cls, x], axis=1) + sd["pos_embed"]  # (B, T, D)
+    eps = spec.layer_norm_eps
     for i in range(spec.depth):
         p = f"blocks.{i}."
-        x = x + attention(layer_norm(x, sd[p + "norm1.weight"], sd[p + "norm1.bias"]), sd, p + "attn.", spec.heads)
-        x = x + mlp(layer_norm(x, sd[p + "norm2.weight"], sd[p + "norm2.bias"]), sd, p + "mlp.")
-    x = layer_norm(x, sd["norm.weight"], sd["norm.bias"])
+        x = x + attention(layer_norm(x, sd[p + "norm1.weight"], sd[p + "norm1.bias"], eps), sd, p + "attn.", spec.heads)
+        x = x + mlp(layer_norm(x, sd[p + "norm2.weight"], sd[p + "norm2.bias"], eps), sd, p + "mlp.")
+    x = layer_norm(x, sd["norm.weight"], sd["norm.bias"], eps)
     return x[:, 0] @ sd["head.weight"].T + sd["head.bias"]  # class token -> (B, classes)

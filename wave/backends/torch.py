@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import WaveError
 from ..learngene import Learngene, check_shapes, materialize
 from ..spawning import fresh_factors
-from ..spec import LAYER_NORM_EPS, ROLES, ViTSpec, check_side, init_target, state_dict_keys
+from ..spec import ROLES, ViTSpec, check_side, init_target, state_dict_keys
 
 
 class PatchEmbed(nn.Module):
@@ -58,9 +58,9 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     def __init__(self, spec: ViTSpec):
         super().__init__()
-        self.norm1 = nn.LayerNorm(spec.width, eps=LAYER_NORM_EPS)
+        self.norm1 = nn.LayerNorm(spec.width, eps=spec.layer_norm_eps)
         self.attn = Attention(spec)
-        self.norm2 = nn.LayerNorm(spec.width, eps=LAYER_NORM_EPS)
+        self.norm2 = nn.LayerNorm(spec.width, eps=spec.layer_norm_eps)
         self.mlp = Mlp(spec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +78,7 @@ class ViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, spec.tokens, spec.width))
         self.patch_embed = PatchEmbed(spec)
         self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.depth))
-        self.norm = nn.LayerNorm(spec.width, eps=LAYER_NORM_EPS)
+        self.norm = nn.LayerNorm(spec.width, eps=spec.layer_norm_eps)
         self.head = nn.Linear(spec.width, spec.num_classes)
         self.reset_parameters()
 

@@ -30,7 +30,6 @@ saves the names above; both spellings are read.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import secrets
@@ -41,7 +40,7 @@ import numpy as np
 from safetensors.numpy import save as _safetensors_bytes
 
 from ..errors import WaveError
-from ..spec import LAYER_NORM_EPS, ModelFile, ViTSpec, check_state_dict, state_dict_keys
+from ..spec import ModelFile, ViTSpec, check_state_dict, state_dict_keys
 from .storage import read_file, tensor_dtypes
 
 CONFIG_FILE = "config.json"
@@ -139,7 +138,7 @@ def hf_config(spec: ViTSpec, labels: list[str] | None = None, dtype: str = "floa
         "hidden_act": "gelu",  # exact (erf) GELU, as torch.nn.GELU()
         "hidden_dropout_prob": 0.0,  # our ViT has no dropout
         "attention_probs_dropout_prob": 0.0,
-        "layer_norm_eps": LAYER_NORM_EPS,  # not transformers' default: without it outputs drift
+        "layer_norm_eps": spec.layer_norm_eps,  # ours (timm's 1e-6 unless the model came with another)
         "image_size": spec.image_size,
         "patch_size": spec.patch_size,
         "num_channels": spec.channels,
@@ -158,7 +157,7 @@ def from_hf(hf_state_dict: dict, config: dict, source: str = "Hugging Face model
     hf_state_dict: HF names (as `save_pretrained` writes them, or transformers 5's in-memory
     names) -> arrays; config: the parsed config.json. query/key/value (w, w) are concatenated
     into qkv (3w, w). WaveError (one line, naming `source`) for anything our ViT cannot
-    represent exactly: another model type, activation or LayerNorm eps, a missing classifier,
+    represent exactly: another model type or activation, a missing classifier,
     missing or unexpected tensors, wrong shapes.
     """
     spec = spec_from_config(config, source)
@@ -229,11 +228,8 @@ def spec_from_config(config: dict, source: str = "Hugging Face model") -> ViTSpe
     if c["hidden_act"] != "gelu":
         raise WaveError(f"{source} uses activation {c['hidden_act']!r}, our ViT uses exact GELU ('gelu'): only such ViTs can be loaded")
     eps = c["layer_norm_eps"]
-    if not isinstance(eps, (int, float)) or not math.isclose(eps, LAYER_NORM_EPS, rel_tol=1e-6):
-        raise WaveError(
-            f"{source} uses LayerNorm eps {eps}, our ViT uses {LAYER_NORM_EPS}: set \"layer_norm_eps\": {LAYER_NORM_EPS} "
-            f"in its config.json if the (usually tiny) change of outputs is acceptable"
-        )
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise WaveError(f"{source}: layer_norm_eps {eps!r} in its config.json is not a number in (0, 1): write the config again")
     if not c["qkv_bias"]:
         raise WaveError(f"{source} has no query/key/value biases (qkv_bias false): our ViT always has them")
     image_size, patch_size = _square(c["image_size"], "image_size", source), _square(c["patch_size"], "patch_size", source)
@@ -254,6 +250,7 @@ def spec_from_config(config: dict, source: str = "Hugging Face model") -> ViTSpe
         channels=c["num_channels"],
         num_classes=config.get("num_labels", len(id2label) or 2),  # transformers' default is 2 labels
         mlp_ratio=mlp // width,
+        layer_norm_eps=float(eps),
     )
 
 
