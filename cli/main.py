@@ -109,12 +109,13 @@ def train(
 
 
 def auxiliary_spec(teacher, depth, width, heads, side):
-    """The auxiliary model: the teacher's shape unless told otherwise; its width must fit the side."""
+    """The auxiliary model: the teacher's shape (a plain ViT, also for a DeiT teacher) unless told
+    otherwise; its width must fit the side."""
     from waveinit.spec import resized
 
     depth = teacher.depth if depth is None else depth
     width = teacher.width if width is None else width
-    return resized(teacher, depth, width, heads, side=side)
+    return resized(teacher.plain(), depth, width, heads, side=side)  # a DeiT teacher's distillation token stays with it
 
 
 @app.command()

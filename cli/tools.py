@@ -101,8 +101,10 @@ def _spec_text(spec: dict | None) -> str:
         return "-"
     c = spec
     heads = f"{c['heads']} head" + ("s" if c["heads"] != 1 else "")
+    deit = ", DeiT distillation token" + (" and head" if c.get("head_dist") else "") if c.get("dist_token") else ""
     return (f"depth {c['depth']}, width {c['width']}, {heads}, patch {c['patch_size']}, "
-            f"{c['channels']}x{c['image_size']}x{c['image_size']} images, {c['num_classes']} classes")
+            f"{c['channels']}x{c['image_size']}x{c['image_size']} images, {c['num_classes']} classes, "
+            f"LayerNorm eps {c.get('layer_norm_eps', 1e-6):g}{deit}")
 
 
 def _bytes(n: int) -> str:

@@ -134,7 +134,8 @@ def test_pickled_weights_are_refused_never_loaded(tmp_path):
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"model_type": "deit"}, "'deit' model, not a plain ViT"),
+    ({"model_type": "swin"}, "'swin' model, not a ViT or DeiT"),
+    ({"model_type": "deit"}, "lacks tensor deit.embeddings.cls_token that a 2-layer DeiTForImageClassification has"),
     ({"layer_norm_eps": -1}, "layer_norm_eps -1 in its config.json is not a number in"),
     ({"hidden_act": "gelu_new"}, "activation 'gelu_new'"),
     ({"image_size": [8, 16]}, "not square"),

@@ -53,7 +53,7 @@ def check_applicable(source: ViTSpec, target: ViTSpec) -> None:
             f"weight selection does not apply: the target's {name} {want} exceeds the source's {have} "
             f"(it selects a subset of a larger model and cannot grow one)"
         )
-    data = ("image_size", "patch_size", "channels", "num_classes")
+    data = ("image_size", "patch_size", "channels", "num_classes", "dist_token", "head_dist")
     if any(getattr(target, k) != getattr(source, k) for k in data):
         raise WaveError(
             f"weight selection needs the source's data shape: target {_data_shape(target)}, source {_data_shape(source)}"
@@ -61,7 +61,8 @@ def check_applicable(source: ViTSpec, target: ViTSpec) -> None:
 
 
 def _data_shape(spec: ViTSpec) -> str:
-    return f"{spec.channels}x{spec.image_size}x{spec.image_size} images, patch {spec.patch_size}, {spec.num_classes} classes"
+    deit = ", DeiT's distillation token" + (" and head" if spec.head_dist else "") if spec.dist_token else ""
+    return f"{spec.channels}x{spec.image_size}x{spec.image_size} images, patch {spec.patch_size}, {spec.num_classes} classes{deit}"
 
 
 def selected_indices(source: ViTSpec, target: ViTSpec) -> dict[str, np.ndarray]:
@@ -86,6 +87,7 @@ def selected_indices(source: ViTSpec, target: ViTSpec) -> dict[str, np.ndarray]:
 # parameter as timm stores it.
 _AXES: dict[str, tuple[str | None, ...]] = {
     "cls_token": (None, None, "width"),
+    "dist_token": (None, None, "width"),
     "pos_embed": (None, None, "width"),
     "patch_embed.proj.weight": ("width", None, None, None),
     "patch_embed.proj.bias": ("width",),
@@ -105,6 +107,8 @@ _AXES: dict[str, tuple[str | None, ...]] = {
     "norm.bias": ("width",),
     "head.weight": (None, "width"),
     "head.bias": (None,),
+    "head_dist.weight": (None, "width"),
+    "head_dist.bias": (None,),
 }
 
 

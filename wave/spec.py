@@ -49,7 +49,9 @@ def _positive_int(name: str, value, hint: str = "") -> None:
 
 @dataclass(frozen=True)
 class ViTSpec:
-    """The shape of a plain pre-LayerNorm Vision Transformer (class token, learned positions)."""
+    """The shape of a plain pre-LayerNorm Vision Transformer (class token, learned positions),
+    optionally with DeiT's distillation token (`dist_token`, the second token) and its own
+    classifier (`head_dist`; the logits are then the mean of both heads', as DeiT infers)."""
 
     depth: int  # number of transformer blocks
     width: int  # embedding dimension
@@ -60,6 +62,8 @@ class ViTSpec:
     num_classes: int = 10  # classifier outputs
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * width
     layer_norm_eps: float = LAYER_NORM_EPS  # added to the variance in every LayerNorm
+    dist_token: bool = False  # DeiT's distillation token after the class token
+    head_dist: bool = False  # DeiT's classifier of the distillation token (needs dist_token)
 
     def __post_init__(self):
         _positive_int("depth", self.depth, " (number of transformer blocks)")
@@ -78,6 +82,8 @@ class ViTSpec:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
             raise WaveError(f"LayerNorm eps must be a number in (0, 1), got {eps!r}: timm uses 1e-6, transformers 1e-12")
         object.__setattr__(self, "layer_norm_eps", float(eps))
+        if self.head_dist and not self.dist_token:
+            raise WaveError("head_dist needs dist_token: a distillation head reads the distillation token")
         if self.width % self.heads:
             divisors = [h for h in range(1, self.width + 1) if self.width % h == 0]
             raise WaveError(f"heads {self.heads} does not divide width {self.width}: choose heads from {_short(divisors)}")
@@ -102,7 +108,16 @@ class ViTSpec:
 
     @property
     def tokens(self) -> int:
-        return self.num_patches + 1  # patches and the class token
+        return self.num_patches + 1 + self.dist_token  # patches, the class token and DeiT's distillation token
+
+    @property
+    def is_plain(self) -> bool:
+        """No DeiT distillation token: the ViTs that templates and scalers describe."""
+        return not self.dist_token
+
+    def plain(self) -> ViTSpec:
+        """The same ViT without DeiT's distillation token and head."""
+        return self.replace(dist_token=False, head_dist=False)
 
     @property
     def patch_dim(self) -> int:
@@ -128,7 +143,7 @@ class ViTSpec:
 
     def num_params(self) -> int:
         total = 0
-        for role in ROLES:
+        for role in roles_of(self):
             n = 1
             for s in role.param_shape(self):
                 n *= s
@@ -168,7 +183,7 @@ class Role:
         shape = self.kron_shape(spec)
         if self.name == "patch_embed.proj.weight":  # a convolution: (w, C, P, P)
             return (spec.width, spec.channels, spec.patch_size, spec.patch_size)
-        if self.name in ("cls_token", "pos_embed"):  # timm keeps a leading batch axis
+        if self.name in ("cls_token", "dist_token", "pos_embed"):  # timm keeps a leading batch axis
             return (1, *shape)
         return shape
 
@@ -227,8 +242,14 @@ ROLES: tuple[Role, ...] = (
     _global("head.weight", "classes", "width"),
     _global("head.bias", "classes"),
 )
+# DeiT's distillation token and head: dense parameters only (templates describe plain ViTs).
+DISTILLATION_ROLES: tuple[Role, ...] = (
+    _global("dist_token", "one", "width"),
+    _global("head_dist.weight", "classes", "width"),
+    _global("head_dist.bias", "classes"),
+)
 ROLE_NAMES: tuple[str, ...] = tuple(r.name for r in ROLES)
-ROLES_BY_NAME: dict[str, Role] = {r.name: r for r in ROLES}
+ROLES_BY_NAME: dict[str, Role] = {r.name: r for r in ROLES + DISTILLATION_ROLES}
 # The four transformer matrices, the roles the paper's templates are about.
 MATRIX_ROLES: tuple[str, ...] = ("attn.qkv.weight", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.weight")
 
@@ -236,6 +257,16 @@ MATRIX_ROLES: tuple[str, ...] = ("attn.qkv.weight", "attn.proj.weight", "mlp.fc1
 def check_side(spec: ViTSpec, side: int) -> None:
     """A width must be a multiple of the template side: never a silent crop."""
     check_width(spec.width, side)
+
+
+def check_templated(spec: ViTSpec, side: int) -> None:
+    """WaveError unless templates of side `side` can describe `spec`: a plain ViT (no DeiT
+    distillation token: that token and its head exist as dense weights only) of a width that
+    is a multiple of the side."""
+    if not spec.is_plain:
+        raise WaveError("templates and scalers describe plain ViTs, and this one has DeiT's distillation token: "
+                        "use its plain() spec (a learngene's auxiliary model drops the token and its head)")
+    check_side(spec, side)
 
 
 def check_width(width: int, side: int) -> None:
@@ -268,14 +299,14 @@ def template_counts(n: int | Mapping[str, int]) -> dict[str, int]:
 def template_shapes(spec: ViTSpec, side: int, n: int | Mapping[str, int]) -> dict[str, tuple[int, ...]]:
     """Role -> shape of its template bank, (N_r, *template_shape)."""
     counts = template_counts(n)
-    check_side(spec, side)
+    check_templated(spec, side)
     return {r.name: (counts[r.name], *r.template_shape(spec, side)) for r in ROLES}
 
 
 def scaler_shapes(spec: ViTSpec, side: int, n: int | Mapping[str, int]) -> dict[str, tuple[int, ...]]:
     """Role -> shape of its scalers: (depth, N_r, ...) for per-layer roles, (N_r, ...) otherwise."""
     counts = template_counts(n)
-    check_side(spec, side)
+    check_templated(spec, side)
     shapes = {}
     for r in ROLES:
         shape = (counts[r.name], *r.scaler_shape(spec, side))
@@ -321,11 +352,17 @@ class ModelFile:
     provenance: dict = field(default_factory=dict)
 
 
+def roles_of(spec: ViTSpec) -> tuple[Role, ...]:
+    """The roles of `spec`'s parameters: ROLES, and DeiT's distillation token and head if it has them."""
+    extra = {"dist_token": spec.dist_token, "head_dist.weight": spec.head_dist, "head_dist.bias": spec.head_dist}
+    return ROLES + tuple(r for r in DISTILLATION_ROLES if extra[r.name])
+
+
 def state_dict_keys(spec: ViTSpec) -> list[str]:
-    """The keys of a plain ViT's state dict, in timm's order."""
-    first = [r.key() for r in ROLES if not r.per_layer and not r.name.startswith(("norm.", "head."))]
+    """The keys of a plain ViT's state dict, in timm's order (a distilled DeiT's too)."""
+    first = ["cls_token", *(["dist_token"] if spec.dist_token else []), "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"]
     blocks = [r.key(layer) for layer in range(spec.depth) for r in ROLES if r.per_layer]
-    last = [r.key() for r in ROLES if r.name.startswith(("norm.", "head."))]
+    last = ["norm.weight", "norm.bias", "head.weight", "head.bias", *(["head_dist.weight", "head_dist.bias"] if spec.head_dist else [])]
     return first + blocks + last
 
 
@@ -348,9 +385,10 @@ def check_state_dict(source, state_dict: Mapping[str, Any], spec: ViTSpec) -> No
 
 
 def spec_from_state_dict(state: Mapping[str, Any], heads: int | None = None, source: str = "state dict") -> ViTSpec:
-    """The ViTSpec of a timm-keyed plain ViT state dict, from its tensor shapes.
+    """The ViTSpec of a timm-keyed plain ViT (or distilled DeiT) state dict, from its tensor shapes.
 
-    Heads cannot be read off shapes: pass them, or they default to width / 64.
+    Heads cannot be read off shapes: pass them, or they default to width / 64. LayerNorm eps is
+    not stored in a state dict either: timm's 1e-6.
     """
     required = ("cls_token", "pos_embed", "patch_embed.proj.weight", "head.weight", "blocks.0.mlp.fc1.weight")
     missing = [k for k in required if k not in state]
@@ -363,16 +401,17 @@ def spec_from_state_dict(state: Mapping[str, Any], heads: int | None = None, sou
         raise WaveError(f"{source}: a blocks.* tensor name is not blocks.<layer>.<name>: pass a plain timm ViT") from None
     if extra:
         raise WaveError(f"{source} has tensors a plain ViT does not ({', '.join(extra[:3])}): "
-                        f"only plain pre-LayerNorm ViTs with a class token are supported")
+                        f"only plain pre-LayerNorm ViTs with a class token (and DeiT's distillation token) are supported")
+    dist_token, head_dist = "dist_token" in state, "head_dist.weight" in state
     shapes = {k: tuple(state[k].shape) for k in required}
     if len(shapes["patch_embed.proj.weight"]) != 4 or len(shapes["pos_embed"]) != 3 or len(shapes["head.weight"]) != 2:
         raise WaveError(f"{source}: patch_embed.proj.weight, pos_embed or head.weight has the wrong number of axes for a ViT: "
                         f"pass a plain timm ViT")
     width, channels, patch, _ = shapes["patch_embed.proj.weight"]
-    patches = shapes["pos_embed"][1] - 1
+    patches = shapes["pos_embed"][1] - 1 - dist_token
     grid = round(patches**0.5)
     if grid * grid != patches:
-        raise WaveError(f"{source}: {patches} position embeddings (without the class token) do not form a square grid of patches")
+        raise WaveError(f"{source}: {patches} position embeddings (without the class and distillation tokens) do not form a square grid of patches")
     return ViTSpec(
         depth=depth,
         width=int(width),
@@ -382,4 +421,6 @@ def spec_from_state_dict(state: Mapping[str, Any], heads: int | None = None, sou
         channels=int(channels),
         num_classes=int(shapes["head.weight"][0]),
         mlp_ratio=int(shapes["blocks.0.mlp.fc1.weight"][0]) // int(width),
+        dist_token=dist_token,
+        head_dist=head_dist,
     )

@@ -75,12 +75,15 @@ def forward(sd: Mapping[str, np.ndarray], spec: ViTSpec, images: np.ndarray) -> 
     images = np.asarray(images, dtype=np.float64)
     kernel = sd["patch_embed.proj.weight"].reshape(spec.width, -1)  # (D, C*P*P)
     x = patchify(images, spec.patch_size) @ kernel.T + sd["patch_embed.proj.bias"]  # (B, n, D)
-    cls = np.broadcast_to(sd["cls_token"], (x.shape[0], 1, spec.width))
-    x = np.concatenate([cls, x], axis=1) + sd["pos_embed"]  # (B, T, D)
+    tokens = [sd["cls_token"]] + ([sd["dist_token"]] if spec.dist_token else [])  # DeiT: the distillation token second
+    x = np.concatenate([np.broadcast_to(t, (x.shape[0], 1, spec.width)) for t in tokens] + [x], axis=1) + sd["pos_embed"]  # (B, T, D)
     eps = spec.layer_norm_eps
     for i in range(spec.depth):
         p = f"blocks.{i}."
         x = x + attention(layer_norm(x, sd[p + "norm1.weight"], sd[p + "norm1.bias"], eps), sd, p + "attn.", spec.heads)
         x = x + mlp(layer_norm(x, sd[p + "norm2.weight"], sd[p + "norm2.bias"], eps), sd, p + "mlp.")
     x = layer_norm(x, sd["norm.weight"], sd["norm.bias"], eps)
-    return x[:, 0] @ sd["head.weight"].T + sd["head.bias"]  # class token -> (B, classes)
+    logits = x[:, 0] @ sd["head.weight"].T + sd["head.bias"]  # class token -> (B, classes)
+    if spec.head_dist:  # DeiT's inference: the mean of the class and distillation heads
+        logits = (logits + x[:, 1] @ sd["head_dist.weight"].T + sd["head_dist.bias"]) / 2
+    return logits

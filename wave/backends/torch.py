@@ -75,11 +75,15 @@ class ViT(nn.Module):
         super().__init__()
         self.spec = spec
         self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.width))
+        if spec.dist_token:  # DeiT: a second token, read by its own head (or by none: transformers' DeiTForImageClassification)
+            self.dist_token = nn.Parameter(torch.zeros(1, 1, spec.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, spec.tokens, spec.width))
         self.patch_embed = PatchEmbed(spec)
         self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.depth))
         self.norm = nn.LayerNorm(spec.width, eps=spec.layer_norm_eps)
         self.head = nn.Linear(spec.width, spec.num_classes)
+        if spec.head_dist:
+            self.head_dist = nn.Linear(spec.width, spec.num_classes)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -93,10 +97,14 @@ class ViT(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(images)  # (B, n, D)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed  # (B, T, D)
+        tokens = [self.cls_token] + ([self.dist_token] if self.spec.dist_token else [])
+        x = torch.cat([t.expand(x.shape[0], -1, -1) for t in tokens] + [x], dim=1) + self.pos_embed  # (B, T, D)
         for block in self.blocks:
             x = block(x)
-        return self.head(self.norm(x)[:, 0])  # (B, classes)
+        x = self.norm(x)
+        if self.spec.head_dist:  # DeiT's inference: the mean of both heads
+            return (self.head(x[:, 0]) + self.head_dist(x[:, 1])) / 2  # (B, classes)
+        return self.head(x[:, 0])  # (B, classes)
 
 
 def _role_of(key: str) -> str:

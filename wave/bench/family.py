@@ -91,7 +91,7 @@ def _learngene(config, data, out, path, ancestry: ViT, ancestry_path: Path, devi
         if not path.exists():
             log(f"distilling the ancestry into {config.templates} templates of {config.side}x{config.side} per role "
                 f"({config.distill_epochs} epochs) -> {path}")
-            distill(ancestry, data, ancestry.spec, TrainConfig(epochs=config.distill_epochs, batch_size=config.batch_size, lr=config.distill_lr),
+            distill(ancestry, data, ancestry.spec.plain(), TrainConfig(epochs=config.distill_epochs, batch_size=config.batch_size, lr=config.distill_lr),
                     DistillConfig(side=config.side, templates=config.templates), out=path, device=device, resume=True,
                     provenance={"teacher": str(ancestry_path.resolve()), "made_by": "wave bench"})
         gene = load_learngene(path)

@@ -1,4 +1,5 @@
-"""Hugging Face interoperability: our plain ViT <-> `transformers.ViTForImageClassification`.
+"""Hugging Face interoperability: our ViT <-> `transformers.ViTForImageClassification`, and a ViT
+with DeiT's distillation token <-> `DeiTForImageClassification[WithTeacher]`.
 
 A Hugging Face model folder holds `config.json` and `model.safetensors`; this module reads and
 writes such folders with NumPy alone (no torch, no transformers), so any WAVE model can be
@@ -20,6 +21,10 @@ names `save_pretrained` writes on the right, `{i}` the block index):
 | blocks.{i}.mlp.fc2.*       | vit.encoder.layer.{i}.output.dense.*                             |
 | norm.*                     | vit.layernorm.*                                                  |
 | head.*                     | classifier.*                                                     |
+
+A DeiT's names start with `deit.` instead of `vit.`; its `dist_token` is
+`deit.embeddings.distillation_token`, and `DeiTForImageClassificationWithTeacher` calls its
+heads `cls_classifier` (our `head`) and `distillation_classifier` (our `head_dist`).
 
 `qkv` (3w, w) is the row-wise concatenation [query; key; value], each (w, w), heads contiguous
 within each, exactly as both attention implementations reshape it. transformers 5 renamed its
@@ -51,18 +56,24 @@ _EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE})
 _UNSAFE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 
 # (our name, HF name): parameters outside the blocks, the same in every transformers version.
+# Names with the backbone's prefix `{m}`: "vit" for ViT, "deit" for DeiT.
 _GLOBAL_NAMES = (
-    ("cls_token", "vit.embeddings.cls_token"),
-    ("pos_embed", "vit.embeddings.position_embeddings"),
-    ("patch_embed.proj.weight", "vit.embeddings.patch_embeddings.projection.weight"),
-    ("patch_embed.proj.bias", "vit.embeddings.patch_embeddings.projection.bias"),
+    ("cls_token", "{m}.embeddings.cls_token"),
+    ("pos_embed", "{m}.embeddings.position_embeddings"),
+    ("patch_embed.proj.weight", "{m}.embeddings.patch_embeddings.projection.weight"),
+    ("patch_embed.proj.bias", "{m}.embeddings.patch_embeddings.projection.bias"),
+    ("norm.weight", "{m}.layernorm.weight"),
+    ("norm.bias", "{m}.layernorm.bias"),
 )
-_HEAD_NAMES = (
-    ("norm.weight", "vit.layernorm.weight"),
-    ("norm.bias", "vit.layernorm.bias"),
-    ("head.weight", "classifier.weight"),
-    ("head.bias", "classifier.bias"),
-)
+_DIST_TOKEN = ("dist_token", "deit.embeddings.distillation_token")
+# The classifiers, by the class that holds them. DeiTForImageClassification reads only the
+# class token (its distillation token takes part in attention, and no head reads it);
+# DeiTForImageClassificationWithTeacher averages the two heads, as our head and head_dist do.
+_CLASSIFIERS = {
+    "ViTForImageClassification": (("head", "classifier"),),
+    "DeiTForImageClassification": (("head", "classifier"),),
+    "DeiTForImageClassificationWithTeacher": (("head", "cls_classifier"), ("head_dist", "distillation_classifier")),
+}
 _LAYER_MODULES = (  # per block: (our module, HF checkpoint module, transformers 5's in-memory module)
     ("norm1", "layernorm_before", "layernorm_before"),
     ("attn.proj", "attention.output.dense", "attention.o_proj"),
@@ -75,10 +86,10 @@ _QKV_MODULES = (  # the three thirds of our qkv, in order: (HF checkpoint module
     ("attention.attention.key", "attention.k_proj"),
     ("attention.attention.value", "attention.v_proj"),
 )
-_LAYER_PREFIX = "vit.encoder.layer.{i}."
-_V5_LAYER = re.compile(r"^vit\.layers\.(\d+)\.(.*)$")
-# Tensors ViTForImageClassification itself ignores: a pooler (ViTModel's) and a masking token (SimMIM's).
-_IGNORED = re.compile(r"^vit\.(pooler\.|embeddings\.mask_token$)")
+_LAYER_PREFIX = "{m}.encoder.layer.{i}."
+_V5_LAYER = re.compile(r"^(vit|deit)\.layers\.(\d+)\.(.*)$")
+# Tensors the classifiers themselves ignore: a pooler (ViTModel's) and a masking token (SimMIM's).
+_IGNORED = re.compile(r"^(vit|deit)\.(pooler\.|embeddings\.mask_token$)")
 
 # transformers' ViTConfig defaults, for fields a config.json leaves out.
 _CONFIG_DEFAULTS = {
@@ -97,8 +108,31 @@ _CONFIG_DEFAULTS = {
 
 # ----------------------------------------------------------------------------- state dicts
 
+
+def architecture(spec: ViTSpec) -> str:
+    """The transformers class that computes what our ViT `spec` does."""
+    if not spec.dist_token:
+        return "ViTForImageClassification"
+    return "DeiTForImageClassificationWithTeacher" if spec.head_dist else "DeiTForImageClassification"
+
+
+def _backbone(spec: ViTSpec) -> str:
+    return "deit" if spec.dist_token else "vit"
+
+
+def _single_names(spec: ViTSpec) -> list[tuple[str, str]]:
+    """(our key, HF name) of every tensor outside the blocks."""
+    names = [(ours, theirs.format(m=_backbone(spec))) for ours, theirs in _GLOBAL_NAMES]
+    if spec.dist_token:
+        names.append(_DIST_TOKEN)
+    for ours, theirs in _CLASSIFIERS[architecture(spec)]:
+        names += [(f"{ours}.weight", f"{theirs}.weight"), (f"{ours}.bias", f"{theirs}.bias")]
+    return names
+
+
 def to_hf(state_dict: dict, spec: ViTSpec, labels: list[str] | None = None) -> tuple[dict[str, np.ndarray], dict]:
-    """(HF state dict, config.json contents) of our timm-keyed plain ViT `spec`.
+    """(HF state dict, config.json contents) of our timm-keyed ViT `spec` (a DeiT's if it has a
+    distillation token: see `architecture`).
 
     state_dict: timm keys -> arrays (anything `np.asarray` takes), shapes as in `spec.py`.
     labels: class names for `id2label` [default: LABEL_0, LABEL_1, ... as transformers names them].
@@ -106,10 +140,10 @@ def to_hf(state_dict: dict, spec: ViTSpec, labels: list[str] | None = None) -> t
     """
     check_state_dict("state dict", state_dict, spec)
     state = {k: np.asarray(v) for k, v in state_dict.items()}
-    hf = {theirs: state[ours] for ours, theirs in _GLOBAL_NAMES}
+    hf = {theirs: state[ours] for ours, theirs in _single_names(spec)}
     w = spec.width
     for i in range(spec.depth):
-        prefix = _LAYER_PREFIX.format(i=i)
+        prefix = _LAYER_PREFIX.format(m=_backbone(spec), i=i)
         for ours, theirs, _ in _LAYER_MODULES:
             for p in ("weight", "bias"):
                 hf[f"{prefix}{theirs}.{p}"] = state[f"blocks.{i}.{ours}.{p}"]
@@ -117,20 +151,19 @@ def to_hf(state_dict: dict, spec: ViTSpec, labels: list[str] | None = None) -> t
             qkv = state[f"blocks.{i}.attn.qkv.{p}"]  # (3w, w) or (3w,)
             for third, (theirs, _) in enumerate(_QKV_MODULES):
                 hf[f"{prefix}{theirs}.{p}"] = qkv[third * w:(third + 1) * w]  # (w, w) or (w,)
-    hf.update({theirs: state[ours] for ours, theirs in _HEAD_NAMES})
     return hf, hf_config(spec, labels, dtype=str(state["head.weight"].dtype))
 
 
 def hf_config(spec: ViTSpec, labels: list[str] | None = None, dtype: str = "float32") -> dict:
-    """The config.json of `transformers.ViTForImageClassification` for our ViT `spec`."""
+    """The config.json of the transformers class (`architecture(spec)`) for our ViT `spec`."""
     labels = list(labels) if labels is not None else [f"LABEL_{c}" for c in range(spec.num_classes)]
     if len(labels) != spec.num_classes:
         raise WaveError(f"{len(labels)} class names given for a model of {spec.num_classes} classes: give one name per class")
     if len(set(labels)) != len(labels):
         raise WaveError("class names must be distinct: label2id maps each name to one class")
     return {
-        "architectures": ["ViTForImageClassification"],
-        "model_type": "vit",
+        "architectures": [architecture(spec)],
+        "model_type": _backbone(spec),
         "hidden_size": spec.width,
         "num_hidden_layers": spec.depth,
         "num_attention_heads": spec.heads,
@@ -152,7 +185,9 @@ def hf_config(spec: ViTSpec, labels: list[str] | None = None, dtype: str = "floa
 
 
 def from_hf(hf_state_dict: dict, config: dict, source: str = "Hugging Face model") -> tuple[dict[str, np.ndarray], ViTSpec]:
-    """(timm-keyed state dict, ViTSpec) of a `ViTForImageClassification`: the inverse of `to_hf`.
+    """(timm-keyed state dict, ViTSpec) of a `ViTForImageClassification`, a `DeiTForImageClassification`
+    or a `DeiTForImageClassificationWithTeacher`: the inverse of `to_hf`. A DeiT keeps its
+    distillation token, and the second head (as `head_dist`) where it has one.
 
     hf_state_dict: HF names (as `save_pretrained` writes them, or transformers 5's in-memory
     names) -> arrays; config: the parsed config.json. query/key/value (w, w) are concatenated
@@ -162,12 +197,15 @@ def from_hf(hf_state_dict: dict, config: dict, source: str = "Hugging Face model
     """
     spec = spec_from_config(config, source)
     state = _legacy_names({k: np.asarray(v) for k, v in hf_state_dict.items()})
-    if "classifier.weight" not in state:
+    if spec.dist_token and "distillation_classifier.weight" in state:
+        spec = spec.replace(head_dist=True)
+    head = _CLASSIFIERS[architecture(spec)][0][1] + ".weight"
+    if head not in state:
         raise WaveError(
-            f"{source} has no classifier (classifier.weight): it is a backbone (ViTModel) checkpoint; "
-            f"only ViTForImageClassification models can be loaded: give it a classification head first"
+            f"{source} has no classifier ({head}): it is a backbone ({_backbone(spec).replace('vit', 'ViT').replace('deit', 'DeiT')}Model) "
+            f"checkpoint; only image classifiers can be loaded: give it a classification head first"
         )
-    n_classes = int(state["classifier.weight"].shape[0])
+    n_classes = int(state[head].shape[0])
     if n_classes != spec.num_classes:
         spec = spec.replace(num_classes=n_classes)  # the tensors decide; a config may omit id2label
 
@@ -175,14 +213,14 @@ def from_hf(hf_state_dict: dict, config: dict, source: str = "Hugging Face model
 
     def take(name: str) -> np.ndarray:
         if name not in state:
-            raise WaveError(f"{source} lacks tensor {name} that a {spec.depth}-layer ViTForImageClassification has: "
+            raise WaveError(f"{source} lacks tensor {name} that a {spec.depth}-layer {architecture(spec)} has: "
                             f"the checkpoint is incomplete or of another architecture")
         used.add(name)
         return state[name]
 
-    ours = {mine: take(theirs) for mine, theirs in _GLOBAL_NAMES}
+    ours = {mine: take(theirs) for mine, theirs in _single_names(spec)}
     for i in range(spec.depth):
-        prefix = _LAYER_PREFIX.format(i=i)
+        prefix = _LAYER_PREFIX.format(m=_backbone(spec), i=i)
         for p in ("weight", "bias"):
             thirds = [take(f"{prefix}{theirs}.{p}") for theirs, _ in _QKV_MODULES]  # 3 x (w, w) or (w,)
             if len({t.shape for t in thirds}) != 1:
@@ -190,11 +228,10 @@ def from_hf(hf_state_dict: dict, config: dict, source: str = "Hugging Face model
             ours[f"blocks.{i}.attn.qkv.{p}"] = np.concatenate(thirds, axis=0)  # (3w, w) or (3w,)
             for mine, theirs, _ in _LAYER_MODULES:
                 ours[f"blocks.{i}.{mine}.{p}"] = take(f"{prefix}{theirs}.{p}")
-    ours.update({mine: take(theirs) for mine, theirs in _HEAD_NAMES})
     extra = sorted(k for k in state if k not in used and not _IGNORED.match(k))
     if extra:
         raise WaveError(
-            f"{source} has tensors a {spec.depth}-layer ViTForImageClassification does not ({', '.join(extra[:3])}): "
+            f"{source} has tensors a {spec.depth}-layer {architecture(spec)} does not ({', '.join(extra[:3])}): "
             f"check num_hidden_layers in its config.json; other architectures are not supported"
         )
     ours = {k: ours[k] for k in state_dict_keys(spec)}  # timm's order
@@ -210,9 +247,9 @@ def _legacy_names(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for key, value in state.items():
         m = _V5_LAYER.match(key)
         if m:
-            layer, rest = m.groups()
+            backbone, layer, rest = m.groups()
             module, _, param = rest.rpartition(".")
-            key = f"{_LAYER_PREFIX.format(i=layer)}{v5_to_legacy.get(module, module)}.{param}"
+            key = f"{_LAYER_PREFIX.format(m=backbone, i=layer)}{v5_to_legacy.get(module, module)}.{param}"
         renamed[key] = value
     return renamed
 
@@ -222,8 +259,9 @@ def spec_from_config(config: dict, source: str = "Hugging Face model") -> ViTSpe
     if not isinstance(config, dict):
         raise WaveError(f"{source}: config.json is not a JSON object: write it again with save_pretrained")
     model_type = config.get("model_type")
-    if model_type != "vit":
-        raise WaveError(f"{source} is a {model_type!r} model, not a plain ViT (model_type 'vit'): only ViTForImageClassification is supported")
+    if model_type not in ("vit", "deit"):
+        raise WaveError(f"{source} is a {model_type!r} model, not a ViT or DeiT (model_type 'vit' or 'deit'): "
+                        f"only ViTForImageClassification and DeiTForImageClassification[WithTeacher] are supported")
     c = {**_CONFIG_DEFAULTS, **config}
     if c["hidden_act"] != "gelu":
         raise WaveError(f"{source} uses activation {c['hidden_act']!r}, our ViT uses exact GELU ('gelu'): only such ViTs can be loaded")
@@ -251,6 +289,7 @@ def spec_from_config(config: dict, source: str = "Hugging Face model") -> ViTSpe
         num_classes=config.get("num_labels", len(id2label) or 2),  # transformers' default is 2 labels
         mlp_ratio=mlp // width,
         layer_norm_eps=float(eps),
+        dist_token=model_type == "deit",  # every DeiT has one; whether a head reads it, the tensors say
     )
 
 
