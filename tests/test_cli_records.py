@@ -186,6 +186,7 @@ def test_the_shipped_learngene_is_found_by_name_and_says_where_it_comes_from(tmp
     assert info["kind"] == "learngene" and info["path"] == str(path) and info["provenance"] == provenance
 
 
+@pytest.mark.slow
 def test_spawning_from_the_shipped_learngene_needs_no_training(tmp_path):
     out = tmp_path / "vit.safetensors"
     result = wave("spawn", "--learngene", "fashion-mnist", "--depth", "6", "--width", "384", "--fit-steps", "5", "--fit-samples", "200",
