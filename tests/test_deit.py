@@ -23,8 +23,9 @@ from helpers import wave
 from waveinit import WaveError, load_learngene, load_model, template_shapes
 from waveinit.backends import numpy as ref
 from waveinit.io.hf import load_hf, save_hf
+from waveinit.keys import state_dict_keys
 from waveinit.selection import weight_selection
-from waveinit.spec import ViTSpec, state_dict_keys
+from waveinit.spec import ViTSpec
 from waveinit.tasks import load_vit
 
 
@@ -124,7 +125,8 @@ def test_deit_tiny_distilled_has_timms_key_names_and_shapes():
     assert keys[:5] == ["cls_token", "dist_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"]
     assert keys[-6:] == ["norm.weight", "norm.bias", "head.weight", "head.bias", "head_dist.weight", "head_dist.bias"]
     assert len(keys) == 5 + 12 * 12 + 6
-    from waveinit.spec import ROLES_BY_NAME, split_key
+    from waveinit.keys import split_key
+    from waveinit.spec import ROLES_BY_NAME
 
     shapes = {k: ROLES_BY_NAME[split_key(k)[0]].param_shape(spec) for k in keys}
     assert shapes["dist_token"] == (1, 1, 192) and shapes["pos_embed"] == (1, 198, 192)
@@ -145,7 +147,8 @@ def test_weight_selection_keeps_the_distillation_token_and_head():
     source = ViTSpec(depth=4, width=128, dist_token=True, head_dist=True)
     target = source.replace(depth=2, width=64)
     rng = np.random.default_rng(0)
-    from waveinit.spec import ROLES_BY_NAME, split_key
+    from waveinit.keys import split_key
+    from waveinit.spec import ROLES_BY_NAME
 
     state = {k: rng.standard_normal(ROLES_BY_NAME[split_key(k)[0]].param_shape(source)) for k in state_dict_keys(source)}
     small = weight_selection(state, source, target)

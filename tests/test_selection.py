@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from conftest import random_factors
 from waveinit import ViTSpec, WaveError, learngene_from_weights, materialize, state_dict_keys, weight_selection
 from waveinit.backends import numpy as ref
+from waveinit.keys import split_key
 from waveinit.selection import _AXES, uniform_indices
-from waveinit.spec import ROLES_BY_NAME, split_key
+from waveinit.spec import ROLES_BY_NAME
 
 SOURCE = ViTSpec(depth=4, width=64, heads=4, patch_size=2, image_size=4, channels=1, num_classes=3)  # heads of 16
 

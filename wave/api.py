@@ -13,9 +13,9 @@ from .configs import SpawnConfig
 from .errors import WaveError
 from .io.datasets import Dataset, load_dataset
 from .io.files import load_learngene
+from .keys import ModelFile
 from .learngene import Learngene
 from .spawning import HEAD_ROLES, spawn_state_dict, target_spec
-from .spec import ModelFile
 
 _FIT = SpawnConfig()  # the fit's defaults
 

@@ -15,8 +15,9 @@ from typing import Any
 from array_api_compat import array_namespace
 
 from .errors import WaveError
+from .keys import split_key, state_dict_keys
 from .kron import kron_expand, nearest_kron
-from .spec import ROLE_NAMES, ROLES, ViTSpec, scaler_shapes, split_key, state_dict_keys, template_counts, template_shapes
+from .spec import ROLE_NAMES, ROLES, ViTSpec, scaler_shapes, template_counts, template_shapes
 
 Array = Any
 

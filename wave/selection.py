@@ -27,8 +27,9 @@ from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
 from .errors import WaveError
+from .keys import check_state_dict, split_key, state_dict_keys
 from .learngene import Array
-from .spec import ViTSpec, check_state_dict, split_key, state_dict_keys
+from .spec import ViTSpec
 
 
 def uniform_indices(n: int, m: int) -> np.ndarray:

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 import numpy as np
 from scipy.special import erf
 
+from ..keys import split_key, state_dict_keys
 from ..learngene import check_shapes
-from ..spec import ROLES_BY_NAME, ViTSpec, split_key, state_dict_keys
+from ..spec import ROLES_BY_NAME, ViTSpec
 
 
 def kron_sum(scalers: np.ndarray, templates: np.ndarray) -> np.ndarray:

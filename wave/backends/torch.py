@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WaveError
+from ..keys import state_dict_keys
 from ..learngene import Learngene, check_shapes, materialize
 from ..spawning import fresh_factors
-from ..spec import ROLES, ViTSpec, check_side, init_target, state_dict_keys
+from ..spec import ROLES, ViTSpec, check_side, init_target
 
 
 class PatchEmbed(nn.Module):

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WaveError
+from ..keys import ModelFile, check_state_dict, spec_from_state_dict, state_dict_keys
 from ..learngene import Learngene
-from ..spec import ROLES, ModelFile, ViTSpec, check_state_dict, spec_from_state_dict, state_dict_keys
+from ..spec import ROLES, ViTSpec
 from .storage import (
     CHECKPOINT_FORMAT,
     LEARNGENE_FORMAT,

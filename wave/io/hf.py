@@ -45,7 +45,8 @@ import numpy as np
 from safetensors.numpy import save as _safetensors_bytes
 
 from ..errors import WaveError
-from ..spec import ModelFile, ViTSpec, check_state_dict, state_dict_keys
+from ..keys import ModelFile, check_state_dict, state_dict_keys
+from ..spec import ViTSpec
 from .storage import read_file, tensor_dtypes
 
 CONFIG_FILE = "config.json"

@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 
 from ..errors import WaveError
-from ..spec import ROLES, ViTSpec, check_state_dict, spec_from_state_dict
+from ..keys import check_state_dict, spec_from_state_dict
+from ..spec import ROLES, ViTSpec
 from . import hf
 from .files import learngene_path, load_learngene, load_model, read_checkpoint_header
 from .storage import CHECKPOINT_FORMAT, LEARNGENE_FORMAT, MODEL_FORMAT, read_file, read_header, read_metadata, tensor_dtypes
