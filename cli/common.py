@@ -30,6 +30,10 @@ Seed = Annotated[int, typer.Option(min=0, help="Random seed: the same seed gives
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint next to --out.")]
 CheckpointEvery = Annotated[int, typer.Option(min=0, help="Also checkpoint every N steps (0: each epoch only).")]
+ImageSize = Annotated[Optional[int], typer.Option(min=1, help="folder:DIR: resize images to this side (default: the model's, else their own).")]
+Augment = Annotated[bool, typer.Option("--augment", help="folder:DIR: random-resized crop and flip while training (turns the teacher-logit cache off).")]
+Workers = Annotated[int, typer.Option(min=0, help="folder:DIR: processes decoding image batches ahead (0: none).")]
+SkipBadImages = Annotated[bool, typer.Option("--skip-bad-images", help="folder:DIR: leave out unreadable images (each is checked first) and say how many.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object summarising the result on stdout (and nothing else there).")]
 
 
@@ -64,6 +68,16 @@ def console():
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def load_data(name: str, **options):
+    """`load_dataset`, and one line saying how many unreadable images --skip-bad-images left out."""
+    from waveinit.io.datasets import load_dataset
+
+    dataset = load_dataset(name, **options)
+    if dataset.skipped_images:
+        echo(f"skipped {dataset.skipped_images:,} unreadable image(s) in {name} (--skip-bad-images)")
+    return dataset
 
 
 def echo(message: str) -> None:

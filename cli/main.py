@@ -16,6 +16,7 @@ from waveinit.errors import WaveError
 from .common import (
     DEFAULT_ANCESTRY,
     DEFAULT_LEARNGENE,
+    Augment,
     BatchSize,
     CheckpointEvery,
     Data,
@@ -24,18 +25,22 @@ from .common import (
     Device,
     Epochs,
     Heads,
+    ImageSize,
     Json,
     Lr,
     Patch,
     Resume,
     Seed,
+    SkipBadImages,
     Subset,
     WeightDecay,
     Width,
+    Workers,
     console,
     echo,
     handles_errors,
     is_main_process,
+    load_data,
     print_json,
 )
 
@@ -69,20 +74,25 @@ def train(
     out: Annotated[Optional[Path], typer.Option(help="Model file to write (default: runs/trained_d{D}_w{W}.safetensors).")] = None,
     resume: Resume = False,
     checkpoint_every: CheckpointEvery = 0,
+    image_size: ImageSize = None,
+    augment: Augment = False,
+    workers: Workers = 0,
+    skip_bad_images: SkipBadImages = False,
     as_json: Json = False,
 ) -> None:
     """Train a plain ViT (an ancestry, or any model) and save it as a model file, with its
     per-epoch metrics beside it (<out stem>.metrics.csv)."""
-    from waveinit.io.datasets import load_dataset
     from waveinit.io.metrics import metrics_path
     from waveinit.io.storage import check_writable
     from waveinit.tasks import load_vit, random_vit, spec_for, train_vit
 
     from .display import TrainingDisplay
 
-    dataset = load_dataset(data, data_dir=data_dir, subset=subset, seed=seed)
+    initial = load_vit(init, heads=heads)[0] if init is not None else None
+    dataset = load_data(data, data_dir=data_dir, subset=subset, seed=seed, augment=augment, skip_bad_images=skip_bad_images,
+                        image_size=image_size or (initial.spec.image_size if initial is not None and data.startswith("folder:") else None))
     if init is not None:
-        model, _ = load_vit(init, heads=heads)
+        model = initial
         for name, given in (("depth", depth), ("width", width), ("patch", patch)):
             own = getattr(model.spec, "patch_size" if name == "patch" else name)
             if given is not None and given != own:
@@ -97,7 +107,7 @@ def train(
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every)
     echo(f"training a {spec.depth}x{spec.width} ViT ({spec.num_params():,} parameters) on {dataset.describe()}")
     with TrainingDisplay("train") as display:
-        result = train_vit(model, dataset, config, out=out, device=device, resume=resume,
+        result = train_vit(model, dataset, config, out=out, device=device, resume=resume, workers=workers,
                            on_progress=TrainingDisplay.callback_for_main_process(display), provenance=provenance)
     final = result.history[-1]["eval"]
     echo(f"test accuracy {100 * final['accuracy']:.2f}% (loss {final['loss']:.4f}); model saved to {out}, metrics in {metrics_path(out)}")
@@ -145,13 +155,16 @@ def distill(
     out: Annotated[Path, typer.Option(help="Learngene file to write.")] = DEFAULT_LEARNGENE,
     resume: Resume = False,
     checkpoint_every: CheckpointEvery = 0,
+    image_size: ImageSize = None,
+    augment: Augment = False,
+    workers: Workers = 0,
+    skip_bad_images: SkipBadImages = False,
     as_json: Json = False,
 ) -> None:
     """Distil an ancestry (teacher) ViT into a learngene: weight templates for every size (with
     per-epoch metrics beside it, <out stem>.metrics.csv)."""
     import dataclasses
 
-    from waveinit.io.datasets import load_dataset
     from waveinit.io.metrics import metrics_path
     from waveinit.io.storage import check_writable
     from waveinit.tasks import distill as run_distill
@@ -159,7 +172,12 @@ def distill(
 
     from .display import TrainingDisplay
 
-    dataset = load_dataset(data, data_dir=data_dir, subset=subset, seed=seed)
+    known = teacher if teacher is not None else DEFAULT_ANCESTRY if DEFAULT_ANCESTRY.exists() else None
+    teacher_model = load_vit(known.resolve(), heads=teacher_heads)[0] if known is not None else None
+    if image_size is None and teacher_model is not None and data.startswith("folder:"):
+        image_size = teacher_model.spec.image_size  # an image folder comes at the teacher's image size
+    dataset = load_data(data, data_dir=data_dir, subset=subset, seed=seed, image_size=image_size, augment=augment,
+                        skip_bad_images=skip_bad_images)
     check_writable(out)
     progress = TrainingDisplay.callback_for_main_process
     if teacher is None and not DEFAULT_ANCESTRY.exists():
@@ -168,9 +186,9 @@ def distill(
         echo(f"no --teacher given and none at {DEFAULT_ANCESTRY}: training a {recipe.depth}x{recipe.width} ancestry on {dataset.name} first")
         with TrainingDisplay("ancestry") as display:
             train_ancestry(dataset, recipe, out=DEFAULT_ANCESTRY, batch_size=batch_size, seed=seed, device=device, resume=resume,
-                           on_progress=progress(display), provenance={"made_by": "wave distill"})
+                           on_progress=progress(display), provenance={"made_by": "wave distill"}, workers=workers)
+        teacher_model, _ = load_vit(DEFAULT_ANCESTRY.resolve())
     teacher_path = (teacher or DEFAULT_ANCESTRY).resolve()  # absolute: `wave spawn` finds it from any folder
-    teacher_model, _ = load_vit(teacher_path, heads=teacher_heads)
     t = teacher_model.spec
     aux_spec = auxiliary_spec(t, depth, width, heads, side)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every)
@@ -179,7 +197,7 @@ def distill(
          f"auxiliary model {aux_spec.depth}x{aux_spec.width}, on {dataset.describe()}")
     with TrainingDisplay("distill") as display:
         result = run_distill(teacher_model, dataset, aux_spec, config, distill_config, out=out, device=device, resume=resume,
-                             on_progress=progress(display), provenance={"teacher": str(teacher_path)})
+                             on_progress=progress(display), provenance={"teacher": str(teacher_path)}, workers=workers)
     lg = result.learngene
     echo(
         f"teacher {100 * result.teacher_eval['accuracy']:.2f}%, auxiliary model {100 * lg.provenance['test_accuracy']:.2f}% test accuracy; "
@@ -215,6 +233,8 @@ def spawn(
     seed: Seed = 0,
     device: Device = "auto",
     out: Annotated[Optional[Path], typer.Option(help="Model file to write (default: runs/vit_d{D}_w{W}.safetensors).")] = None,
+    image_size: ImageSize = None,
+    workers: Workers = 0,
     as_json: Json = False,
 ) -> None:
     """Initialise a ViT of any depth and width from a learngene and save it as a plain model file."""
@@ -229,7 +249,8 @@ def spawn(
     with TrainingDisplay("fit scalers") as display:
         model = run_spawn(learngene, depth, width, heads, data=data, data_dir=data_dir, patch=patch, fit=not no_fit,
                           fit_steps=fit_steps, fit_samples=fit_samples, batch_size=batch_size, lr=lr, teacher=teacher,
-                          seed=seed, device=device, on_progress=display.update if is_main_process() and not no_fit else None)
+                          seed=seed, device=device, on_progress=display.update if is_main_process() and not no_fit else None,
+                          image_size=image_size, workers=workers)
     spec, p = model.spec, model.provenance
     out = out or Path(f"runs/vit_d{spec.depth}_w{spec.width}.safetensors")
     if is_main_process():

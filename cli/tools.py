@@ -16,7 +16,7 @@ import typer
 from waveinit.configs import EVAL_BATCH_SIZE
 from waveinit.errors import WaveError
 
-from .common import BatchSize, DataDir, Device, Json, console, handles_errors, print_json
+from .common import BatchSize, DataDir, Device, ImageSize, Json, SkipBadImages, Workers, console, handles_errors, load_data, print_json
 
 EXPORT_FORMATS = ("hf",)  # --format choices of `wave export`
 
@@ -41,23 +41,27 @@ def eval_model(
     heads: ModelHeads = None,
     batch_size: BatchSize = EVAL_BATCH_SIZE,
     device: Device = "auto",
+    image_size: ImageSize = None,
+    workers: Workers = 0,
+    skip_bad_images: SkipBadImages = False,
     as_json: Json = False,
 ) -> None:
     """Score a model on a dataset's test set: accuracy and mean cross-entropy."""
-    from waveinit.io.datasets import load_dataset
     from waveinit.tasks import check_fits, load_vit
     from waveinit.training.evaluation import evaluate
 
     vit, provenance = load_vit(model, heads=heads)
     name = data or provenance.get("data") or "digits"
     try:
-        dataset = load_dataset(name, data_dir=data_dir)
+        folder = name.startswith("folder:")
+        dataset = load_data(name, data_dir=data_dir, image_size=image_size or (vit.spec.image_size if folder else None),
+                            skip_bad_images=skip_bad_images)
     except WaveError as e:
         if data is None:  # the name came from the file: say so, and how to override it
             raise WaveError(f"{e} (the data recorded in {model}): pass --data") from None
         raise
     check_fits(vit.spec, dataset, f"model {model}")
-    result = evaluate(vit, dataset.test_images, dataset.test_labels, batch_size, device)
+    result = evaluate(vit, dataset.test_images, dataset.test_labels, batch_size, device, workers)
     report = {**result, "data": dataset.name, "model": str(model), "spec": vit.spec.to_dict()}
     if as_json:
         print_json(report)

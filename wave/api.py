@@ -38,6 +38,8 @@ def spawn(
     seed: int = 0,
     device: str = "auto",
     on_progress=None,
+    image_size: int | None = None,
+    workers: int = 0,
 ) -> ModelFile:
     """A ViT of any depth and width from a learngene: the Python form of `wave spawn`.
 
@@ -47,7 +49,8 @@ def spawn(
     available (`teacher`, or the learngene's own if its file exists and fits the data) and with
     cross-entropy otherwise. The fit needs PyTorch; `fit=False` needs no data and no PyTorch.
     Returns the dense weights (timm keys, float32 NumPy), spec and provenance (with the held-out
-    accuracy after a fit); `waveinit.save_model` writes them.
+    accuracy after a fit); `waveinit.save_model` writes them. An image folder (`folder:DIR`) is
+    read at `image_size` (default: the learngene's), `workers` processes decoding ahead.
     """
     config = SpawnConfig(fit_steps=fit_steps, fit_samples=fit_samples, batch_size=batch_size, lr=lr, seed=seed)
     source = "(in memory)" if isinstance(learngene, Learngene) else str(learngene)
@@ -55,7 +58,8 @@ def spawn(
     data_name = data.name if isinstance(data, Dataset) else (data or gene.provenance.get("data", "digits"))
     dataset = data if isinstance(data, Dataset) else None
     if dataset is None and (fit or data is not None):
-        dataset = load_dataset(data_name, data_dir=data_dir, seed=seed)
+        folder = data_name.startswith("folder:")
+        dataset = load_dataset(data_name, data_dir=data_dir, seed=seed, image_size=image_size or (gene.spec.image_size if folder else None))
     shape = {"patch_size": patch}
     if dataset is not None:
         if patch is None and dataset.image_size % gene.spec.patch_size:
@@ -80,7 +84,7 @@ def spawn(
 
     teacher_model, teacher_name = find_teacher(teacher, gene, dataset)
     result = fit_scalers(gene, spec, dataset, config, teacher=teacher_model, teacher_name=teacher_name, refresh=refresh,
-                         device=device, on_progress=on_progress)
+                         device=device, on_progress=on_progress, workers=workers)
     state = dense_numpy(result.model.state_dict())
     return ModelFile(state, spec, {
         **provenance,

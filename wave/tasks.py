@@ -98,12 +98,18 @@ def _logging_metrics(out: str | Path, resume: bool, on_progress):
     return report
 
 
-def teacher_kd_loss(teacher: torch.nn.Module, images: np.ndarray, temperature: float, kd_weight: float, batch_size: int,
-                    device: torch.device, cache: bool = True) -> LossFn:
+_CACHE_BYTES = 1 << 28  # the teacher's logits are cached only up to this size (256 MiB)
+
+
+def teacher_kd_loss(teacher: torch.nn.Module, images, temperature: float, kd_weight: float, batch_size: int,
+                    device: torch.device, cache: bool = True, workers: int = 0) -> LossFn:
     """The distillation loss against `teacher` for training on `images` (indexed by the engine's
-    dataset indices): the teacher's logits computed once for all images (`cache`), or per batch."""
-    if cache:
-        cached = predict_logits(teacher, images, batch_size, device).to(device)  # (n, classes)
+    dataset indices): the teacher's logits computed once for all images (`cache`), or per batch.
+    The cache turns itself off where it would be wrong (augmented images differ every epoch) or
+    would grow with the data past 256 MiB (a large image folder)."""
+    augmented = getattr(images, "augment", False)
+    if cache and not augmented and len(images) * teacher.spec.num_classes * 4 <= _CACHE_BYTES:
+        cached = predict_logits(teacher, images, batch_size, device, workers).to(device)  # (n, classes)
 
         def loss_fn(logits, batch, labels, indices):
             return kd_loss(logits, cached[indices.to(device)].to(logits.dtype), labels, temperature, kd_weight)
@@ -137,8 +143,10 @@ def train_vit(
     resume: bool = False,
     on_progress=None,
     provenance: dict | None = None,
+    workers: int = 0,
 ) -> TrainResult:
-    """Train `model` on `data` with cross-entropy and save it as a model file at `out`.
+    """Train `model` on `data` with cross-entropy and save it as a model file at `out`
+    (`workers`: processes decoding an image folder's batches ahead).
 
     A checkpoint next to `out` (`<out>.ckpt`) is written each epoch; `resume` continues from it.
     Each finished epoch is also a row of the metrics file `<out stem>.metrics.csv`.
@@ -148,7 +156,7 @@ def train_vit(
     result = train(
         model, data.train_images, data.train_labels, config,
         device=device, checkpoint=checkpoint_path(out), resume=resume,
-        eval_data=(data.test_images, data.test_labels), on_progress=_logging_metrics(out, resume, on_progress),
+        eval_data=(data.test_images, data.test_labels), on_progress=_logging_metrics(out, resume, on_progress), workers=workers,
         meta={"task": "train", "data": data.name, "train_size": len(data.train_labels), "spec": model.spec.to_dict()},
     )
     final = result.history[-1]["eval"] if result.history else None
@@ -166,13 +174,13 @@ def train_vit(
 
 def train_ancestry(data: Dataset, recipe: AncestryConfig, *, out: str | Path, batch_size: int = COMMAND_TRAIN.batch_size,
                    seed: int = 0, patch: int | None = None, heads: int | None = None, device: str = "auto",
-                   resume: bool = False, on_progress=None, provenance: dict | None = None) -> TrainResult:
+                   resume: bool = False, on_progress=None, provenance: dict | None = None, workers: int = 0) -> TrainResult:
     """Train the ancestry of `recipe` from a random init on `data` (what `wave distill` does when
     it is given none, and what the bench and the examples make) and save it at `out`."""
     model = random_vit(spec_for(data, recipe.depth, recipe.width, heads, patch), seed)
     config = TrainConfig(epochs=recipe.epochs, batch_size=batch_size, lr=recipe.lr, seed=seed)
     return train_vit(model, data, config, out=out, device=device, resume=resume, on_progress=on_progress,
-                     provenance={"init": "random", **(provenance or {})})
+                     provenance={"init": "random", **(provenance or {})}, workers=workers)
 
 
 # ----------------------------------------------------------------------------- distill
@@ -199,6 +207,7 @@ def distill(
     resume: bool = False,
     on_progress=None,
     provenance: dict | None = None,
+    workers: int = 0,
 ) -> DistillResult:
     """Distil `teacher` into a learngene: train an auxiliary `TemplatedViT` of shape `aux_spec`
     by knowledge distillation on `data`, and save its templates and scalers at `out` (with a
@@ -208,9 +217,9 @@ def distill(
     start = time.perf_counter()
     dev = resolve_device(device)
     teacher = _frozen(teacher, dev)
-    teacher_eval = evaluate(teacher, data.test_images, data.test_labels, config.batch_size, dev)
+    teacher_eval = evaluate(teacher, data.test_images, data.test_labels, config.batch_size, dev, workers)
     loss_fn = teacher_kd_loss(teacher, data.train_images, distill_config.temperature, distill_config.kd_weight,
-                              config.batch_size, dev, cache=distill_config.cache_teacher)
+                              config.batch_size, dev, cache=distill_config.cache_teacher, workers=workers)
 
     model = TemplatedViT(aux_spec, distill_config.side, distill_config.templates, seed=config.seed)
     templates, scalers = model.role_tensors()
@@ -223,7 +232,7 @@ def distill(
     result = train(
         model, data.train_images, data.train_labels, config,
         loss_fn=loss_fn, param_groups=groups, device=device, checkpoint=checkpoint_path(out), resume=resume,
-        eval_data=(data.test_images, data.test_labels), on_progress=_logging_metrics(out, resume, on_progress),
+        eval_data=(data.test_images, data.test_labels), on_progress=_logging_metrics(out, resume, on_progress), workers=workers,
         meta={
             "task": "distill",
             "data": data.name,
@@ -292,6 +301,7 @@ def fit_scalers(
     refresh=frozenset(),
     device: str = "auto",
     on_progress=None,
+    workers: int = 0,
 ) -> SpawnResult:
     """Initialise a ViT of shape `target` from a learngene: scalers by the data-free rule
     (`spawning.spawn_factors`), then, with `data`, fitted for `config.fit_steps` steps with the
@@ -314,16 +324,18 @@ def fit_scalers(
         dev = resolve_device(device)
         if teacher is not None:
             check_fits(teacher.spec, data, "teacher")
-            loss_fn = teacher_kd_loss(_frozen(teacher, dev), images, config.temperature, config.kd_weight, config.batch_size, dev)
+            loss_fn = teacher_kd_loss(_frozen(teacher, dev), images, config.temperature, config.kd_weight, config.batch_size, dev,
+                                      workers=workers)
         else:
             loss_fn = cross_entropy_loss
         fit = train(
             model, images, labels,
             TrainConfig(batch_size=config.batch_size, lr=config.lr, weight_decay=0.0, max_steps=config.fit_steps, seed=config.seed),
             loss_fn=loss_fn, param_groups=[{"params": trainable, "weight_decay": 0.0}], device=device, on_progress=on_progress,
+            workers=workers,
         )
         samples, steps = n, fit.steps
-        evaluation = evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, dev)
+        evaluation = evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, dev, workers)
     dense = load_state_dict(ViT(target), {k: v.detach().cpu() for k, v in model.dense_state_dict().items()})
     return SpawnResult(
         model=dense,

@@ -1,14 +1,16 @@
-"""Image-classification datasets as NumPy arrays.
+"""Image-classification datasets: NumPy arrays in memory, or image files on disk.
 
 Every loader returns a `Dataset` whose images are float32 (n, C, H, W) with pixel values mapped
-linearly to [-1, 1], and whose labels are int64 (n,) class indices in [0, num_classes).
+linearly to [-1, 1], and whose labels are int64 (n,) class indices in [0, num_classes). The
+small built-in datasets are arrays in memory; an image folder stays on disk as
+`images.ImageFiles` (an array-like decoded per batch) at any scale.
 
 Names accepted by `load_dataset`:
 
     digits          scikit-learn's bundled 8x8 digits (1,797 images, fixed 80/20 split)
     fashion-mnist   the four IDX files, from data_dir or /usr/share/datasets/fashion-mnist/
     idx:DIR         any MNIST-format folder of four IDX files (.gz or not)
-    folder:DIR      one sub-folder of images per class, optionally under train/ and test/
+    folder:DIR      one sub-folder of images per class, optionally under train/ and val/ (or test/)
 
 NumPy only (plus scikit-learn and Pillow, imported lazily by the loaders that need them).
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WaveError
+from .images import ImageFiles
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist/"
 CHOICES = ("digits", "fashion-mnist", "idx:DIR", "folder:DIR")
@@ -49,6 +52,7 @@ class Dataset:
     test_images: np.ndarray
     test_labels: np.ndarray
     num_classes: int
+    skipped_images: int = 0  # unreadable image files left out (--skip-bad-images)
 
     def __post_init__(self):
         for split, images, labels in (("train", self.train_images, self.train_labels), ("test", self.test_images, self.test_labels)):
@@ -80,12 +84,18 @@ class Dataset:
                 f"{c}x{h}x{w}, {self.num_classes} classes")
 
 
-def load_dataset(name: str, *, data_dir: str | None = None, subset: int | None = None, seed: int = 0) -> Dataset:
+def load_dataset(name: str, *, data_dir: str | None = None, subset: int | None = None, seed: int = 0,
+                 image_size: int | None = None, augment: bool = False, skip_bad_images: bool = False) -> Dataset:
     """Load a dataset by name (see the module docstring for the names).
 
     data_dir only applies to fashion-mnist. subset=N keeps N training images drawn by a permutation
     seeded with `seed`; the test set is never subsampled. Same arguments give identical arrays.
+    image_size, augment and skip_bad_images apply to folder:DIR, whose images stay on disk
+    (`images.ImageFiles`) and are decoded per batch at image_size (default: their own size).
     """
+    if not name.startswith("folder:") and (image_size is not None or augment or skip_bad_images):
+        what = "--image-size" if image_size is not None else "--augment" if augment else "--skip-bad-images"
+        raise WaveError(f"{what} applies to image folders (folder:DIR), not to {name}: drop it")
     if name == "digits":
         ds = _load_digits()
     elif name == "fashion-mnist":
@@ -93,7 +103,7 @@ def load_dataset(name: str, *, data_dir: str | None = None, subset: int | None =
     elif name.startswith("idx:") and name[4:]:
         ds = _load_idx_dir(name, Path(name[4:]).expanduser())
     elif name.startswith("folder:") and name[7:]:
-        ds = _load_folder(name, Path(name[7:]).expanduser())
+        ds = _load_folder(name, Path(name[7:]).expanduser(), image_size, augment, skip_bad_images)
     else:
         raise WaveError(f"unknown dataset {name!r}: choose one of {', '.join(CHOICES)}")
     return ds if subset is None else _subset(ds, subset, seed)
@@ -257,7 +267,6 @@ def _load_idx_dir(name: str, folder: Path) -> Dataset:
 # ----------------------------------------------------------------------------- image folders
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N"})
-_16BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})  # Pillow's convert("L") would clip these
 
 
 def _scan_classes(folder: Path) -> dict[str, list[Path]]:
@@ -267,65 +276,53 @@ def _scan_classes(folder: Path) -> dict[str, list[Path]]:
         files = sorted(p for p in sub.iterdir()
                        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
-            raise WaveError(f"class folder {sub} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            raise WaveError(f"class folder {sub} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): add images or remove it")
         classes[sub.name] = files
     return classes
 
 
-def _read_images(paths: list[Path], gray: bool) -> np.ndarray:
-    """Decode images to float32 (n, C, H, W) in [-1, 1]; C is 1 if gray else 3."""
+def _headers(paths: list[Path], skip_bad: bool) -> tuple[list[bool], list[tuple[int, int]], list[bool]]:
+    """Per image: readable (its pixels decode; checked fully only with `skip_bad`), (width, height)
+    and whether it is grey. Without `skip_bad` only headers are read (cheap) and a file that is not
+    an image is a WaveError naming it; a truncated one is named when a batch decodes it."""
     from PIL import Image
 
-    out = []
-    for p in paths:
-        try:
-            with Image.open(p) as img:
-                if img.mode in _16BIT_MODES:  # Pillow's convert() would clip these at 255
-                    x = _to_unit_range(np.clip(np.asarray(img, dtype=np.float32), 0, 65535), 65535)[None]  # (1, H, W)
-                    out.append(x if gray else np.repeat(x, 3, axis=0))  # grey among RGB images: three equal channels
-                else:
-                    x = np.asarray(img.convert("L" if gray else "RGB"))
-                    out.append(_to_unit_range(x, 255)[None] if gray else _to_unit_range(x, 255).transpose(2, 0, 1))
-        except (OSError, ValueError, SyntaxError) as e:
-            raise WaveError(f"cannot read image {p}: {e}") from None
-    return np.stack(out)
-
-
-def _check_headers(paths: list[Path]) -> bool:
-    """Check every image opens and has the first one's size; return True if all are grayscale.
-
-    Only headers are read here (Pillow opens lazily), so this pass is cheap.
-    """
-    from PIL import Image
-
-    gray, first = True, None
+    ok, sizes, gray = [], [], []
     for p in paths:
         try:
             with Image.open(p) as img:
                 size, mode = img.size, img.mode
-        except (OSError, ValueError, SyntaxError) as e:  # UnidentifiedImageError is an OSError
-            raise WaveError(f"cannot read image {p}: {e}") from None
-        if first is None:
-            first = (p, size)
-        elif size != first[1]:
-            raise WaveError(f"image {p} is {size[0]}x{size[1]} but {first[0]} is {first[1][0]}x{first[1][1]} (width x height): "
-                            f"all images must have the same size, resize them first")
-        gray = gray and mode in _GRAY_MODES
-    return gray
+                if skip_bad:
+                    img.load()  # every pixel: what --skip-bad-images promises to check
+        except (OSError, ValueError, SyntaxError) as e:  # UnidentifiedImageError and truncated files are OSErrors
+            if not skip_bad:
+                raise WaveError(f"cannot read image {p} ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+                                f"replace or remove it, or pass --skip-bad-images") from None
+            ok.append(False), sizes.append((0, 0)), gray.append(True)
+            continue
+        ok.append(True), sizes.append(size), gray.append(mode in _GRAY_MODES)
+    return ok, sizes, gray
 
 
-def _load_folder(name: str, root: Path) -> Dataset:
+def _load_folder(name: str, root: Path, image_size: int | None = None, augment: bool = False,
+                 skip_bad_images: bool = False) -> Dataset:
+    """One sub-folder of images per class, in `train/` and `val/` (or `test/`) when both exist,
+    else one folder split 80/20 by class. Images stay on disk (`images.ImageFiles`): they are
+    decoded per batch, converted to grey (if all are) or RGB and brought to `image_size`
+    (default: the images' own size, which must then be one square size)."""
     if not root.is_dir():
         raise WaveError(f"{name}: {root} is not a folder: expected one sub-folder of images per class")
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        train, test = _scan_classes(root / "train"), _scan_classes(root / "test")
-        classes = list(train)
-        unknown = sorted(set(test) - set(train))
-        if unknown:
-            raise WaveError(f"{name}: test classes {', '.join(unknown)} have no train/ folder")
+    held_out = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    if (root / "train").is_dir() and held_out is not None:
+        train, test = _scan_classes(root / "train"), _scan_classes(held_out)
+        if set(test) != set(train):
+            only_test, only_train = sorted(set(test) - set(train)), sorted(set(train) - set(test))
+            where = f"{held_out.name}/ classes {', '.join(only_test)} have no train/ folder" if only_test else \
+                f"train/ classes {', '.join(only_train)} have no {held_out.name}/ folder"
+            raise WaveError(f"{name}: {where}: give train/ and {held_out.name}/ the same class folders")
     else:
         train, test = _scan_classes(root), None
-        classes = list(train)
+    classes = list(train)
     if len(classes) < 2:
         raise WaveError(f"{name}: found {len(classes)} class folder(s) in {root}, need at least 2 (one sub-folder of images per class)")
 
@@ -336,11 +333,34 @@ def _load_folder(name: str, root: Path) -> Dataset:
 
     train_paths, y_train = flatten(train)
     test_paths, y_test = flatten(test) if test is not None else ([], np.zeros(0, np.int64))
-    gray = _check_headers(train_paths + test_paths)
-    x_train = _read_images(train_paths, gray)
+    paths, labels = train_paths + test_paths, np.concatenate([y_train, y_test])
+    ok, sizes, gray = _headers(paths, skip_bad_images)
+    skipped = len(ok) - sum(ok)
+    keep = np.flatnonzero(ok)
+    is_train = keep < len(train_paths)
+    train_paths, y_train = [paths[i] for i in keep[is_train]], labels[keep[is_train]]
+    test_paths, y_test = [paths[i] for i in keep[~is_train]], labels[keep[~is_train]]
+    if not train_paths:
+        raise WaveError(f"{name}: no readable training image is left: check the folder")
+    if image_size is None:  # the images' own size: one square size for all
+        first = keep[0]
+        other = next((i for i in keep if sizes[i] != sizes[first]), None)
+        if other is not None:
+            (w, h), (w0, h0) = sizes[other], sizes[first]
+            raise WaveError(f"image {paths[other]} is {w}x{h} but {paths[first]} is {w0}x{h0} (width x height): "
+                            f"pass --image-size N to resize them all (centre crop, bilinear)")
+        if sizes[first][0] != sizes[first][1]:
+            raise WaveError(f"{name}: the images are {sizes[first][0]}x{sizes[first][1]}, not square: "
+                            f"pass --image-size N to centre-crop and resize them")
+        image_size = sizes[first][0]
+    channels = 1 if all(gray[i] for i in keep) else 3
     if test is None:
         train_idx, test_idx = _stratified_split(y_train, _TEST_FRACTION, _SPLIT_SEED)
-        x_train, y_train, x_test, y_test = x_train[train_idx], y_train[train_idx], x_train[test_idx], y_train[test_idx]
-    else:
-        x_test = _read_images(test_paths, gray)
-    return Dataset(name, x_train, y_train, x_test, y_test, len(classes))
+        test_paths, y_test = [train_paths[i] for i in test_idx], y_train[test_idx]
+        train_paths, y_train = [train_paths[i] for i in train_idx], y_train[train_idx]
+
+    def files(ps: list[Path], aug: bool) -> ImageFiles:
+        return ImageFiles(tuple(str(p) for p in ps), channels, int(image_size), aug)
+
+    return Dataset(name, files(train_paths, augment), y_train, files(test_paths, False), y_test, len(classes),
+                   skipped_images=skipped)

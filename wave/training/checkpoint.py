@@ -21,6 +21,7 @@ from ..configs import TrainConfig
 from ..errors import WaveError
 from ..io.files import read_checkpoint_header
 from ..io.storage import CHECKPOINT_FORMAT, check_finite, header_metadata, open_safetensors
+from .batches import is_lazy
 
 
 @dataclass
@@ -68,12 +69,16 @@ def fingerprint(config: TrainConfig, amp: bool, meta: dict | None, images: np.nd
     """Everything a resumed run must share with the checkpoint for the result to be the same.
 
     Not included: checkpoint_every, the device, the process count (they change no number
-    beyond rounding). The data are identified by their shape, all labels and up to 1,024 image rows.
+    beyond rounding), the DataLoader workers. The data are identified by their shape, all labels
+    and up to 1,024 image rows (image files: by their paths, sizes and transform).
     """
     settings = asdict(config)
     settings.pop("checkpoint_every")
     settings["amp"] = amp
-    rows = images[:: max(1, len(images) // 1024)]
+    if is_lazy(images):
+        image_digest = images.digest()
+    else:
+        image_digest = _digest(np.ascontiguousarray(images[:: max(1, len(images) // 1024)], dtype=np.float32).tobytes())
     layout = "".join(f"{k}:{tuple(v.shape)}:{v.dtype};" for k, v in model.state_dict().items())
     return jsonable({
         "config": settings,
@@ -82,7 +87,7 @@ def fingerprint(config: TrainConfig, amp: bool, meta: dict | None, images: np.nd
             "samples": len(images),
             "image_shape": list(images.shape[1:]),
             "labels": _digest(np.ascontiguousarray(labels, dtype=np.int64).tobytes()),
-            "images": _digest(np.ascontiguousarray(rows, dtype=np.float32).tobytes()),
+            "images": image_digest,
         },
         "model": {"parameters": sum(p.numel() for p in model.parameters()), "layout": _digest(layout)},
         "param_groups": [

@@ -48,6 +48,7 @@ from ..errors import WaveError
 from ..io.files import read_checkpoint_header
 from ..io.storage import atomic_write_bytes
 from . import interrupts
+from .batches import is_lazy, shard_batches
 from .checkpoint import NonFinite, Position, checkpoint_bytes, fingerprint, jsonable, resume_checkpoint
 from .determinism import deterministic, seed_step, set_deterministic_cublas
 from .distributed import broadcast_floats, distributed_context, resolve_device
@@ -128,6 +129,20 @@ def _place_data(images: np.ndarray, labels: np.ndarray, device: torch.device) ->
     return x, y
 
 
+def _memory_batches(order: Tensor, x_all: Tensor, y_all: Tensor, batch_size: int, rank: int, world: int, first: int,
+                    steps: int):
+    """(x, y, idx, size, empty) of this rank's shard of each global batch, steps first..steps-1,
+    sliced from in-memory tensors. An empty shard (last batch smaller than the process count)
+    still runs forward and backward on one sample with its loss times 0: DDP needs every rank's
+    gradients for the all-reduce, and the zero adds nothing."""
+    for step in range(first, steps):
+        batch = order[step * batch_size:(step + 1) * batch_size]  # (B,) dataset indices, the same on every rank
+        shard = batch if world == 1 else batch[rank::world]
+        empty = len(shard) == 0
+        idx = batch[:1] if empty else shard
+        yield x_all[idx], y_all[idx], idx, len(batch), empty  # (b, C, H, W), (b,), (b,): host-known sizes, no sync
+
+
 def train(
     model: nn.Module,
     images: np.ndarray,
@@ -142,6 +157,7 @@ def train(
     eval_data: tuple[np.ndarray, np.ndarray] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     meta: dict | None = None,
+    workers: int = 0,
 ) -> TrainResult:
     """Train `model` in place with AdamW on images (n, C, H, W) float32 and labels (n,) int.
 
@@ -162,7 +178,7 @@ def train(
     """
     rank, world = distributed_context()
     device = resolve_device(device)
-    images, labels = np.asarray(images), np.asarray(labels)
+    images, labels = (images if is_lazy(images) else np.asarray(images)), np.asarray(labels)
     n = _check_data(images, labels)
     steps_per_epoch = -(-n // config.batch_size)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
@@ -192,7 +208,7 @@ def train(
         return TrainResult(position.history, position.global_step, 0.0, resumed_from)
 
     run = _Run(model=model, optimizer=optimizer, params=params, config=config, loss_fn=loss_fn, plan=plan, path=path,
-               fingerprint=run_fingerprint, eval_data=eval_data, on_progress=on_progress, position=position)
+               fingerprint=run_fingerprint, eval_data=eval_data, on_progress=on_progress, position=position, workers=workers)
     was_training = model.training
     try:
         with deterministic(), interrupts.armed():
@@ -223,11 +239,13 @@ class _Run:
     """One call of train(): the state of the loop and its small steps."""
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, params: list[Tensor], config: TrainConfig,
-                 loss_fn: LossFn, plan: _Plan, path: Path | None, fingerprint: dict, eval_data, on_progress, position: Position):
+                 loss_fn: LossFn, plan: _Plan, path: Path | None, fingerprint: dict, eval_data, on_progress, position: Position,
+                 workers: int = 0):
         self.model, self.optimizer, self.params, self.config, self.loss_fn = model, optimizer, params, config, loss_fn
         self.device, self.rank, self.world, self.amp = plan.device, plan.rank, plan.world, plan.amp
         self.n, self.steps_per_epoch, self.total_steps, self.epochs = plan.samples, plan.steps_per_epoch, plan.total_steps, plan.epochs
         self.path, self.fingerprint, self.eval_data, self.position = path, fingerprint, eval_data, position
+        self.workers = workers  # DataLoader processes decoding image files ahead (in-memory arrays need none)
         self.on_progress = on_progress if self.rank == 0 else None
         self.net = model if self.world == 1 else nn.parallel.DistributedDataParallel(
             model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -241,8 +259,8 @@ class _Run:
 
     def run(self, images: np.ndarray, labels: np.ndarray, resumed_from: int | None) -> TrainResult:
         pos = self.position
-        x_all, y_all = _place_data(images, labels, self.device)
-        if self.eval_data is not None:  # converted once, not every epoch
+        x_all, y_all = (images, labels) if is_lazy(images) else _place_data(images, labels, self.device)
+        if self.eval_data is not None and not is_lazy(self.eval_data[0]):  # converted once, not every epoch
             self.eval_data = _place_data(*self.eval_data, self.device)
         # On-device accumulators: reading them forces a host sync, so it happens only at reports.
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # this rank's share of the epoch's loss sum
@@ -271,17 +289,21 @@ class _Run:
         config, pos, bs = self.config, self.position, self.config.batch_size
         steps = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
         first = pos.step if epoch == pos.epoch else 0
-        order = torch.from_numpy(np.random.default_rng([config.seed, epoch]).permutation(self.n)).to(x_all.device)
+        permutation = np.random.default_rng([config.seed, epoch]).permutation(self.n)
+        if is_lazy(x_all):  # decoded ahead by worker processes; each rank reads only its own shard
+            feed = shard_batches(x_all, y_all, permutation, bs, self.rank, self.world, epoch, config.seed, first, steps,
+                                 self.workers, pin=self.device.type == "cuda")
+        else:
+            feed = _memory_batches(torch.from_numpy(permutation).to(x_all.device), x_all, y_all, bs, self.rank, self.world, first, steps)
         # Rank 0 carries what earlier sessions summed; the other ranks add only their own shards.
         self.loss_sum.fill_(pos.loss_sum if (first and self.rank == 0) else 0.0)
         self.local_seen = min(first * bs, self.n) if self.rank == 0 else 0  # samples behind loss_sum
         self.epoch_start = time.perf_counter() - (pos.epoch_seconds if first else 0.0)
         self.last_report = time.perf_counter()
 
-        for step in range(first, steps):
+        for step, (x, y, idx, size, empty) in zip(range(first, steps), feed):
             g = epoch * self.steps_per_epoch + step
-            batch = order[step * bs:(step + 1) * bs]  # (B,) dataset indices, the same on every rank
-            self._train_step(g, batch, x_all, y_all)
+            self._train_step(g, x, y, idx, size, empty)
             done = step + 1
             pos.epoch, pos.step, pos.global_step = epoch, done, g + 1
             if self.path is not None and config.checkpoint_every and (g + 1) % config.checkpoint_every == 0 and done < steps:
@@ -298,19 +320,13 @@ class _Run:
 
     # -- one optimizer step
 
-    def _train_step(self, g: int, batch: Tensor, x_all: Tensor, y_all: Tensor) -> None:
-        """Forward, backward and AdamW step on this rank's shard of the global batch `batch`.
+    def _train_step(self, g: int, x: Tensor, y: Tensor, idx: Tensor, size: int, empty: bool) -> None:
+        """Forward, backward and AdamW step on this rank's shard (x, y at dataset indices idx) of
+        a global batch of `size` images.
 
         Nothing here waits for the device: sizes are known on the host, and the loss sum and
         the health signal stay on the device until a report or a check reads them.
         """
-        size = len(batch)  # host-known: slicing needs no sync
-        shard = batch if self.world == 1 else batch[self.rank::self.world]
-        empty = len(shard) == 0  # last batch smaller than the process count
-        # An empty shard still runs forward and backward, on one sample with its loss times 0:
-        # DDP needs every rank's gradients for the all-reduce, and the zero adds nothing.
-        idx = batch[:1] if empty else shard
-        x, y = x_all[idx], y_all[idx]  # (b, C, H, W), (b,)
         if x.device != self.device:  # data too large for the GPU: copy from pinned memory, asynchronously
             x, y, idx = (t.pin_memory().to(self.device, non_blocking=True) for t in (x, y, idx))
 
@@ -338,7 +354,7 @@ class _Run:
         self.health_len += 1
         if not empty:
             self.loss_sum.add_(shard_sum.detach())
-            self.local_seen += len(shard)
+            self.local_seen += len(idx)
         self.session_steps += 1
         self.session_images += size
 
@@ -454,7 +470,7 @@ class _Run:
         seconds = broadcast_floats([time.perf_counter() - self.epoch_start], self.device, self.world)[0]
         result = None
         if self.eval_data is not None:
-            result = evaluate(self.model, *self.eval_data, self.config.batch_size, self.device)
+            result = evaluate(self.model, *self.eval_data, self.config.batch_size, self.device, workers=self.workers)
         pos.history.append({
             "epoch": epoch + 1, "train_loss": train_loss, "lr": self.lr, "seconds": seconds,
             "images_per_second": samples / seconds if seconds > 0 else float("inf"), "eval": result,

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import WaveError
+from .batches import chunks, is_lazy
 from .distributed import distributed_context, resolve_device
 
 
@@ -28,27 +29,30 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def _as_images(images: np.ndarray | Tensor) -> Tensor:
-    """A float32 tensor of `images`, without a copy where none is needed."""
+def _as_images(images):
+    """A float32 tensor of in-memory `images`, without a copy where none is needed; image files as they are."""
+    if is_lazy(images):
+        return images
     if isinstance(images, Tensor):
         return images.float()
     return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
 
 
 @torch.no_grad()
-def _shard_logits(model: nn.Module, images: Tensor, batch_size: int, device: torch.device, rank: int, world: int) -> Tensor:
+def _shard_logits(model: nn.Module, images, batch_size: int, device: torch.device, rank: int, world: int, workers: int = 0) -> Tensor:
     """float32 logits (len(range(rank, n, world)), classes) on `device` of this rank's images[rank::world]."""
     shard = images[rank::world]
     if len(shard) == 0:  # more ranks than images: one forward to learn the class count
         with eval_mode(model):
-            return model(images[:1].to(device)).float()[:0]
+            return model(next(chunks(images[:1], 1)).to(device)).float()[:0]
     with eval_mode(model):
-        chunks = [model(shard[i:i + batch_size].to(device, non_blocking=True)).float() for i in range(0, len(shard), batch_size)]
-    return torch.cat(chunks)
+        pieces = [model(x.to(device, non_blocking=True)).float() for x in chunks(shard, batch_size, workers)]
+    return torch.cat(pieces)
 
 
-def predict_logits(model: nn.Module, images: np.ndarray | Tensor, batch_size: int, device: str | torch.device) -> Tensor:
-    """Logits (n, classes), float32 on the CPU, in eval mode without gradients.
+def predict_logits(model: nn.Module, images, batch_size: int, device: str | torch.device, workers: int = 0) -> Tensor:
+    """Logits (n, classes), float32 on the CPU, in eval mode without gradients (images: an array,
+    a tensor, or image files decoded `workers` processes ahead).
 
     Under torch.distributed every rank computes images[rank::world] and the pieces are
     all-gathered, so each rank returns the whole (n, classes) in the original order.
@@ -59,7 +63,7 @@ def predict_logits(model: nn.Module, images: np.ndarray | Tensor, batch_size: in
     n = len(images)
     if n == 0:
         raise WaveError("predict_logits got no images")
-    local = _shard_logits(model, images, batch_size, device, rank, world)
+    local = _shard_logits(model, images, batch_size, device, rank, world, workers)
     if world == 1:
         return local.cpu()
     rows = -(-n // world)  # the largest shard; all_gather needs equal sizes
@@ -73,8 +77,10 @@ def predict_logits(model: nn.Module, images: np.ndarray | Tensor, batch_size: in
     return out
 
 
-def evaluate(model: nn.Module, images: np.ndarray | Tensor, labels: np.ndarray | Tensor, batch_size: int, device: str | torch.device) -> dict:
-    """{"accuracy": fraction correct in [0, 1], "loss": mean cross-entropy, "samples": n}.
+def evaluate(model: nn.Module, images, labels: np.ndarray | Tensor, batch_size: int, device: str | torch.device,
+             workers: int = 0) -> dict:
+    """{"accuracy": fraction correct in [0, 1], "loss": mean cross-entropy, "samples": n}
+    (images: an array, a tensor, or image files decoded `workers` processes ahead).
 
     Under torch.distributed each rank scores images[rank::world] and the sums are all-reduced,
     so every rank gets the same numbers.
@@ -86,7 +92,7 @@ def evaluate(model: nn.Module, images: np.ndarray | Tensor, labels: np.ndarray |
     n = len(images)
     if n == 0 or len(labels) != n:
         raise WaveError(f"evaluate needs as many labels as images, at least one: got {n} images and {len(labels)} labels")
-    logits = _shard_logits(model, images, batch_size, device, rank, world)  # (n_rank, classes)
+    logits = _shard_logits(model, images, batch_size, device, rank, world, workers)  # (n_rank, classes)
     y = labels[rank::world].to(device)
     stats = torch.stack([
         F.cross_entropy(logits, y, reduction="none").double().sum(),
