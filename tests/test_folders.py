@@ -247,3 +247,25 @@ def test_options_for_folders_are_refused_elsewhere_and_patch_sizes_checked(folde
     result = wave("train", "--data", f"folder:{folder}", "--image-size", "30", "--patch", "8", "--out", tmp_path / "m.safetensors",
                   cwd=tmp_path)
     assert result.returncode == 2 and "patch size 8 does not divide" in result.stderr and not (tmp_path / "m.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_a_224_px_transformers_vit_distils_on_a_folder_at_its_own_image_size(folder, tmp_path):
+    """The Hub's usual shape (224 px, patch 16) and eps (1e-12), small in width and depth: the
+    folder's mixed-size images come at the teacher's 224 px without being told."""
+    import transformers
+
+    from waveinit import load_learngene
+
+    config = transformers.ViTConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=1, intermediate_size=256,
+                                    image_size=224, patch_size=16, num_channels=3, num_labels=3)
+    assert config.layer_norm_eps == 1e-12
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "hf")
+    out = tmp_path / "lg.safetensors"
+    result = wave("distill", "--teacher", tmp_path / "hf", "--data", f"folder:{folder}", "--templates", "1", "--epochs", "1",
+                  "--batch-size", "16", "--workers", "1", "--out", out, "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    gene = load_learngene(out)
+    assert gene.spec.image_size == 224 and gene.spec.patch_size == 16 and gene.spec.layer_norm_eps == 1e-12
+    assert json.loads(result.stdout)["teacher_test_accuracy"] >= 0

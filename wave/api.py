@@ -50,7 +50,8 @@ def spawn(
     cross-entropy otherwise. The fit needs PyTorch; `fit=False` needs no data and no PyTorch.
     Returns the dense weights (timm keys, float32 NumPy), spec and provenance (with the held-out
     accuracy after a fit); `waveinit.save_model` writes them. An image folder (`folder:DIR`) is
-    read at `image_size` (default: the learngene's), `workers` processes decoding ahead.
+    read at `image_size` (default: the images' own size, when they share one: a spawned model
+    takes the new data as it is), `workers` processes decoding ahead.
     """
     config = SpawnConfig(fit_steps=fit_steps, fit_samples=fit_samples, batch_size=batch_size, lr=lr, seed=seed)
     source = "(in memory)" if isinstance(learngene, Learngene) else str(learngene)
@@ -58,8 +59,7 @@ def spawn(
     data_name = data.name if isinstance(data, Dataset) else (data or gene.provenance.get("data", "digits"))
     dataset = data if isinstance(data, Dataset) else None
     if dataset is None and (fit or data is not None):
-        folder = data_name.startswith("folder:")
-        dataset = load_dataset(data_name, data_dir=data_dir, seed=seed, image_size=image_size or (gene.spec.image_size if folder else None))
+        dataset = load_dataset(data_name, data_dir=data_dir, seed=seed, image_size=image_size)
     shape = {"patch_size": patch}
     if dataset is not None:
         if patch is None and dataset.image_size % gene.spec.patch_size:
