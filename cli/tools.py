@@ -215,7 +215,7 @@ def export(
 ) -> None:
     """Write a model for other frameworks: `--format hf` makes a folder for transformers' ViTForImageClassification."""
     from waveinit.io.files import load_model
-    from waveinit.io.hf import save_hf
+    from waveinit.io.hf import architecture, save_hf
 
     if fmt not in EXPORT_FORMATS:
         raise WaveError(f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
@@ -223,5 +223,6 @@ def export(
     out = out or model.with_name(f"{model.name.removesuffix('.safetensors')}-hf")
     save_hf(out, model_file.state_dict, model_file.spec, {**model_file.provenance, "exported_from": str(model)})
     console().print(f"exported {model} ({model_file.spec.depth}x{model_file.spec.width}) to {out}: "
-         f"load it with transformers.ViTForImageClassification.from_pretrained({str(out)!r})",
+         f"load it with transformers.{architecture(model_file.spec)}.from_pretrained({str(out)!r}) "
+         f"(or AutoModelForImageClassification)",
                     highlight=False, soft_wrap=True)

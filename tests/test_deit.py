@@ -122,7 +122,7 @@ def test_deit_tiny_distilled_has_timms_key_names_and_shapes():
     spec = ViTSpec(depth=12, width=192, heads=3, patch_size=16, image_size=224, channels=3, num_classes=1000,
                    dist_token=True, head_dist=True)
     keys = state_dict_keys(spec)
-    assert keys[:5] == ["cls_token", "dist_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"]
+    assert keys[:5] == ["cls_token", "pos_embed", "dist_token", "patch_embed.proj.weight", "patch_embed.proj.bias"]  # as timm 1.0 lists them
     assert keys[-6:] == ["norm.weight", "norm.bias", "head.weight", "head.bias", "head_dist.weight", "head_dist.bias"]
     assert len(keys) == 5 + 12 * 12 + 6
     from waveinit.keys import split_key
@@ -173,3 +173,32 @@ def test_a_deit_teacher_distils_into_a_plain_learngene(tmp_path):
                    "--teacher", tmp_path / "deit", "--out", tmp_path / "vit.safetensors", "--json", cwd=tmp_path)
     assert spawned.returncode == 0, spawned.stderr
     assert json.loads(spawned.stdout)["teacher"] == str(tmp_path / "deit")
+
+
+def test_half_a_deit_and_odd_flags_are_one_line_errors(tmp_path):
+    with pytest.raises(WaveError, match="dist_token must be true or false"):
+        ViTSpec(depth=2, width=64, dist_token=None)
+    theirs = deit("DeiTForImageClassificationWithTeacher", eps=1e-6)
+    state = timm_names(theirs.state_dict(), 2)
+    del state["head_dist.weight"]
+    save_file(state, str(tmp_path / "half.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(WaveError, match="dist_token, head_dist.weight and head_dist.bias together") as e:
+        load_model(tmp_path / "half.safetensors")
+    assert "\n" not in str(e.value) and "half.safetensors" in str(e.value)
+
+
+def test_export_names_the_class_that_loads_it_and_the_bench_refuses_a_deit_ancestry(tmp_path):
+    from waveinit import save_model
+    from waveinit.bench.config import QUICK
+    from waveinit.bench.family import planned_family
+    from waveinit.io.datasets import load_dataset
+
+    theirs = deit("DeiTForImageClassificationWithTeacher")
+    theirs.save_pretrained(tmp_path / "hf")
+    model = load_model(tmp_path / "hf")
+    save_model(tmp_path / "deit.safetensors", model.state_dict, model.spec)
+    exported = wave("export", tmp_path / "deit.safetensors", "--out", tmp_path / "out", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert "transformers.DeiTForImageClassificationWithTeacher.from_pretrained" in exported.stderr
+    with pytest.raises(WaveError, match="has DeiT's distillation token: give a plain ViT as --ancestry"):
+        planned_family(QUICK, load_dataset("digits"), tmp_path / "bench", tmp_path / "deit.safetensors", None)

@@ -377,13 +377,16 @@ def test_files_without_an_eps_read_as_timms_and_files_keep_theirs(tmp_path):
     with safe_open(str(tmp_path / "old.safetensors"), framework="np") as f:
         metadata = f.metadata()
     header = json.loads(metadata["waveinit"])
-    del header["spec"]["layer_norm_eps"]  # as every file written before the spec held it
-    save_file(state, str(tmp_path / "old.safetensors"), {**metadata, "waveinit": json.dumps(header)})
+    # A plain timm-style ViT is written as before the spec held eps and DeiT's fields: older
+    # waveinit reads it, and checkpoints made before still resume (their fingerprint is unchanged).
+    assert set(header["spec"]) == {"depth", "width", "heads", "patch_size", "image_size", "channels", "num_classes", "mlp_ratio"}
     assert load_model(tmp_path / "old.safetensors").spec.layer_norm_eps == 1e-6
 
     other = spec.replace(layer_norm_eps=1e-12)
     save_model(tmp_path / "new.safetensors", state, other)
     assert load_model(tmp_path / "new.safetensors").spec == other
+    with safe_open(str(tmp_path / "new.safetensors"), framework="np") as f:
+        assert json.loads(f.metadata()["waveinit"])["spec"]["layer_norm_eps"] == 1e-12
     with pytest.raises(WaveError, match="LayerNorm eps must be a number in"):
         spec.replace(layer_norm_eps=0.0)
 

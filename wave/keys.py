@@ -23,7 +23,7 @@ class ModelFile:
 
 def state_dict_keys(spec: ViTSpec) -> list[str]:
     """The keys of a plain ViT's state dict, in timm's order (a distilled DeiT's too)."""
-    first = ["cls_token", *(["dist_token"] if spec.dist_token else []), "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"]
+    first = ["cls_token", "pos_embed", *(["dist_token"] if spec.dist_token else []), "patch_embed.proj.weight", "patch_embed.proj.bias"]
     blocks = [r.key(layer) for layer in range(spec.depth) for r in ROLES if r.per_layer]
     last = ["norm.weight", "norm.bias", "head.weight", "head.bias", *(["head_dist.weight", "head_dist.bias"] if spec.head_dist else [])]
     return first + blocks + last
@@ -66,6 +66,10 @@ def spec_from_state_dict(state: Mapping[str, Any], heads: int | None = None, sou
         raise WaveError(f"{source} has tensors a plain ViT does not ({', '.join(extra[:3])}): "
                         f"only plain pre-LayerNorm ViTs with a class token (and DeiT's distillation token) are supported")
     dist_token, head_dist = "dist_token" in state, "head_dist.weight" in state
+    if head_dist != ("head_dist.bias" in state) or (head_dist and not dist_token):
+        raise WaveError(f"{source}: a distilled DeiT has dist_token, head_dist.weight and head_dist.bias together, this state dict "
+                        f"has only {', '.join(k for k in ('dist_token', 'head_dist.weight', 'head_dist.bias') if k in state)}: "
+                        f"pass a complete checkpoint")
     shapes = {k: tuple(state[k].shape) for k in required}
     if len(shapes["patch_embed.proj.weight"]) != 4 or len(shapes["pos_embed"]) != 3 or len(shapes["head.weight"]) != 2:
         raise WaveError(f"{source}: patch_embed.proj.weight, pos_embed or head.weight has the wrong number of axes for a ViT: "
@@ -74,16 +78,20 @@ def spec_from_state_dict(state: Mapping[str, Any], heads: int | None = None, sou
     patches = shapes["pos_embed"][1] - 1 - dist_token
     grid = round(patches**0.5)
     if grid * grid != patches:
-        raise WaveError(f"{source}: {patches} position embeddings (without the class and distillation tokens) do not form a square grid of patches")
-    return ViTSpec(
-        depth=depth,
-        width=int(width),
-        heads=heads,
-        patch_size=int(patch),
-        image_size=int(grid * patch),
-        channels=int(channels),
-        num_classes=int(shapes["head.weight"][0]),
-        mlp_ratio=int(shapes["blocks.0.mlp.fc1.weight"][0]) // int(width),
-        dist_token=dist_token,
-        head_dist=head_dist,
-    )
+        raise WaveError(f"{source}: {patches} position embeddings (without the class{' and distillation' if dist_token else ''} token) "
+                        f"do not form a square grid of patches")
+    try:
+        return ViTSpec(
+            depth=depth,
+            width=int(width),
+            heads=heads,
+            patch_size=int(patch),
+            image_size=int(grid * patch),
+            channels=int(channels),
+            num_classes=int(shapes["head.weight"][0]),
+            mlp_ratio=int(shapes["blocks.0.mlp.fc1.weight"][0]) // int(width),
+            dist_token=dist_token,
+            head_dist=head_dist,
+        )
+    except WaveError as e:
+        raise WaveError(f"{source}: {e}") from None

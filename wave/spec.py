@@ -61,7 +61,7 @@ class ViTSpec:
     num_classes: int = 10  # classifier outputs
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * width
     layer_norm_eps: float = LAYER_NORM_EPS  # added to the variance in every LayerNorm
-    dist_token: bool = False  # DeiT's distillation token after the class token
+    dist_token: bool = False  # DeiT's distillation token (timm puts it after pos_embed in the state dict)
     head_dist: bool = False  # DeiT's classifier of the distillation token (needs dist_token)
 
     def __post_init__(self):
@@ -81,6 +81,9 @@ class ViTSpec:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
             raise WaveError(f"LayerNorm eps must be a number in (0, 1), got {eps!r}: timm uses 1e-6, transformers 1e-12")
         object.__setattr__(self, "layer_norm_eps", float(eps))
+        for name in ("dist_token", "head_dist"):
+            if not isinstance(getattr(self, name), bool):
+                raise WaveError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.head_dist and not self.dist_token:
             raise WaveError("head_dist needs dist_token: a distillation head reads the distillation token")
         if self.width % self.heads:
@@ -123,7 +126,14 @@ class ViTSpec:
         return self.channels * self.patch_size**2
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a dict. Fields added after the first file format (LayerNorm eps, DeiT's
+        token and head) are left out at their defaults, so that a plain timm-style ViT is written
+        exactly as before: older waveinit reads it, and older checkpoints still resume."""
+        d = asdict(self)
+        for name, default in _LATER_FIELDS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> ViTSpec:
@@ -148,6 +158,9 @@ class ViTSpec:
                 n *= s
             total += n * (self.depth if role.per_layer else 1)
         return total
+
+
+_LATER_FIELDS = {"layer_norm_eps": LAYER_NORM_EPS, "dist_token": False, "head_dist": False}  # field -> default
 
 
 def _short(values: list[int]) -> str:

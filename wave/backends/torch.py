@@ -76,9 +76,9 @@ class ViT(nn.Module):
         super().__init__()
         self.spec = spec
         self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.width))
-        if spec.dist_token:  # DeiT: a second token, read by its own head (or by none: transformers' DeiTForImageClassification)
-            self.dist_token = nn.Parameter(torch.zeros(1, 1, spec.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, spec.tokens, spec.width))
+        if spec.dist_token:  # DeiT: a second token, read by its own head (or by none: transformers' DeiTForImageClassification)
+            self.dist_token = nn.Parameter(torch.zeros(1, 1, spec.width))  # registered after pos_embed, as timm does
         self.patch_embed = PatchEmbed(spec)
         self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.depth))
         self.norm = nn.LayerNorm(spec.width, eps=spec.layer_norm_eps)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..backends.torch import ViT, dense_numpy
 from ..configs import EVAL_BATCH_SIZE, AncestryConfig, DistillConfig, TrainConfig
+from ..errors import WaveError
 from ..io.datasets import Dataset
 from ..io.files import load_learngene, load_model, save_learngene
 from ..learngene import Learngene, learngene_from_weights
@@ -107,9 +108,16 @@ def _learngene(config, data, out, path, ancestry: ViT, ancestry_path: Path, devi
 
 
 def planned_family(config: BenchConfig, data: Dataset, out: Path, ancestry: Path | None, learngene: Path | None) -> tuple[ViTSpec, int]:
-    """(ancestry spec, template side) of the family `make_family` will give, read without making it."""
+    """(ancestry spec, template side) of the family `make_family` will give, read without making
+    it; WaveError now, not after an hour, for an ancestry the bench cannot use."""
     made = out / "ancestry.safetensors"
     spec = load_model(ancestry or made).spec if ancestry is not None or made.exists() else _ancestry_spec(config, data)
+    if spec.dist_token:
+        raise WaveError(f"the bench compares plain ViTs, and the ancestry {ancestry or made} has DeiT's distillation token: "
+                        f"give a plain ViT as --ancestry")
     made = out / "learngene.safetensors"
-    side = load_learngene(learngene or made).side if learngene is not None or made.exists() else config.side
-    return spec, side
+    gene = load_learngene(learngene or made) if learngene is not None or made.exists() else None
+    if gene is not None and gene.spec.layer_norm_eps != spec.layer_norm_eps:
+        raise WaveError(f"the learngene {learngene or made} uses LayerNorm eps {gene.spec.layer_norm_eps:g}, the ancestry "
+                        f"{spec.layer_norm_eps:g}: give a learngene distilled from this ancestry, or leave --learngene out")
+    return spec, gene.side if gene is not None else config.side

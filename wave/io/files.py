@@ -96,7 +96,10 @@ def load_learngene(path: str | os.PathLike) -> Learngene:
         raise WaveError(f"{path}: learngene file lacks {e.args[0]}: the file is damaged; distil it again") from None
     except (TypeError, ValueError) as e:
         raise WaveError(f"{path}: damaged learngene header ({e}): distil it again") from None
-    gene = Learngene(templates, scalers, spec, side, header.get("provenance", {}))
+    try:
+        gene = Learngene(templates, scalers, spec, side, header.get("provenance", {}))
+    except WaveError as e:
+        raise WaveError(f"{path}: not a learngene this waveinit can use ({e})") from None
     check_finite(path, tensors, "learngene")
     return gene
 
