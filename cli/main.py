@@ -323,7 +323,9 @@ def main() -> None:
         sys.exit(130)
     distributed = sys.modules.get("waveinit.training.distributed")  # loaded only by commands that train
     if distributed is not None:
-        distributed.close_distributed()  # under torchrun: every rank done before any tears down
+        # Under torchrun: after success every rank is done before any tears down; after an error
+        # (perhaps on this rank alone) nobody waits for peers that may never come.
+        distributed.close_distributed(wait=not code)
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -333,7 +335,7 @@ def interrupted_message(e, args: list[str]) -> str:
     import shlex
 
     command = args[0] if args else ""
-    if command in ("train", "distill") and "--resume" not in args:
+    if e.kept and command in ("train", "distill") and "--resume" not in args:
         args = [*args, "--resume"]  # continue from the checkpoint, not start over
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     launcher = "wave" if world <= 1 else f"torchrun --nproc_per_node {os.environ.get('LOCAL_WORLD_SIZE', world)} -m waveinit.cli"

@@ -269,3 +269,33 @@ def test_a_224_px_transformers_vit_distils_on_a_folder_at_its_own_image_size(fol
     gene = load_learngene(out)
     assert gene.spec.image_size == 224 and gene.spec.patch_size == 16 and gene.spec.layer_norm_eps == 1e-12
     assert json.loads(result.stdout)["teacher_test_accuracy"] >= 0
+
+
+def test_masks_and_empty_test_splits(folder, tmp_path):
+    ds = load_dataset(f"folder:{folder}", image_size=16)
+    mask = ds.test_labels == 2
+    picked = ds.test_images[mask]
+    assert len(picked) == mask.sum() == 8
+    np.testing.assert_array_equal(np.asarray(picked), np.asarray(ds.test_images)[mask])
+    with pytest.raises(WaveError, match="boolean mask of shape"):
+        ds.test_images[mask[:3]]
+    root = tmp_path / "tiny"
+    make_folder(root, {"flat": 1})
+    with pytest.raises(WaveError, match="no readable test image is left: every class needs 2 or more images"):
+        load_dataset(f"folder:{root / 'flat'}", image_size=16)
+
+
+@pytest.mark.slow
+def test_a_bad_image_under_torchrun_stops_every_rank_at_once(folder, tmp_path):
+    """Only the rank whose shard holds the truncated image sees it: it must not wait at a barrier
+    that its peer, blocked in the gradient all-reduce, never reaches."""
+    root = tmp_path / "copy"
+    shutil.copytree(folder, root)
+    bad = root / "train" / "green" / "004.png"
+    bad.write_bytes(bad.read_bytes()[:100])
+    done = run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "waveinit.cli", "train",
+                      "--data", f"folder:{root}", "--image-size", "16", "--depth", "1", "--width", "64", "--epochs", "2",
+                      "--device", "cpu", "--out", tmp_path / "m.safetensors", cwd=tmp_path, timeout=120)
+    assert done.returncode != 0
+    assert f"cannot read image {bad}" in done.stderr
+    assert not (tmp_path / "m.safetensors").exists()

@@ -144,3 +144,20 @@ def test_under_torchrun_every_rank_stops_and_the_run_resumes(tmp_path):
     expected, actual = load_file(tmp_path / "reference.safetensors"), load_file(out)
     for key in expected:
         np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
+
+
+def test_a_real_error_is_not_hidden_by_a_pending_signal_and_resume_is_offered_only_with_a_checkpoint():
+    from waveinit.cli.main import interrupted_message
+    from waveinit.errors import WaveError
+    from waveinit.training import interrupts
+
+    with pytest.raises(WaveError, match="the real problem"):
+        with interrupts.armed():
+            interrupts._pending = signal.SIGINT  # noted, not yet acted on, when the error comes
+            raise WaveError("the real problem")
+    interrupts.clear()
+    args = ["train", "--epochs", "3", "--out", "m.safetensors"]
+    nothing = interrupted_message(interrupts.Interrupted(signal.SIGINT), args)
+    assert nothing.endswith("start again with: wave train --epochs 3 --out m.safetensors")
+    kept = interrupted_message(interrupts.Interrupted(signal.SIGTERM, "the checkpoint m.safetensors.ckpt (step 5 of 9)"), args)
+    assert kept.startswith("interrupted by SIGTERM: kept the checkpoint") and kept.endswith("--resume")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from .spec import ViTSpec
 from .training.distributed import barrier, distributed_context, resolve_device
 from .training.engine import LossFn, TrainResult, train
 from .training.evaluation import evaluate, predict_logits
+from .training.interrupts import Interrupted
 from .training.objectives import cross_entropy_loss, kd_loss
 
 # ----------------------------------------------------------------------------- models for data
@@ -160,16 +162,28 @@ def train_vit(
         meta={"task": "train", "data": data.name, "train_size": len(data.train_labels), "spec": model.spec.to_dict()},
     )
     final = result.history[-1]["eval"] if result.history else None
-    save_vit(out, model, {
-        **(provenance or {}),
-        "data": data.name,
-        "train_size": int(len(data.train_labels)),
-        "config": asdict(config),
-        "test_accuracy": final["accuracy"] if final else None,
-        "test_loss": final["loss"] if final else None,
-        "seconds": time.perf_counter() - start,
-    })
+    with _keeping(checkpoint_path(out)):
+        save_vit(out, model, {
+            **(provenance or {}),
+            "data": data.name,
+            "train_size": int(len(data.train_labels)),
+            "config": asdict(config),
+            "test_accuracy": final["accuracy"] if final else None,
+            "test_loss": final["loss"] if final else None,
+            "seconds": time.perf_counter() - start,
+        })
     return result
+
+
+@contextmanager
+def _keeping(checkpoint: Path):
+    """Around the final write of a finished run: an interrupt there keeps the complete checkpoint,
+    from which `--resume` writes the output at once."""
+    try:
+        yield
+    except Interrupted as e:
+        e.kept = e.kept or f"the complete checkpoint {checkpoint}"
+        raise
 
 
 def train_ancestry(data: Dataset, recipe: AncestryConfig, *, out: str | Path, batch_size: int = COMMAND_TRAIN.batch_size,
@@ -259,9 +273,10 @@ def distill(
         "test_loss": final.get("loss"),
         "seconds": time.perf_counter() - start,
     })
-    if distributed_context()[0] == 0:
-        save_learngene(out, learngene)
-    barrier()
+    with _keeping(checkpoint_path(out)):
+        if distributed_context()[0] == 0:
+            save_learngene(out, learngene)
+        barrier()
     return DistillResult(learngene, model, result, teacher_eval, time.perf_counter() - start)
 
 

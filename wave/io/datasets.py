@@ -125,7 +125,10 @@ def split_validation(ds: Dataset, fraction: float = 0.1, seed: int = 0) -> tuple
                         f"every class needs at least 2 images")
     x, y = ds.train_images[train_idx], ds.train_labels[train_idx]
     train = dataclasses.replace(ds, name=f"{ds.name} (train part)", train_images=x, train_labels=y)
-    val = Dataset(f"{ds.name} (validation part)", x, y, ds.train_images[val_idx], ds.train_labels[val_idx], ds.num_classes)
+    held = ds.train_images[val_idx]
+    if isinstance(held, ImageFiles):
+        held = dataclasses.replace(held, augment=False)  # scored as a test set: never augmented
+    val = Dataset(f"{ds.name} (validation part)", x, y, held, ds.train_labels[val_idx], ds.num_classes)
     return train, val
 
 
@@ -294,7 +297,7 @@ def _headers(paths: list[Path], skip_bad: bool) -> tuple[list[bool], list[tuple[
                 size, mode = img.size, img.mode
                 if skip_bad:
                     img.load()  # every pixel: what --skip-bad-images promises to check
-        except (OSError, ValueError, SyntaxError) as e:  # UnidentifiedImageError and truncated files are OSErrors
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # unreadable and truncated files are OSErrors
             if not skip_bad:
                 raise WaveError(f"cannot read image {p} ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
                                 f"replace or remove it, or pass --skip-bad-images") from None
@@ -358,6 +361,10 @@ def _load_folder(name: str, root: Path, image_size: int | None = None, augment: 
         train_idx, test_idx = _stratified_split(y_train, _TEST_FRACTION, _SPLIT_SEED)
         test_paths, y_test = [train_paths[i] for i in test_idx], y_train[test_idx]
         train_paths, y_train = [train_paths[i] for i in train_idx], y_train[train_idx]
+
+    if not test_paths:
+        raise WaveError(f"{name}: no readable test image is left: every class needs 2 or more images (or a readable "
+                        f"{held_out.name if held_out is not None else 'val'}/ image) to be scored on")
 
     def files(ps: list[Path], aug: bool) -> ImageFiles:
         return ImageFiles(tuple(str(p) for p in ps), channels, int(image_size), aug)

@@ -60,7 +60,14 @@ class ImageFiles:
             return self.load([int(key)])[0]
         if isinstance(key, slice):
             return self.view(range(len(self))[key])
-        return self.view(np.asarray(key).reshape(-1))
+        key = np.asarray(key)
+        if key.dtype == bool:
+            if key.shape != (len(self),):
+                raise WaveError(f"a boolean mask of shape {key.shape} does not fit {len(self)} images")
+            key = np.flatnonzero(key)
+        if key.ndim != 1 or key.dtype.kind not in "iu":
+            raise WaveError(f"image files take a slice, an integer, a boolean mask or a 1-D array of indices, got {key.dtype} of shape {key.shape}")
+        return self.view(key)
 
     def view(self, indices) -> ImageFiles:
         return ImageFiles(tuple(self.paths[int(i)] for i in indices), self.channels, self.size, self.augment)
@@ -112,7 +119,7 @@ def decode(path: str, channels: int, size: int, rng: np.random.Generator | None 
             if rng is not None and rng.random() < 0.5:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
             x = np.asarray(img, np.float32)
-    except (OSError, ValueError, SyntaxError) as e:  # UnidentifiedImageError and truncated files are OSErrors
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # unreadable and truncated files are OSErrors
         raise WaveError(f"cannot read image {path} ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
                         f"replace or remove it, or pass --skip-bad-images") from None
     x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)  # (C, S, S)

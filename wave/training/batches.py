@@ -17,6 +17,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from ..errors import WaveError
 from ..io.images import ImageFiles
+from .interrupts import ignore_in_worker
 
 
 def is_lazy(images) -> bool:
@@ -53,7 +54,8 @@ def shard_batches(images: ImageFiles, labels: np.ndarray, order: np.ndarray, bat
     """The items of `_ShardSteps` for steps first..steps-1, decoded `workers` processes ahead
     (0: in this process). Only this rank's images are ever read."""
     steps_data = _ShardSteps(images, labels, order, batch_size, rank, world, epoch, seed)
-    loader = DataLoader(steps_data, batch_size=None, sampler=range(first, steps), num_workers=workers, pin_memory=pin)
+    loader = DataLoader(steps_data, batch_size=None, sampler=range(first, steps), num_workers=workers, pin_memory=pin,
+                        worker_init_fn=ignore_in_worker if workers else None)
     for item in loader:
         if isinstance(item, str):
             raise WaveError(item)
@@ -83,7 +85,7 @@ def chunks(images, size: int, workers: int = 0) -> Iterator[torch.Tensor]:
         for start in range(0, len(images), size):
             yield images[start:start + size]
         return
-    for item in DataLoader(_Chunks(images, size), batch_size=None, num_workers=workers):
+    for item in DataLoader(_Chunks(images, size), batch_size=None, num_workers=workers, worker_init_fn=ignore_in_worker if workers else None):
         if isinstance(item, str):
             raise WaveError(item)
         yield item

@@ -76,12 +76,15 @@ def distributed_context() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def close_distributed() -> None:
+def close_distributed(wait: bool = True) -> None:
     """Wait for every rank, then destroy the process group, if one is running. A rank that tears
     its group down while a peer still has gloo work in flight can make that peer abort (SIGABRT,
-    "terminate called without an active exception"); after the barrier no work is in flight."""
+    "terminate called without an active exception"); after the barrier no work is in flight.
+    After a failure on this rank alone (`wait=False`), the others may be blocked in a collective
+    and never reach the barrier: leave at once and let torchrun stop them."""
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

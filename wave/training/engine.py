@@ -277,7 +277,9 @@ class _Run:
 
         for epoch in range(pos.epoch, self.epochs):
             self._run_epoch(epoch, x_all, y_all)
-            signum = self._stop_signal() if not pos.complete else None  # _end_epoch's check just ran on every rank
+            # _end_epoch's check just ran on every rank, so all agree, the last epoch included (a
+            # signal there must not stop one rank alone: the others would wait for it forever).
+            signum = self._stop_signal()
             if signum is not None:
                 interrupts.clear()
                 raise Interrupted(signum, self.kept())
@@ -301,6 +303,15 @@ class _Run:
         self.epoch_start = time.perf_counter() - (pos.epoch_seconds if first else 0.0)
         self.last_report = time.perf_counter()
 
+        try:
+            self._run_steps(epoch, first, steps, feed)
+        finally:
+            feed.close()  # a file feed's worker processes end with the steps, not with the garbage collector
+
+        self._end_epoch(epoch, steps)
+
+    def _run_steps(self, epoch: int, first: int, steps: int, feed) -> None:
+        config, pos = self.config, self.position
         for step, (x, y, idx, size, empty) in zip(range(first, steps), feed):
             g = epoch * self.steps_per_epoch + step
             self._train_step(g, x, y, idx, size, empty)
@@ -315,8 +326,6 @@ class _Run:
             signum = self._stop_signal() if done < steps else None
             if signum is not None:
                 self._interrupt(signum, epoch, done)
-
-        self._end_epoch(epoch, steps)
 
     # -- one optimizer step
 
@@ -450,8 +459,8 @@ class _Run:
                 atomic_write_bytes(self.path, data)
             except NonFinite as e:
                 status, error = 1, e
-            except OSError as e:
-                status, error = 2, e
+            except Exception as e:  # a WaveError from the atomic write (disk full, permissions), or another failure
+                status, error = 2, e  # every rank must hear of it: the others are waiting in the all_reduce below
         if self.world > 1:  # doubles as the barrier after the write
             flag = torch.tensor(status, device=self.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -459,6 +468,8 @@ class _Run:
         if status == 1:
             self._fail(f"non-finite parameters before the checkpoint at global step {pos.global_step} ({error or 'on rank 0'})")
         if status == 2:
+            if isinstance(error, WaveError):
+                raise error
             raise WaveError(f"cannot write checkpoint {self.path} ({error or 'failed on rank 0'}): check the folder and free space")
         self.last_saved = pos.global_step
 

@@ -68,11 +68,20 @@ def armed() -> Iterator[None]:
     _armed += 1
     try:
         yield
-    finally:
+    except BaseException:
         _armed -= 1
-        if not _armed and _pending is not None:
-            signum, _pending = _pending, None
-            raise Interrupted(signum)  # noted after the loop's last check: stop now
+        raise  # an error (or an Interrupted) on its way up is what the user must see
+    _armed -= 1
+    if not _armed and _pending is not None:
+        signum, _pending = _pending, None
+        raise Interrupted(signum)  # noted after the loop's last check: stop now
+
+
+def ignore_in_worker(_worker_id: int = 0) -> None:
+    """For DataLoader worker processes: leave SIGINT and SIGTERM to the main process (Ctrl-C
+    reaches the whole process group; a worker must not answer it with a traceback)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def pending() -> int | None:
