@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WaveError
-from .images import ImageFiles
+from .images import ImageFiles, unreadable, unreadable_error
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist/"
 CHOICES = ("digits", "fashion-mnist", "idx:DIR", "folder:DIR")
@@ -297,13 +297,13 @@ def _headers(paths: list[Path], skip_bad: bool) -> tuple[list[bool], list[tuple[
                 size, mode = img.size, img.mode
                 if skip_bad:
                     img.load()  # every pixel: what --skip-bad-images promises to check
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # unreadable and truncated files are OSErrors
+        except unreadable() as e:
             if not skip_bad:
-                raise WaveError(f"cannot read image {p} ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
-                                f"replace or remove it, or pass --skip-bad-images") from None
-            ok.append(False), sizes.append((0, 0)), gray.append(True)
-            continue
-        ok.append(True), sizes.append(size), gray.append(mode in _GRAY_MODES)
+                raise unreadable_error(p, e) from None
+            size, mode = None, None
+        ok.append(size is not None)
+        sizes.append(size or (0, 0))
+        gray.append(mode is None or mode in _GRAY_MODES)
     return ok, sizes, gray
 
 

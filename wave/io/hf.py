@@ -203,7 +203,7 @@ def from_hf(hf_state_dict: dict, config: dict, source: str = "Hugging Face model
     head = _CLASSIFIERS[architecture(spec)][0][1] + ".weight"
     if head not in state:
         raise WaveError(
-            f"{source} has no classifier ({head}): it is a backbone ({_backbone(spec).replace('vit', 'ViT').replace('deit', 'DeiT')}Model) "
+            f"{source} has no classifier ({head}): it is a backbone ({'DeiT' if spec.dist_token else 'ViT'}Model) "
             f"checkpoint; only image classifiers can be loaded: give it a classification head first"
         )
     n_classes = int(state[head].shape[0])

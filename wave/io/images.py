@@ -119,13 +119,25 @@ def decode(path: str, channels: int, size: int, rng: np.random.Generator | None 
             if rng is not None and rng.random() < 0.5:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
             x = np.asarray(img, np.float32)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # unreadable and truncated files are OSErrors
-        raise WaveError(f"cannot read image {path} ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
-                        f"replace or remove it, or pass --skip-bad-images") from None
+    except unreadable() as e:
+        raise unreadable_error(path, e) from None
     x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)  # (C, S, S)
     if x.shape[0] != channels:  # a grey 16-bit image among RGB ones
         x = np.repeat(x[:1], channels, axis=0)
     return x / np.float32(127.5) - np.float32(1.0)
+
+
+def unreadable() -> tuple[type[Exception], ...]:
+    """What Pillow raises for a file it cannot decode (unreadable and truncated files are OSErrors)."""
+    from PIL import Image
+
+    return (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def unreadable_error(path, e: Exception) -> WaveError:
+    """The one-line error for an image that cannot be decoded."""
+    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return WaveError(f"cannot read image {path} ({reason}): replace or remove it, or pass --skip-bad-images")
 
 
 def centre_crop(width_height: tuple[int, int]) -> tuple[float, float, float, float]:
