@@ -89,7 +89,8 @@ def train(
     from .display import TrainingDisplay
 
     initial = load_vit(init, heads=heads)[0] if init is not None else None
-    dataset = load_data(data, data_dir=data_dir, subset=subset, seed=seed, augment=augment, skip_bad_images=skip_bad_images,
+    shift_flip = augment and not data.startswith("folder:")  # in-memory images: augmented by the engine
+    dataset = load_data(data, data_dir=data_dir, subset=subset, seed=seed, augment=augment and not shift_flip, skip_bad_images=skip_bad_images,
                         image_size=image_size or (initial.spec.image_size if initial is not None and data.startswith("folder:") else None))
     if init is not None:
         model = initial
@@ -104,7 +105,8 @@ def train(
     spec = model.spec
     out = out or Path(f"runs/trained_d{spec.depth}_w{spec.width}.safetensors")
     check_writable(out)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every,
+                         augment=shift_flip)
     echo(f"training a {spec.depth}x{spec.width} ViT ({spec.num_params():,} parameters) on {dataset.describe()}")
     with TrainingDisplay("train") as display:
         result = train_vit(model, dataset, config, out=out, device=device, resume=resume, workers=workers,

@@ -41,6 +41,9 @@ class TrainConfig:
     max_steps: int | None = None  # total optimizer steps (the schedule spans them); None: epochs decide
     checkpoint_every: int = 0  # also checkpoint every N global steps inside an epoch (0: epoch ends only)
     amp: bool | None = None  # bf16 autocast for forward and loss; None: on for CUDA, off on CPU
+    # Each training batch randomly shifted (up to side / 10 pixels, edges
+    # repeated) and flipped left-right. Not for data where left and right differ (digits, text).
+    augment: bool = False
 
     def __post_init__(self):
         _check([

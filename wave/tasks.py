@@ -188,11 +188,13 @@ def _keeping(checkpoint: Path):
 
 def train_ancestry(data: Dataset, recipe: AncestryConfig, *, out: str | Path, batch_size: int = COMMAND_TRAIN.batch_size,
                    seed: int = 0, patch: int | None = None, heads: int | None = None, device: str = "auto",
-                   resume: bool = False, on_progress=None, provenance: dict | None = None, workers: int = 0) -> TrainResult:
+                   resume: bool = False, on_progress=None, provenance: dict | None = None, workers: int = 0,
+                   augment: bool = False) -> TrainResult:
     """Train the ancestry of `recipe` from a random init on `data` (what `wave distill` does when
-    it is given none, and what the bench and the examples make) and save it at `out`."""
+    it is given none, and what the bench and the examples make) and save it at `out`
+    (`augment`: random shifts and flips of in-memory images, TrainConfig.augment)."""
     model = random_vit(spec_for(data, recipe.depth, recipe.width, heads, patch), seed)
-    config = TrainConfig(epochs=recipe.epochs, batch_size=batch_size, lr=recipe.lr, seed=seed)
+    config = TrainConfig(epochs=recipe.epochs, batch_size=batch_size, lr=recipe.lr, seed=seed, augment=augment)
     return train_vit(model, data, config, out=out, device=device, resume=resume, on_progress=on_progress,
                      provenance={"init": "random", **(provenance or {})}, workers=workers)
 

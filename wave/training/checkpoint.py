@@ -74,6 +74,8 @@ def fingerprint(config: TrainConfig, amp: bool, meta: dict | None, images: np.nd
     """
     settings = asdict(config)
     settings.pop("checkpoint_every")
+    if not settings["augment"]:
+        settings.pop("augment")  # checkpoints written before the field existed still resume
     settings["amp"] = amp
     if is_lazy(images):
         image_digest = images.digest()

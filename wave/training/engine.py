@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..configs import TrainConfig
@@ -127,6 +128,21 @@ def _place_data(images: np.ndarray, labels: np.ndarray, device: torch.device) ->
     if x.nbytes <= _DEVICE_DATA_BYTES:
         return x.to(device), y.to(device)
     return x, y
+
+
+def shift_and_flip(x: Tensor) -> Tensor:
+    """Images (b, C, H, W) each shifted by a random (dy, dx) of up to max(1, side // 10) pixels
+    (the edge rows and columns repeated into the gap) and flipped left-right with probability
+    1/2. Draws from torch's global generator: the engine seeds it every step."""
+    b, _, h, w = x.shape
+    m = max(1, min(h, w) // 10)
+    padded = F.pad(x, (m, m, m, m), mode="replicate")
+    dy, dx = (torch.randint(0, 2 * m + 1, (b,), device=x.device) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (b, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (b, 1, 1, W)
+    out = padded[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+    flip = torch.rand(b, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
 def _memory_batches(order: Tensor, x_all: Tensor, y_all: Tensor, batch_size: int, rank: int, world: int, first: int,
@@ -343,6 +359,8 @@ class _Run:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * group["lr_scale"]
         seed_step(self.config.seed, g, self.rank, self.device)
+        if self.config.augment and not empty:
+            x = shift_and_flip(x)
 
         with self.autocast():
             logits = self.net(x)  # (b, classes)
