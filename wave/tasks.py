@@ -1,5 +1,6 @@
 """The steps behind the commands, with PyTorch: train a plain ViT (an ancestry, or any model),
-distil an ancestry into a learngene, and fit a spawned model's scalers.
+distil an ancestry into a learngene (WAVE's, or TLEG's for comparison), and fit a spawned
+model's scalers.
 
 Each step takes a Dataset, a model or learngene, and its config from `configs.py`; it trains
 with the engine (`training/`) and writes its file through `io/`. The CLI, the bench, the
@@ -17,15 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backends.torch import TemplatedViT, ViT, dense_numpy, load_state_dict
+from .backends.torch import TemplatedViT, TLEGViT, ViT, dense_numpy, load_state_dict
 from .configs import COMMAND_TRAIN, EVAL_BATCH_SIZE, AncestryConfig, DistillConfig, SpawnConfig, TrainConfig
 from .errors import WaveError
 from .io.datasets import Dataset
-from .io.files import load_model, save_learngene, save_model
+from .io.files import load_model, save_learngene, save_model, save_tleg
 from .io.metrics import MetricsLog, metrics_path
 from .learngene import Learngene
 from .spawning import spawn_factors
 from .spec import ViTSpec
+from .tleg import TLEGGene
 from .training.distributed import barrier, distributed_context, resolve_device
 from .training.engine import LossFn, TrainResult, train
 from .training.evaluation import evaluate, predict_logits
@@ -231,11 +233,7 @@ def distill(
     check_fits(teacher.spec, data, "teacher")
     check_fits(aux_spec, data, "auxiliary model")
     start = time.perf_counter()
-    dev = resolve_device(device)
-    teacher = _frozen(teacher, dev)
-    teacher_eval = evaluate(teacher, data.test_images, data.test_labels, config.batch_size, dev, workers)
-    loss_fn = teacher_kd_loss(teacher, data.train_images, distill_config.temperature, distill_config.kd_weight,
-                              config.batch_size, dev, cache=distill_config.cache_teacher, workers=workers)
+    teacher, teacher_eval, loss_fn = _teaching(teacher, data, config, distill_config, device, workers)
 
     model = TemplatedViT(aux_spec, distill_config.side, distill_config.templates, seed=config.seed)
     templates, scalers = model.role_tensors()
@@ -259,8 +257,29 @@ def distill(
             "distill": asdict(distill_config),
         },
     )
+    learngene = model.to_learngene(_distilled(provenance, teacher, teacher_eval, data, config, asdict(distill_config), result, start))
+    _save_on_rank0(out, save_learngene, learngene)
+    return DistillResult(learngene, model, result, teacher_eval, time.perf_counter() - start)
+
+
+def _teaching(teacher: ViT, data: Dataset, config: TrainConfig, distill_config: DistillConfig, device: str,
+              workers: int) -> tuple[ViT, dict, LossFn]:
+    """What distilling from `teacher` needs, the same for every learngene: the teacher frozen on
+    the device, its test scores, and the distillation loss against it."""
+    dev = resolve_device(device)
+    teacher = _frozen(teacher, dev)
+    teacher_eval = evaluate(teacher, data.test_images, data.test_labels, config.batch_size, dev, workers)
+    loss_fn = teacher_kd_loss(teacher, data.train_images, distill_config.temperature, distill_config.kd_weight,
+                              config.batch_size, dev, cache=distill_config.cache_teacher, workers=workers)
+    return teacher, teacher_eval, loss_fn
+
+
+def _distilled(provenance: dict | None, teacher: ViT, teacher_eval: dict, data: Dataset, config: TrainConfig, settings: dict,
+               result: TrainResult, start: float) -> dict:
+    """The provenance of a distilled learngene (`config` and `train_size` are what the bench's
+    `training_compute` counts), over the caller's `provenance`."""
     final = result.history[-1]["eval"] if result.history else {}
-    learngene = model.to_learngene({
+    return {
         **(provenance or {}),
         "teacher_spec": teacher.spec.to_dict(),
         "teacher_test_accuracy": teacher_eval["accuracy"],
@@ -270,16 +289,80 @@ def distill(
         "steps": result.steps,
         "processes": distributed_context()[1],
         "config": asdict(config),
-        "distill": asdict(distill_config),
+        "distill": settings,
         "test_accuracy": final.get("accuracy"),
         "test_loss": final.get("loss"),
         "seconds": time.perf_counter() - start,
-    })
+    }
+
+
+def _save_on_rank0(out: str | Path, save, gene) -> None:
+    """Rank 0 writes the learngene file, the other ranks wait; an interrupt meanwhile keeps the complete checkpoint."""
     with _keeping(checkpoint_path(out)):
         if distributed_context()[0] == 0:
-            save_learngene(out, learngene)
+            save(out, gene)
         barrier()
-    return DistillResult(learngene, model, result, teacher_eval, time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------- distill TLEG
+
+
+@dataclass
+class TLEGResult:
+    gene: TLEGGene
+    model: TLEGViT
+    train: TrainResult
+    teacher_eval: dict
+    seconds: float
+
+
+def distill_tleg(
+    teacher: ViT,
+    data: Dataset,
+    config: TrainConfig,
+    distill_config: DistillConfig = DistillConfig(),
+    *,
+    out: str | Path,
+    device: str = "auto",
+    resume: bool = False,
+    on_progress=None,
+    provenance: dict | None = None,
+    workers: int = 0,
+) -> TLEGResult:
+    """Distil `teacher` into a TLEG learngene (Xia et al., AAAI 2024; `tleg.py`): train an
+    auxiliary `TLEGViT` of the teacher's own depth and width (its plain spec) by knowledge
+    distillation on `data`, with WAVE's loss and engine, and save A, B and the shared parameters
+    at `out` (with a checkpoint `<out>.ckpt` each epoch and a row of `<out stem>.metrics.csv`).
+
+    Of `distill_config`, the temperature, KD weight and teacher cache apply; the template side
+    and count are WAVE's and are ignored. AdamW decays A's, B's and the shared weight matrices,
+    not vectors, position embedding or class token: the engine's default groups.
+    """
+    check_fits(teacher.spec, data, "teacher")
+    aux_spec = teacher.spec.plain()
+    start = time.perf_counter()
+    teacher, teacher_eval, loss_fn = _teaching(teacher, data, config, distill_config, device, workers)
+    settings = {"temperature": distill_config.temperature, "kd_weight": distill_config.kd_weight,
+                "cache_teacher": distill_config.cache_teacher}
+
+    model = TLEGViT(aux_spec, seed=config.seed)
+    result = train(
+        model, data.train_images, data.train_labels, config,
+        loss_fn=loss_fn, device=device, checkpoint=checkpoint_path(out), resume=resume,
+        eval_data=(data.test_images, data.test_labels), on_progress=_logging_metrics(out, resume, on_progress), workers=workers,
+        meta={
+            "task": "distill-tleg",
+            "data": data.name,
+            "train_size": len(data.train_labels),
+            "spec": aux_spec.to_dict(),
+            "teacher": teacher.spec.to_dict(),
+            "teacher_checksum": _checksum(teacher),
+            "distill": settings,
+        },
+    )
+    gene = model.to_gene({"method": "tleg", **_distilled(provenance, teacher, teacher_eval, data, config, settings, result, start)})
+    _save_on_rank0(out, save_tleg, gene)
+    return TLEGResult(gene, model, result, teacher_eval, time.perf_counter() - start)
 
 
 def _checksum(model: torch.nn.Module) -> str:

@@ -1,9 +1,11 @@
-"""PyTorch models: a plain pre-LayerNorm ViT with timm's key names, and the auxiliary
-templated ViT whose every parameter is `kron_expand(scalers, templates)`, built each forward.
+"""PyTorch models: a plain pre-LayerNorm ViT with timm's key names, the auxiliary templated
+ViT whose every parameter is `kron_expand(scalers, templates)`, built each forward, and TLEG's
+auxiliary ViT whose block l is `A + l / (L - 1) * B` (`tleg.py`).
 
-The templated model does not re-implement the network: it materialises a state dict with the
-core math (`waveinit.materialize`) and runs the plain ViT on it with `torch.func.functional_call`,
-so the architecture is defined once and gradients flow into templates and scalers.
+The auxiliary models do not re-implement the network: they materialise a state dict with the
+core math (`waveinit.materialize`, `tleg.expand`) and run the plain ViT on it with
+`torch.func.functional_call`, so the architecture is defined once and gradients flow into the
+factors.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..keys import state_dict_keys
 from ..learngene import Learngene, check_shapes, materialize
 from ..spawning import fresh_factors
 from ..spec import ROLES, ViTSpec, check_side, init_target
+from ..tleg import BLOCK_ROLES, SHARED_ROLES, TLEGGene, check_parts, expand
 
 
 class PatchEmbed(nn.Module):
@@ -182,6 +185,67 @@ class TemplatedViT(nn.Module):
             for role in ROLES:
                 model.templates[_key(role.name)].copy_(torch.as_tensor(np.asarray(templates[role.name])))
                 model.scalers[_key(role.name)].copy_(torch.as_tensor(np.asarray(scalers[role.name])))
+        return model
+
+
+class TLEGViT(nn.Module):
+    """TLEG's auxiliary model: two parameter sets A and B per block role, one shared copy of the
+    rest; block l of `depth` blocks is `A + l / (depth - 1) * B` (`tleg.expand`).
+
+    Parameters live in three ParameterDicts, `a`, `b` and `shared`, keyed by role with dots
+    replaced by underscores (`attn_qkv_weight`, `patch_embed_proj_weight`).
+    """
+
+    def __init__(self, spec: ViTSpec, seed: int = 0):
+        super().__init__()
+        if not spec.is_plain:
+            raise WaveError("TLEG's auxiliary model is a plain ViT: use the ancestry's plain() spec (no distillation token)")
+        self.spec = spec
+        # A and the shared parameters are a fresh timm-initialised ViT's (`seed`, drawn without
+        # touching the global generator): its blocks are independent draws of one distribution,
+        # so block 0 is as good an A as any. B starts at zero, so every block of every depth
+        # starts with exactly timm's statistics (a random B would widen the spread towards the
+        # last block, A + B, and shrink it in the middle); B still learns from the first step,
+        # its gradient being the sum over blocks of l / (L - 1) times each block's.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            dense = ViT(spec).state_dict()
+        self.a = nn.ParameterDict({_key(r): nn.Parameter(dense[f"blocks.0.{r}"].clone()) for r in BLOCK_ROLES})
+        self.b = nn.ParameterDict({_key(r): nn.Parameter(torch.zeros_like(dense[f"blocks.0.{r}"])) for r in BLOCK_ROLES})
+        self.shared = nn.ParameterDict({_key(k): nn.Parameter(dense[k].clone()) for k in SHARED_ROLES})
+        with torch.device("meta"):  # as in TemplatedViT: no memory, and outside the module tree
+            object.__setattr__(self, "_network", ViT(spec))
+
+    def parts(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(A, B, shared), each role name (dotted) -> parameter."""
+        return (
+            {r: self.a[_key(r)] for r in BLOCK_ROLES},
+            {r: self.b[_key(r)] for r in BLOCK_ROLES},
+            {k: self.shared[_key(k)] for k in SHARED_ROLES},
+        )
+
+    def dense_state_dict(self, depth: int | None = None) -> dict[str, torch.Tensor]:
+        """Every parameter of the plain ViT of `depth` blocks (default: this model's), timm keys."""
+        return expand(*self.parts(), self.spec, self.spec.depth if depth is None else depth)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(self._network, self.dense_state_dict(), (images,))
+
+    def to_gene(self, provenance: dict | None = None) -> TLEGGene:
+        """The learngene: float32 NumPy copies of A, B and the shared parameters."""
+        as_numpy = lambda d: {k: v.detach().to("cpu", torch.float32).numpy().copy() for k, v in d.items()}  # noqa: E731
+        a, b, shared = self.parts()
+        return TLEGGene(as_numpy(a), as_numpy(b), as_numpy(shared), self.spec, dict(provenance or {}))
+
+    @classmethod
+    def from_gene(cls, gene: TLEGGene) -> TLEGViT:
+        """A model holding float32 copies of the learngene's parameters (to train it further)."""
+        check_parts(gene.spec, gene.a, gene.b, gene.shared)
+        model = cls(gene.spec)
+        with torch.no_grad():
+            for params, arrays in zip(model.parts(), (gene.a, gene.b, gene.shared)):
+                for name, p in params.items():
+                    p.copy_(torch.as_tensor(np.asarray(arrays[name])))
         return model
 
 

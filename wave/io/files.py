@@ -6,6 +6,9 @@ written atomically, never pickled.
 - A model file is a plain ViT state dict with timm's key names, loadable by any ViT code; its
   header has the spec and the provenance. `load_model` also reads timm-keyed state dicts of other
   writers and Hugging Face folders (`hf.py`).
+- A TLEG learngene file holds tensors `a.{role}` and `b.{role}` (one per block role) and
+  `shared.{key}` (the non-block parameters); its header has the auxiliary model's spec, the
+  expansion rule and the provenance.
 - A training checkpoint's header (position, history, fingerprint) is read here without torch;
   the engine writes and restores its tensors.
 """
@@ -21,10 +24,12 @@ from ..errors import WaveError
 from ..keys import ModelFile, check_state_dict, spec_from_state_dict, state_dict_keys
 from ..learngene import Learngene
 from ..spec import ROLES, ViTSpec
+from ..tleg import BLOCK_ROLES, SHARED_ROLES, TLEGGene
 from .storage import (
     CHECKPOINT_FORMAT,
     LEARNGENE_FORMAT,
     MODEL_FORMAT,
+    TLEG_FORMAT,
     check_finite,
     expect_format,
     header_metadata,
@@ -37,6 +42,7 @@ from .storage import (
 _WANT = {
     LEARNGENE_FORMAT: "a learngene (made by `wave distill`)",
     MODEL_FORMAT: "a model file (made by `wave train` or `wave spawn`)",
+    TLEG_FORMAT: "a TLEG learngene (made by `waveinit.tasks.distill_tleg`)",
 }
 
 
@@ -101,6 +107,44 @@ def load_learngene(path: str | os.PathLike) -> Learngene:
     except WaveError as e:
         raise WaveError(f"{path}: not a learngene this waveinit can use ({e})") from None
     check_finite(path, tensors, "learngene")
+    return gene
+
+
+def save_tleg(path: str | os.PathLike, gene: TLEGGene) -> None:
+    """Write a TLEG learngene: tensors `a.{role}`, `b.{role}` and `shared.{key}`, the spec and the
+    provenance in the header (format `waveinit.tleg`), atomically."""
+    tensors = {
+        **{f"a.{r}": np.asarray(gene.a[r]) for r in BLOCK_ROLES},
+        **{f"b.{r}": np.asarray(gene.b[r]) for r in BLOCK_ROLES},
+        **{f"shared.{k}": np.asarray(gene.shared[k]) for k in SHARED_ROLES},
+    }
+    header = {
+        "spec": gene.spec.to_dict(),
+        "expansion": "blocks.{l}.{role} = a.{role} + l / (depth - 1) * b.{role} (depth 1: a.{role})",
+        "provenance": gene.provenance,
+    }
+    write_safetensors(path, tensors, header_metadata(TLEG_FORMAT, header))
+
+
+def load_tleg(path: str | os.PathLike) -> TLEGGene:
+    """A TLEG learngene file (`save_tleg`); a one-line WaveError for any other file."""
+    metadata, tensors = read_file(path)
+    header = read_header(path, metadata)
+    expect_format(path, header, TLEG_FORMAT, _WANT[TLEG_FORMAT])
+    try:
+        spec = ViTSpec.from_dict(header["spec"])
+        a = {r: tensors[f"a.{r}"] for r in BLOCK_ROLES}
+        b = {r: tensors[f"b.{r}"] for r in BLOCK_ROLES}
+        shared = {k: tensors[f"shared.{k}"] for k in SHARED_ROLES}
+    except KeyError as e:
+        raise WaveError(f"{path}: TLEG learngene file lacks {e.args[0]}: the file is damaged; distil it again") from None
+    except (TypeError, ValueError) as e:
+        raise WaveError(f"{path}: damaged TLEG learngene header ({e}): distil it again") from None
+    try:
+        gene = TLEGGene(a, b, shared, spec, header.get("provenance", {}))
+    except WaveError as e:
+        raise WaveError(f"{path}: not a TLEG learngene this waveinit can use ({e})") from None
+    check_finite(path, tensors, "TLEG learngene")
     return gene
 
 

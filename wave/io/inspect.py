@@ -1,5 +1,5 @@
-"""What a file holds, for `wave inspect`: its kind (learngene, model, training checkpoint, plain
-safetensors state dict, Hugging Face folder), format and version, model spec, tensors and
+"""What a file holds, for `wave inspect`: its kind (learngene, TLEG learngene, model, training
+checkpoint, plain safetensors state dict, Hugging Face folder), format and version, model spec, tensors and
 provenance, as one JSON-able dict. Headers and shapes only: no tensor data is read where none
 is needed, and nothing here needs torch.
 """
@@ -15,16 +15,17 @@ from ..errors import WaveError
 from ..keys import check_state_dict, spec_from_state_dict
 from ..spec import ROLES, ViTSpec
 from . import hf
-from .files import learngene_path, load_learngene, load_model, read_checkpoint_header
-from .storage import CHECKPOINT_FORMAT, LEARNGENE_FORMAT, MODEL_FORMAT, read_file, read_header, read_metadata, tensor_dtypes
+from .files import learngene_path, load_learngene, load_model, load_tleg, read_checkpoint_header
+from .storage import CHECKPOINT_FORMAT, LEARNGENE_FORMAT, MODEL_FORMAT, TLEG_FORMAT, read_file, read_header, read_metadata, tensor_dtypes
 
 
 def describe(path: str | os.PathLike) -> dict:
     """A JSON-able description of a WAVE file or Hugging Face folder (what `wave inspect` shows).
 
-    Keys: path, kind (learngene | model | checkpoint | safetensors | huggingface), format,
+    Keys: path, kind (learngene | tleg | model | checkpoint | safetensors | huggingface), format,
     format_version, spec (or None), parameters, tensors [{name, shape, dtype, bytes}],
     tensor_bytes, provenance; a learngene adds side, roles, template_params, scaler_params;
+    a TLEG learngene's parameters are those it stores (A, B and the shared ones);
     a checkpoint adds checkpoint (task, position, history); a folder adds config; anything
     that is not a ViT we can load adds note (why).
     """
@@ -42,6 +43,10 @@ def describe(path: str | os.PathLike) -> dict:
                     spec=learngene.spec.to_dict(), side=learngene.side, provenance=learngene.provenance,
                     roles=_roles(learngene), template_params=learngene.num_template_params(),
                     scaler_params=learngene.num_scaler_params())
+    elif fmt == TLEG_FORMAT:
+        gene = load_tleg(path)
+        info.update(kind="tleg", format_version=read_header(path, metadata)["format_version"],
+                    spec=gene.spec.to_dict(), provenance=gene.provenance, parameters=gene.num_params())
     elif fmt == MODEL_FORMAT:
         model = load_model(path)
         info.update(kind="model", format_version=read_header(path, metadata)["format_version"],
@@ -60,7 +65,7 @@ def describe(path: str | os.PathLike) -> dict:
             info.update(spec=spec.to_dict(), note="a plain ViT state dict: heads are not stored, width / 64 assumed")
         except WaveError as e:
             info["note"] = f"not a ViT waveinit can load: {e}"
-    if info["spec"] is not None and info["kind"] != "learngene":
+    if info["spec"] is not None and info["kind"] not in ("learngene", "tleg"):
         info["parameters"] = _num_params(info["spec"])
     return info
 

@@ -24,9 +24,10 @@ from ..errors import WaveError
 LEARNGENE_FORMAT = "waveinit.learngene"
 MODEL_FORMAT = "waveinit.model"
 CHECKPOINT_FORMAT = "waveinit.checkpoint"
+TLEG_FORMAT = "waveinit.tleg"  # a TLEG learngene (`tleg.py`): A, B and the shared parameters
 # Our formats and the newest version of each that this code reads. Bump a version on any change
 # that an older reader would misread.
-FORMATS = {LEARNGENE_FORMAT: 1, MODEL_FORMAT: 1, CHECKPOINT_FORMAT: 1}
+FORMATS = {LEARNGENE_FORMAT: 1, MODEL_FORMAT: 1, CHECKPOINT_FORMAT: 1, TLEG_FORMAT: 1}
 
 
 @contextmanager
