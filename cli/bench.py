@@ -49,69 +49,101 @@ def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(sizes)
 
 
+def parse_capacity(text: str) -> tuple[tuple[int, int, int], ...]:
+    """`"4x64x3,8x64x3"` -> ((4, 64, 3), (8, 64, 3)): templates per role x side x distillation epochs."""
+    out = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        parts = item.lower().split("x")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            raise WaveError(f"--capacity: {item!r} is not TEMPLATESxSIDExEPOCHS: give e.g. 8x64x3 (comma-separated)")
+        out.append(tuple(int(p) for p in parts))
+    return tuple(out)
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    """`"digits,folder:/data/x"` -> ("digits", "folder:/data/x"); `"none"` -> ()."""
+    return () if text.strip().lower() in ("", "none") else tuple(t.strip() for t in text.split(",") if t.strip())
+
+
 @handles_errors
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="The quick preset: digits and tiny sizes, a few minutes on 2 CPU cores.")] = False,
+    preset_name: Annotated[str, typer.Option("--preset", help="cpu (Fashion-MNIST, 2 CPU cores), gpu (the full grid, one GPU) or quick.")] = "cpu",
+    quick: Annotated[bool, typer.Option("--quick", help="The quick preset (--preset quick): digits and tiny sizes, minutes on 2 CPU cores.")] = False,
     out: Annotated[Optional[Path], typer.Option(
-        help="Folder of the results; a rerun skips its finished cells (default: runs/bench, runs/bench-quick).")] = None,
+        help="Folder of the results; a rerun skips what is finished (default: runs/bench, runs/bench-gpu, runs/bench-quick).")] = None,
     ancestry: Annotated[Optional[Path], typer.Option(help="Ancestry model to reuse (default: train one in --out).")] = None,
-    learngene: Annotated[Optional[Path], typer.Option(help="Learngene to reuse (default: distil one from the ancestry in --out).")] = None,
+    learngene: Annotated[Optional[Path], typer.Option(
+        help="Learngene to reuse (default: the capacity study distils candidates in --out and picks one).")] = None,
     data: Annotated[Optional[str], typer.Option(help="Dataset (default: fashion-mnist; digits with --quick).")] = None,
     data_dir: DataDir = None,
-    subset: Annotated[Optional[int], typer.Option(min=1, help="Training images for everything (default: 5000 of Fashion-MNIST; all with --quick).")] = None,
-    depths: Annotated[Optional[str], typer.Option(help="Grid depths, comma-separated (default: 2,4,6; --quick: 1,2).")] = None,
-    widths: Annotated[Optional[str], typer.Option(help="Grid widths, comma-separated (default: 64,128,192; --quick: 32,64).")] = None,
+    subset: Annotated[Optional[int], typer.Option(
+        min=1, help="Training images of the descendants (default: 5000 of Fashion-MNIST on CPU; all on GPU and with --quick).")] = None,
+    depths: Annotated[Optional[str], typer.Option(help="Grid depths, comma-separated (default: 2,4; --quick: 1,2).")] = None,
+    widths: Annotated[Optional[str], typer.Option(help="Grid widths, comma-separated (default: 64,128; --quick: 32,64).")] = None,
     extra_sizes: Annotated[Optional[str], typer.Option(
-        help="Sizes beyond the ancestry, DEPTHxWIDTH comma-separated, or none (default: 8x256; --quick: 3x96).")] = None,
+        help="Sizes beyond the ancestry, DEPTHxWIDTH comma-separated, or none (default: 6x128,4x192; --quick: 3x96).")] = None,
     methods: Annotated[Optional[str], typer.Option(help=f"Methods, comma-separated (default: all of {METHOD_NAMES}).")] = None,
     seeds: Annotated[Optional[int], typer.Option(min=1, help="Seeds per cell (default: 3).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs of every cell (default: 1).")] = None,
-    scratch_factor: Annotated[Optional[int], typer.Option(min=1, help="scratch-long trains this many times the epochs (default: 5).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs of every cell after its initialisation (default: 1).")] = None,
+    scratch_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of scratch, scored after each (default: 10; --quick: 4).")] = None,
     lrs: Annotated[Optional[str], typer.Option(
         help="Learning rates each method's sweep picks from, comma-separated; one rate: no sweep "
              "(default: 3e-4,1e-3,3e-3; --quick: 1e-3,3e-3,1e-2).")] = None,
-    fit_steps: Annotated[Optional[int], typer.Option(min=1, help="Scaler-fit steps of wave and nearest-kron (default: 100; --quick: 40).")] = None,
+    fit_steps: Annotated[Optional[int], typer.Option(min=1, help="Scaler-fit steps of wave and nearest-kron (default: 100; --quick: 20).")] = None,
     fit_samples: Annotated[Optional[int], typer.Option(min=1, help="Images the scaler fit may use (default: 1500; --quick: 600).")] = None,
-    ancestry_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of the ancestry, when the bench trains it (default: 10; --quick: 20).")] = None,
-    distill_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of the distillation, when the bench distils (default: 5; --quick: 10).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size of all training (default: 64).")] = None,
+    fit_study: Annotated[Optional[str], typer.Option(
+        help="Fit-step counts of the scaler-fit study, comma-separated (default: 25,50,100,200,400; --quick: 10,20).")] = None,
+    ancestry_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of the ancestry, when the bench trains it (default: 30; --quick: 20).")] = None,
+    capacity: Annotated[Optional[str], typer.Option(
+        help="Learngene candidates of the capacity study, TEMPLATESxSIDExEPOCHS comma-separated "
+             "(default: 4x64x3,8x64x3,16x64x3,16x32x3,8x64x6).")] = None,
+    downstream: Annotated[Optional[str], typer.Option(
+        help="Downstream datasets (any --data spec), comma-separated, or none (default: digits; --quick: fashion-mnist).")] = None,
+    downstream_subset: Annotated[Optional[int], typer.Option(min=1, help="Training images of each downstream dataset (default: all; --quick: 2000).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size of the descendants' training (default: 64).")] = None,
     device: Device = "auto",
     threads: Annotated[Optional[int], typer.Option(
         min=1, help="PyTorch CPU threads (default: PyTorch's choice; --quick: 1, as its tiny models gain nothing from more "
                     "and extra threads thrash on a busy machine).")] = None,
 ) -> None:
-    """Benchmark initialisations (random, weight selection, nearest-Kronecker templates, WAVE with
-    and without the scaler fit, longer training from scratch) over a grid of model sizes: test
-    accuracy per epoch, compute and storage, as CSV, JSON, Markdown and plots in --out."""
+    """Benchmark initialisations (random, weight selection, mimetic, nearest-Kronecker templates,
+    TLEG, distillation per size, WAVE with and without the scaler fit, scratch training) over a
+    grid of model sizes and on downstream data, with the learngene's capacity and the scaler
+    fit studied on their own: accuracy per epoch, compute and storage, as CSV, JSON, Markdown
+    and plots in --out."""
     import dataclasses
 
     from waveinit.bench.config import preset
     from waveinit.bench.runner import run_bench
     from waveinit.training.interrupts import Interrupted
 
+    name = "quick" if quick else preset_name
+    base = preset(name)
     given = {
         "data": data, "data_dir": str(data_dir) if data_dir else None, "seeds": seeds, "epochs": epochs,
-        "scratch_factor": scratch_factor, "fit_steps": fit_steps, "fit_samples": fit_samples,
-        "ancestry_epochs": ancestry_epochs, "distill_epochs": distill_epochs, "batch_size": batch_size,
+        "scratch_epochs": scratch_epochs, "fit_steps": fit_steps, "fit_samples": fit_samples,
+        "ancestry_epochs": ancestry_epochs, "batch_size": batch_size, "downstream_subset": downstream_subset,
         "depths": parse_list(depths, int, "--depths") if depths is not None else None,
         "widths": parse_list(widths, int, "--widths") if widths is not None else None,
         "extra_sizes": parse_sizes(extra_sizes) if extra_sizes is not None else None,
         "methods": parse_list(methods, str, "--methods") if methods is not None else None,
         "lrs": parse_list(lrs, float, "--lrs") if lrs is not None else None,
+        "fit_study_steps": parse_list(fit_study, int, "--fit-study") if fit_study is not None else None,
+        "capacity": parse_capacity(capacity) if capacity is not None else None,
+        "downstream": parse_names(downstream) if downstream is not None else None,
     }
-    config = dataclasses.replace(preset(quick), **{k: v for k, v in given.items() if v is not None})
-    if subset is not None or (data is not None and data != preset(quick).data):
+    config = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+    if subset is not None or (data is not None and data != base.data):
         config = dataclasses.replace(config, subset=subset)  # another dataset: all its images unless told
-    out = out or Path("runs/bench-quick" if quick else "runs/bench")
-    if threads or quick:
+    out = out or Path({"quick": "runs/bench-quick", "gpu": "runs/bench-gpu"}.get(name, "runs/bench"))
+    if threads or name == "quick":
         import torch
 
         torch.set_num_threads(threads or 1)
     try:
         result = run_bench(config, out, ancestry=ancestry, learngene=learngene, device=device, log=echo)
     except Interrupted as e:  # a rerun of the same command skips the finished cells: say how many there are
-        cells = out / "cells.jsonl"
-        done = sum(1 for line in cells.read_text().splitlines() if line.strip()) if cells.is_file() else 0
-        e.kept = " and ".join(filter(None, [e.kept, f"{done} finished cells in {cells}"]))
+        done = sum(len(p.read_text().splitlines()) for p in (out / "cells.jsonl", out / "downstream.jsonl") if p.is_file())
+        e.kept = " and ".join(filter(None, [e.kept, f"{done} finished cells in {out}"]))
         raise
     echo(f"{result.ran} cells run, {result.skipped} skipped (finished before); results in {out}: " + ", ".join(p.name for p in result.files.values()))

@@ -31,8 +31,9 @@ Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint next to --out.")]
 CheckpointEvery = Annotated[int, typer.Option(min=0, help="Also checkpoint every N steps (0: each epoch only).")]
 ImageSize = Annotated[Optional[int], typer.Option(min=1, help="folder:DIR: resize images to this side (default: the model's, else their own).")]
-Augment = Annotated[bool, typer.Option("--augment", help="Augment training images: folder:DIR random-resized crops and flips (turns the teacher-logit cache off); "
-                                                                  "in-memory data (wave train only) random shifts and left-right flips.")]
+Augment = Annotated[bool, typer.Option("--augment", help=(
+    "Augment training images: folder:DIR random-resized crops and flips (turns the teacher-logit cache off); "
+    "in-memory data (wave train only) random shifts and left-right flips."))]
 Workers = Annotated[int, typer.Option(min=0, help="folder:DIR: processes decoding image batches ahead (0: none).")]
 SkipBadImages = Annotated[bool, typer.Option("--skip-bad-images", help="folder:DIR: leave out unreadable images (each is checked first) and say how many.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object summarising the result on stdout (and nothing else there).")]

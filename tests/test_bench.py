@@ -13,11 +13,13 @@ from waveinit.bench.config import METHODS
 from waveinit.bench.records import images_passed
 from waveinit.spec import ROLE_NAMES
 
-# The quick preset made smaller still: one seed, one epoch, a 1x32 size inside the 2x64
-# ancestry and a 3x32 one deeper than it, a tiny ancestry and learngene, a two-rate sweep.
-TINY = ["--quick", "--seeds", "1", "--epochs", "1", "--scratch-factor", "2", "--depths", "1", "--widths", "32",
-        "--extra-sizes", "3x32", "--ancestry-epochs", "3", "--distill-epochs", "1", "--fit-steps", "5", "--fit-samples", "200",
-        "--lrs", "3e-3,1e-2"]
+# The quick preset made smaller still: one seed, one epoch, a 1x64 size inside the 2x64 ancestry
+# (every method applies) and a 3x32 one deeper than it (weight selection and TLEG do not), a tiny
+# ancestry, one learngene candidate, a two-rate sweep, a two-point fit study, 200 downstream images.
+TINY = ["--quick", "--seeds", "1", "--epochs", "1", "--scratch-epochs", "2", "--depths", "1", "--widths", "64",
+        "--extra-sizes", "3x32", "--ancestry-epochs", "3", "--capacity", "2x32x1", "--fit-steps", "5", "--fit-samples", "200",
+        "--fit-study", "5", "--lrs", "3e-3,1e-2", "--downstream", "fashion-mnist", "--downstream-subset", "200"]
+DOWNSTREAM = [m for m in METHODS if m not in ("kd-per-size", "scratch")]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
@@ -44,91 +46,137 @@ def read_csv(path):
 
 def test_every_output_is_written_and_consistent(run):
     out, log = run
-    for name in ("results.csv", "results.json", "results.md", "accuracy_vs_size.png", "accuracy_vs_epoch.png", "storage.png",
-                 "cells.jsonl", "sweep.jsonl", "bench.json", "ancestry.safetensors", "learngene.safetensors", "nearest_kron.safetensors"):
+    for name in ("results.csv", "results.json", "results.md", "accuracy_vs_size.png", "accuracy_vs_epoch.png", "accuracy_vs_compute.png",
+                 "capacity.png", "storage.png", "cells.jsonl", "sweep.jsonl", "fit.jsonl", "downstream.jsonl", "bench.json",
+                 "ancestry.safetensors", "learngenes/t2-s32-e1.safetensors", "tleg-e1.safetensors", "nearest_kron.safetensors"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    for plot in ("accuracy_vs_size.png", "accuracy_vs_epoch.png", "storage.png"):
+    for plot in ("accuracy_vs_size.png", "accuracy_vs_epoch.png", "accuracy_vs_compute.png", "capacity.png", "storage.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = read_csv(out / "results.csv")
     report = json.loads((out / "results.json").read_text())
     assert len(rows) == len(report["rows"])
-    cells = {(r["size"], r["method"], r["seed"]) for r in rows}
-    assert cells == {(size, m, "0") for size in ("1x32", "3x32") for m in METHODS}
-    for (size, method, _seed) in cells:
-        if (size, method) == ("3x32", "weight-selection"):
-            continue
-        epochs = [int(r["epoch"]) for r in rows if (r["size"], r["method"]) == (size, method)]
-        assert epochs == list(range(3 if method == "scratch-long" else 2)), (size, method)  # epoch 0, then 1 (scratch-long 2)
+    main = [r for r in rows if r["data"] == "digits"]
+    assert {(r["size"], r["method"], r["seed"]) for r in main} == {(size, m, "0") for size in ("1x64", "3x32") for m in METHODS}
+    for r in main:
+        if r["status"] == "ok":
+            assert int(r["epoch"]) <= (2 if r["method"] == "scratch" else 1)
+    scratch = [int(r["epoch"]) for r in main if (r["size"], r["method"]) == ("1x64", "scratch")]
+    assert scratch == [0, 1, 2]  # scored after every epoch
     for r in (r for r in rows if r["status"] == "ok"):
         assert 0.0 <= float(r["accuracy"]) <= 1.0 and float(r["loss"]) > 0
         assert int(r["compute"]) == int(r["init_compute"]) + int(r["epoch"]) * int(r["train_images"])
     fit = images_passed(200, 64, 5)  # the scaler fit counts in full: 5 steps of 64 images
-    assert {int(r["init_compute"]) for r in rows if r["method"] in ("wave", "nearest-kron")} == {fit}
-    assert {int(r["init_compute"]) for r in rows if r["method"] in ("random", "wave-nofit", "scratch-long")} == {0}
-    assert "[12/12]" in log
+    assert {int(r["init_compute"]) for r in main if r["method"] in ("wave", "nearest-kron")} == {fit}
+    # kd-per-size mirrors the fit: as many steps, batches and images, so the same passes
+    assert {int(r["init_compute"]) for r in main if r["method"] == "kd-per-size"} == {fit}
+    free = ("random", "mimetic", "weight-selection", "tleg", "wave-nofit", "scratch")
+    assert {int(r["init_compute"]) for r in rows if r["method"] in free and r["status"] == "ok"} == {0}
+    assert "[18/18]" in log and "[14/14]" in log
 
 
-def test_weight_selection_is_not_applicable_beyond_the_ancestry(run):
+def test_methods_that_cannot_make_a_size_are_not_applicable(run):
     out, log = run
     rows = read_csv(out / "results.csv")
-    beyond = [r for r in rows if (r["size"], r["method"]) == ("3x32", "weight-selection")]
-    assert len(beyond) == 1 and beyond[0]["status"] == "n/a" and beyond[0]["accuracy"] == ""
-    assert {r["status"] for r in rows if (r["size"], r["method"]) == ("1x32", "weight-selection")} == {"ok"}
-    assert "3x32/weight-selection/seed0: not applicable" in log
+    status = {(r["data"], r["size"], r["method"]): r["status"] for r in rows}
+    assert status[("digits", "3x32", "weight-selection")] == "n/a"  # deeper than the ancestry: selection cannot grow
+    assert status[("digits", "3x32", "tleg")] == "n/a"  # another width than the ancestry's
+    assert status[("digits", "1x64", "weight-selection")] == status[("digits", "1x64", "tleg")] == "ok"
+    assert "3x32/tleg/seed0: not applicable" in log
     table = next(line for line in (out / "results.md").read_text().splitlines() if line.startswith("| 3x32 |"))
-    assert table.split(" | ")[3] == "n/a"  # size | parameters | random | weight-selection
+    cells = [c.strip() for c in table.strip("|").split("|")]
+    assert cells[2 + METHODS.index("weight-selection")] == "n/a" and cells[2 + METHODS.index("tleg")] == "n/a"
+    report = json.loads((out / "results.json").read_text())
+    reason = next(s["reason"] for s in report["summary"] if (s["size"], s["method"]) == ("3x32", "tleg"))
+    assert "TLEG makes only its ancestry's width 64" in reason
+
+
+def test_tleg_and_weight_selection_at_the_ancestrys_own_size_copy_what_they_inherit(run):
+    # At the ancestry's size, weight selection is the ancestry, and TLEG's expansion at the
+    # auxiliary's depth its distilled model: scored alike, they must score the same.
+    from waveinit.bench.config import QUICK
+    from waveinit.bench.family import make_family
+    from waveinit.bench.methods import initialise
+    from waveinit.io.datasets import load_dataset
+    from waveinit.training.evaluation import evaluate
+
+    out, _ = run
+    data = load_dataset("digits")
+    family = make_family(QUICK, data, out, out / "ancestry.safetensors", out / "learngenes" / "t2-s32-e1.safetensors", 10**9, True, "cpu",
+                         log=lambda _: None)
+    assert family.tleg_path == out / "tleg-e1.safetensors"  # made by the run, reused here
+    score = lambda model: evaluate(model, data.test_images, data.test_labels, 256, "cpu")["accuracy"]  # noqa: E731
+    own = family.ancestry.spec
+    assert score(initialise("weight-selection", own, 0, family, data, QUICK, "cpu").model) == score(family.ancestry)
+    assert score(initialise("tleg", own, 0, family, data, QUICK, "cpu").model) == pytest.approx(family.tleg.provenance["test_accuracy"], abs=0.003)
 
 
 def test_the_sweep_picks_each_methods_rate_on_validation_data(run):
     out, _ = run
     report = json.loads((out / "results.json").read_text())
     runs = report["sweep"]["runs"]
-    assert report["sweep"]["size"] == "1x32"
-    for method in ("random", "weight-selection", "nearest-kron", "wave", "wave-nofit"):
+    assert report["sweep"]["size"] == "1x64"
+    for method in (m for m in METHODS if m != "scratch"):
         mine = [r for r in runs if r["method"] == method]
-        assert sorted(r["lr"] for r in mine) == [3e-3, 1e-2]
+        assert sorted(r["lr"] for r in mine) == [3e-3, 1e-2], method
         best = max(mine, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
         assert report["learning_rates"][method] == best["lr"]
-    assert report["learning_rates"]["scratch-long"] == report["learning_rates"]["random"]
+    assert report["learning_rates"]["scratch"] == report["learning_rates"]["random"]
     ok = [r for r in report["rows"] if r["status"] == "ok"]
-    assert all(r["lr"] == report["learning_rates"][r["method"]] for r in ok)
+    assert all(r["lr"] == report["learning_rates"][r["method"]] for r in ok)  # downstream cells too
     assert "## Learning rates" in (out / "results.md").read_text()
 
 
-def test_markdown_reports_accuracy_compute_savings_and_storage(run):
+def test_markdown_reports_every_study(run):
     out, _ = run
     md = (out / "results.md").read_text()
-    for heading in ("## Ancestry and learngene", "## Test accuracy", "## Compute to reach random init's final accuracy",
-                    "## WAVE against pre-training every size", "## Storage"):
-        assert heading in md
+    for heading in ("## The family", "## The learngene's capacity", "## Test accuracy", "## Scratch compute to reach each method's accuracy",
+                    "## WAVE against pre-training every size", "## The scaler fit", "## Learning rates", "## Downstream: fashion-mnist",
+                    "## Storage"):
+        assert heading in md, heading
     report = json.loads((out / "results.json").read_text())
     storage = report["storage"]
-    assert storage["learngene_bytes"] == (out / "learngene.safetensors").stat().st_size
-    assert storage["sizes"]["3x32"]["dense_bytes"] == 4 * report["rows"][-1]["params"]
+    assert storage["learngene_bytes"] == (out / "learngenes" / "t2-s32-e1.safetensors").stat().st_size
     family = report["family"]
-    train_images = report["rows"][0]["train_images"]
-    assert family["ancestry"]["compute"] == 3 * train_images and family["learngene"]["compute"] == 1 * train_images
-    assert report["compute"]["family_compute"] == 4 * train_images
+    digits_train = 1438
+    assert family["ancestry"]["compute"] == 3 * digits_train and family["learngene"]["compute"] == 1 * digits_train
+    assert family["tleg"]["compute"] == 1 * digits_train  # the learngene's budget
+    assert [c["chosen"] for c in family["capacity"]] == [True]
+    assert report["compute"]["learngene_compute"] == digits_train and report["compute"]["ancestry_compute"] == 3 * digits_train
+    fits = {(f["size"], f["steps"]) for f in report["fit_study"]}
+    assert fits == {(size, k) for size in ("1x64", "3x32") for k in (0, 5)}
+    assert all(f["compute"] == (images_passed(200, 64, 5) if f["steps"] else 0) for f in report["fit_study"])
+    gains = report["downstream"]["fashion-mnist"]["gains"]
+    assert set(gains) == set(DOWNSTREAM) - {"random"}
+
+
+def test_downstream_cells_start_the_data_dependent_parameters_afresh(run):
+    out, _ = run
+    rows = [r for r in read_csv(out / "results.csv") if r["data"] == "fashion-mnist"]
+    assert {(r["size"], r["method"]) for r in rows} == {(size, m) for size in ("1x64", "3x32") for m in DOWNSTREAM}
+    assert {int(r["train_images"]) for r in rows if r["status"] == "ok"} == {200}
+    # 28x28 images: patch 7, so the models are other shapes than the family's (8x8 digits, patch 2)
+    assert {(r["size"], r["method"]) for r in rows if r["status"] == "n/a"} == {("3x32", "weight-selection"), ("3x32", "tleg")}
 
 
 def test_a_rerun_skips_finished_cells_and_more_seeds_only_add_cells(run):
     out, _ = run
-    before = {name: (out / name).read_bytes() for name in ("cells.jsonl", "sweep.jsonl", "ancestry.safetensors", "learngene.safetensors")}
+    names = ("cells.jsonl", "sweep.jsonl", "fit.jsonl", "downstream.jsonl", "ancestry.safetensors", "learngenes/t2-s32-e1.safetensors")
+    before = {name: (out / name).read_bytes() for name in names}
     again = bench(*TINY, "--out", out)
     assert again.exit_code == 0, again.output
-    assert "skipped 12 finished cells" in again.output and "0 cells run, 12 skipped" in again.output
-    assert "training the ancestry" not in again.output and "sweep " not in again.output
+    assert "0 cells run, 32 skipped" in again.output
+    assert "training the ancestry" not in again.output and "sweep " not in again.output and "fit study" not in again.output
     assert all((out / name).read_bytes() == data for name, data in before.items())
 
-    more = bench(*TINY, "--seeds", "2", "--methods", "random", "--out", out)
+    more = bench(*TINY, "--seeds", "2", "--methods", "random", "--downstream", "none", "--out", out)
     assert more.exit_code == 0, more.output
     assert "2 cells run, 2 skipped" in more.output
     lines = (out / "cells.jsonl").read_text().splitlines()
-    assert len(lines) == 14 and (out / "cells.jsonl").read_text().startswith(before["cells.jsonl"].decode())
+    assert len(lines) == 20 and (out / "cells.jsonl").read_text().startswith(before["cells.jsonl"].decode())
 
 
 def test_a_cell_run_again_gives_the_same_numbers(run):
-    # Determinism: rebuild the family from the files and rerun one cell from scratch.
+    # Determinism: rebuild the family from the files and rerun cells from scratch.
     from waveinit.bench.config import BenchConfig
     from waveinit.bench.family import make_family
     from waveinit.bench.runner import bench_sizes, run_cell
@@ -137,13 +185,15 @@ def test_a_cell_run_again_gives_the_same_numbers(run):
     out, _ = run
     saved = {json.loads(line)["key"]: json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()}
     settings = json.loads((out / "bench.json").read_text())["settings"]
-    config = BenchConfig(**{**settings, "lrs": tuple(settings["lrs"]), "depths": (1,), "widths": (32,), "extra_sizes": ()})
+    config = BenchConfig(**{**settings, "lrs": tuple(settings["lrs"]), "capacity": tuple(map(tuple, settings["capacity"])),
+                            "depths": (1,), "widths": (64,), "extra_sizes": ()})
     data = load_dataset("digits")
-    family = make_family(config, data, out, None, None, "cpu", log=lambda _: None)
+    family = make_family(config, data, out, None, None, 10**9, True, "cpu", log=lambda _: None)
     (size,) = bench_sizes(config, family.ancestry.spec, family.learngene.side)
-    record = saved["1x32/wave/seed0"]
-    again = run_cell("wave", size, 0, record["lr"], family, data, config, "cpu")
-    assert [(r["accuracy"], r["loss"]) for r in again["rows"]] == [(r["accuracy"], r["loss"]) for r in record["rows"]]
+    for method in ("wave", "kd-per-size", "tleg", "mimetic"):
+        record = saved[f"1x64/{method}/seed0"]
+        again = run_cell(method, size, 0, record["lr"], family, data, config, "cpu")
+        assert [(r["accuracy"], r["loss"]) for r in again["rows"]] == [(r["accuracy"], r["loss"]) for r in record["rows"]], method
 
 
 @pytest.mark.parametrize(
@@ -151,39 +201,44 @@ def test_a_cell_run_again_gives_the_same_numbers(run):
     [
         (["--methods", "random,magic"], "unknown method 'magic'"),
         (["--extra-sizes", "8by256"], "is not DEPTHxWIDTH"),
+        (["--capacity", "8x64"], "is not TEMPLATESxSIDExEPOCHS"),
+        (["--capacity", "8x16x2"], "no candidate of template side 32"),
         (["--lrs", "fast"], "'fast' is not a float"),
         (["--widths", "48"], "width 48 is not a multiple of the template side 32"),
         (["--ancestry", "missing.safetensors"], "no such file"),
+        (["--downstream", "nowhere"], "unknown dataset 'nowhere'"),
+        (["--preset", "tpu"], "unknown preset 'tpu'"),
         (["--epochs", "2"], "holds a bench made with other settings (epochs: 1 there, 2 now)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2_before_any_training(run, args, message, tmp_path):
     out, _ = run
     target = out if "--epochs" in args else tmp_path / "new"
-    result = bench(*TINY, *args, "--out", target)
+    args = [a for a in TINY if a != "--quick"] + ["--preset", "quick"] + args if "--preset" in args else [*TINY, *args]
+    result = bench(*args, "--out", target)
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "new" / "ancestry.safetensors").exists()
 
 
-@pytest.mark.slow
 def test_the_quick_preset(tmp_path):
-    # `wave bench --quick` as it ships (about 2 minutes on 2 CPU cores): 5 sizes x 6 methods x 3 seeds.
+    # `wave bench --quick` as it ships (a few minutes on 2 CPU cores): every method, 3 sizes,
+    # 3 seeds, and a downstream dataset.
     out = tmp_path / "quick"
     result = bench("--quick", "--out", out)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "results.json").read_text())
     summary = {(s["size"], s["method"]): s for s in report["summary"]}
-    assert {size for size, _ in summary} == {"1x32", "1x64", "2x32", "2x64", "3x96"} and {m for _, m in summary} == set(METHODS)
-    assert summary[("3x96", "weight-selection")]["status"] == "n/a"
+    assert {size for size, _ in summary} == {"1x32", "1x64", "3x96"} and {m for _, m in summary} == set(METHODS)
+    assert summary[("3x96", "weight-selection")]["status"] == "n/a" and summary[("3x96", "tleg")]["status"] == "n/a"
     assert all(s["seeds"] == 3 for s in summary.values())
     family = report["family"]
     assert family["ancestry"]["test_accuracy"] > 0.8
-    # At the ancestry's own size, weight selection is a copy of the ancestry, and the data-free
-    # spawn a copy of the auxiliary model: epoch 0 scores what they scored.
-    assert summary[("2x64", "weight-selection")]["mean"][0] == pytest.approx(family["ancestry"]["test_accuracy"], abs=0.006)
-    assert summary[("2x64", "wave-nofit")]["mean"][0] == pytest.approx(family["learngene"]["test_accuracy"], abs=0.006)
+    assert len(family["capacity"]) == 3 and sum(c["chosen"] for c in family["capacity"]) == 1
+    far = report["downstream"]["fashion-mnist"]
+    assert {(s["size"], s["method"]) for s in far["summary"]} == {(size, m) for size in ("1x32", "1x64", "3x96") for m in DOWNSTREAM}
+    assert all(s["seeds"] == 3 for s in far["summary"])
     assert "| 3x96 |" in (out / "results.md").read_text()
 
 
@@ -201,15 +256,15 @@ def test_help_imports_neither_torch_nor_matplotlib():
 N_TRAIN = 1000  # training images of the hand-made bench
 FIT = 320  # wave's scaler fit: 5 steps of 64 images
 ANCESTRY_SPEC = {"depth": 2, "width": 64, "heads": 1, "patch_size": 2, "image_size": 8, "channels": 1, "num_classes": 10}
-# (size, method) -> per seed, accuracy after epoch 0, 1, ... (scratch-long: 3 epochs, the others 1)
+# (size, method) -> per seed, accuracy after epoch 0, 1, ... (scratch: 3 epochs, the others 1)
 ACCURACIES = {
     ("1x32", "random"): ([0.10, 0.60], [0.12, 0.70]),
     ("1x32", "nearest-kron"): ([0.30, 0.50], [0.30, 0.50]),
     ("1x32", "wave"): ([0.50, 0.80], [0.54, 0.84]),
-    ("1x32", "scratch-long"): ([0.10, 0.60, 0.75, 0.83], [0.12, 0.70, 0.81, 0.85]),
+    ("1x32", "scratch"): ([0.10, 0.60, 0.75, 0.83], [0.12, 0.70, 0.81, 0.85]),
     ("2x64", "random"): ([0.10, 0.50], [0.10, 0.60]),
     ("2x64", "wave"): ([0.40, 0.90], [0.44, 0.92]),
-    ("2x64", "scratch-long"): ([0.10, 0.50, 0.70, 0.80], [0.10, 0.60, 0.72, 0.86]),
+    ("2x64", "scratch"): ([0.10, 0.50, 0.70, 0.80], [0.10, 0.60, 0.72, 0.86]),
 }
 
 
@@ -253,7 +308,7 @@ def test_summarise_means_and_sample_std_over_seeds():
     # sample std (n - 1): two values a, b have std |a - b| / sqrt(2)
     assert s["std"] == pytest.approx([0.04 / 2 ** 0.5, 0.04 / 2 ** 0.5], abs=1e-12)
     assert s["compute"] == [FIT, FIT + N_TRAIN]
-    long = summary[("1x32", "scratch-long")]
+    long = summary[("1x32", "scratch")]
     assert long["epochs"] == [0, 1, 2, 3] and long["compute"] == [0, 1000, 2000, 3000]
     assert long["mean"] == pytest.approx([0.11, 0.65, 0.78, 0.84], abs=1e-12)
     assert long["std"] == pytest.approx([0.02 / 2 ** 0.5, 0.1 / 2 ** 0.5, 0.06 / 2 ** 0.5, 0.02 / 2 ** 0.5], abs=1e-12)
@@ -280,74 +335,93 @@ def test_summarise_means_and_sample_std_over_seeds():
     assert last["compute_epochs"] == pytest.approx((FIT + N_TRAIN) / N_TRAIN)
 
 
-def test_first_reaching_is_the_first_epoch_at_or_above_the_target():
-    from waveinit.bench.report import first_reaching
+def test_scratch_compute_to_reach_interpolates_between_scored_epochs():
+    from waveinit.bench.report import scratch_compute_to_reach
 
-    s = {"epochs": [0, 1, 2, 3], "mean": [0.1, 0.5, 0.5, 0.9], "compute": [100, 1100, 2100, 3100]}
-    assert first_reaching(s, 0.05) == (0, 100)
-    assert first_reaching(s, 0.5) == (1, 1100)  # reaching means >=, and the first such epoch
-    assert first_reaching(s, 0.5 + 1e-13) == (1, 1100)  # float noise below 1e-12 does not count as missing it
-    assert first_reaching(s, 0.5 + 1e-9) == (3, 3100)
-    assert first_reaching(s, 0.9) == (3, 3100)
-    assert first_reaching(s, 0.91) is None
-    # the mean of (0.6, 0.7) is not exactly 0.65 in floating point, yet 0.65 is reached
-    assert first_reaching({"epochs": [1], "mean": [(0.6 + 0.7) / 2], "compute": [7]}, 0.65) == (1, 7)
+    s = {"compute": [0, 1000, 2000, 3000], "mean": [0.1, 0.5, 0.5, 0.9]}
+    assert scratch_compute_to_reach(s, 0.05) == 0.0 and scratch_compute_to_reach(s, 0.1) == 0.0  # its initial accuracy
+    assert scratch_compute_to_reach(s, 0.3) == pytest.approx(500)  # halfway from 0.1 to 0.5
+    assert scratch_compute_to_reach(s, 0.5) == pytest.approx(1000)  # the first epoch at the target, not the flat stretch after
+    assert scratch_compute_to_reach(s, 0.7) == pytest.approx(2500)
+    assert scratch_compute_to_reach(s, 0.9) == pytest.approx(3000)
+    assert scratch_compute_to_reach(s, 0.91) is None  # beyond its last epoch
+    # a dip is passed over: the first segment that reaches the target counts
+    assert scratch_compute_to_reach({"compute": [0, 10, 20], "mean": [0.1, 0.4, 0.3]}, 0.35) == pytest.approx(10 * 0.25 / 0.3)
 
 
 def test_compute_table_against_numbers_worked_by_hand():
     from waveinit.bench.report import compute_table, summarise
 
     summary = summarise(hand_records())
-    methods = ["random", "weight-selection", "nearest-kron", "wave", "scratch-long"]
+    methods = ["random", "weight-selection", "nearest-kron", "wave", "scratch"]
     table = compute_table(summary, ["1x32", "2x64"], methods, hand_family(), epochs=1)
-    # the ancestry (6000) and the learngene (2000) are made once, shared by the two sizes
-    assert table["family_compute"] == 8000 and table["amortised_per_size"] == 4000
+    assert table["ancestry_compute"] == 6000 and table["learngene_compute"] == 2000
 
     small = table["sizes"]["1x32"]
-    assert small["random_final"] == pytest.approx(0.65)  # random's mean after `epochs` (1) epochs
-    assert small["to_random_final"] == {
-        "random": {"epoch": 1, "compute": 1000},
-        "nearest-kron": None,  # 0.50 never reaches 0.65
-        "wave": {"epoch": 1, "compute": FIT + 1000},  # 0.52 at epoch 0 is not enough
-        "scratch-long": {"epoch": 1, "compute": 1000},
-    }
+    assert set(small) == {"random", "nearest-kron", "wave"}  # scratch is the yardstick; absent methods left out
+    # scratch's means 0.11, 0.65, 0.78, 0.84 at 0, 1000, 2000, 3000 image passes
+    assert small["random"]["final"] == pytest.approx(0.65) and small["random"]["scratch_equivalent"] == pytest.approx(1000)
+    assert small["nearest-kron"]["scratch_equivalent"] == pytest.approx(1000 * (0.50 - 0.11) / (0.65 - 0.11))
     wave = small["wave"]
     assert wave["final"] == pytest.approx(0.82) and wave["compute"] == FIT + 1000  # fit + one epoch
-    assert wave["with_amortised_family"] == FIT + 1000 + 4000
-    # scratch-long's means 0.11, 0.65, 0.78, 0.84: first >= 0.82 at epoch 3
-    assert (wave["scratch_epoch"], wave["scratch_compute"], wave["scratch_max_compute"]) == (3, 3000, 3000)
-    assert wave["saving"] == pytest.approx(3000 / 5320) and wave["saving_at_least"] is None
+    assert wave["scratch_equivalent"] == pytest.approx(2000 + 1000 * (0.82 - 0.78) / (0.84 - 0.78)) and wave["scratch_max"] == 3000
 
     big = table["sizes"]["2x64"]
-    assert big["random_final"] == pytest.approx(0.55)
-    assert big["to_random_final"] == {"random": {"epoch": 1, "compute": 1000}, "wave": {"epoch": 1, "compute": 1320},
-                                      "scratch-long": {"epoch": 1, "compute": 1000}}  # n/a and absent methods left out
-    wave = big["wave"]
-    assert wave["final"] == pytest.approx(0.91)
-    # scratch-long's means 0.1, 0.55, 0.71, 0.83 never reach 0.91: only a lower bound on the saving
-    assert wave["scratch_compute"] is None and wave["scratch_epoch"] is None and wave["saving"] is None
-    assert wave["saving_at_least"] == pytest.approx(3000 / 5320)
+    assert set(big) == {"random", "wave"}  # weight selection is n/a there
+    # scratch's means 0.1, 0.55, 0.71, 0.83 never reach 0.91: only a lower bound
+    assert big["wave"]["final"] == pytest.approx(0.91) and big["wave"]["scratch_equivalent"] is None
 
     total = table["total"]
-    assert total["scratch"] == 3000 + 3000 and total["scratch_lower_bound"] is True  # 2x64's count is its maximum
-    assert total["wave"] == 1320 + 1320 + 8000 and total["family_included"] is True
-    assert total["saving"] == pytest.approx(6000 / 10640)
+    scratch = small["wave"]["scratch_equivalent"] + 3000  # 2x64 counts scratch's whole run
+    assert total["scratch"] == pytest.approx(scratch) and total["scratch_lower_bound"] is True
+    assert total["wave"] == 2 * (FIT + 1000) and total["wave_with_learngene"] == 2 * (FIT + 1000) + 2000
+    assert total["saving_without_ancestry"] == pytest.approx(scratch / (2 * (FIT + 1000) + 2000))
+    assert total["wave_with_ancestry"] == 2 * (FIT + 1000) + 8000
+    assert total["saving_with_ancestry"] == pytest.approx(scratch / (2 * (FIT + 1000) + 8000))
 
-    # a family of given files has no compute: nothing amortised, WAVE's own compute only
-    unknown = compute_table(summary, ["1x32", "2x64"], methods, hand_family(ancestry_compute=None), epochs=1)
-    assert unknown["family_compute"] is None and unknown["amortised_per_size"] is None
-    assert unknown["sizes"]["1x32"]["wave"]["with_amortised_family"] is None
-    assert unknown["sizes"]["1x32"]["wave"]["saving"] == pytest.approx(3000 / 1320)
-    assert unknown["total"]["wave"] == 2640 and unknown["total"]["family_included"] is False
-    assert unknown["total"]["saving"] == pytest.approx(6000 / 2640)
+    # a given ancestry has no compute: the saving with it is not reported
+    unknown = compute_table(summary, ["1x32", "2x64"], methods, hand_family(ancestry_compute=None), epochs=1)["total"]
+    assert "saving_with_ancestry" not in unknown and unknown["saving_without_ancestry"] == pytest.approx(total["saving_without_ancestry"])
+    # without scratch there is nothing to measure against, and no total
+    no_scratch = compute_table({k: v for k, v in summary.items() if k[1] != "scratch"}, ["1x32"], ["random", "wave"], hand_family(), epochs=1)
+    assert no_scratch["sizes"]["1x32"]["wave"]["scratch_equivalent"] is None and "total" not in no_scratch
 
-    # one size carries the whole family
-    one = compute_table(summary, ["1x32"], methods, hand_family(), epochs=1)
-    assert one["amortised_per_size"] == 8000 and one["sizes"]["1x32"]["wave"]["saving"] == pytest.approx(3000 / 9320)
-    # without scratch-long records there is no saving to report, and no total
-    no_long = compute_table({k: v for k, v in summary.items() if k[1] != "scratch-long"}, ["1x32"], ["random", "wave"], hand_family(), epochs=1)
-    assert "wave" not in no_long["sizes"]["1x32"] and "total" not in no_long
-    assert no_long["sizes"]["1x32"]["to_random_final"] == {"random": {"epoch": 1, "compute": 1000}, "wave": {"epoch": 1, "compute": 1320}}
+
+def test_the_learngene_is_chosen_by_the_written_rule():
+    from waveinit.bench.config import BenchConfig
+    from waveinit.bench.family import choose_learngene
+
+    config = BenchConfig(side=64, capacity_tolerance=0.01, capacity_bytes_fraction=0.05)
+
+    def cand(templates, side, epochs, nbytes, gap):
+        return {"templates": templates, "side": side, "epochs": epochs, "bytes": nbytes, "fraction_of_family": nbytes / 10_000,
+                "gap": gap, "test_accuracy": 0.9 - gap}
+
+    rows = [cand(4, 64, 3, 200, 0.03), cand(8, 64, 3, 400, 0.008), cand(8, 64, 6, 400, 0.005), cand(16, 64, 3, 450, 0.001),
+            cand(16, 32, 3, 100, 0.0), cand(32, 64, 3, 900, 0.0)]
+    # within 1 point and at most 1/20 of 10,000 bytes: 8x64 (3 and 6 epochs) and 16x64; the fewest bytes, then epochs
+    assert choose_learngene(rows, config) is rows[1]
+    # none within the tolerance: the most accurate of the small enough ones (32x64 is too big, 16x32 another side)
+    far = [cand(4, 64, 3, 200, 0.05), cand(8, 64, 3, 400, 0.02), cand(32, 64, 3, 900, 0.0), cand(16, 32, 3, 100, 0.0)]
+    assert choose_learngene(far, config) is far[1]
+    # none small enough: the smallest of the side
+    big = [cand(32, 64, 3, 900, 0.0), cand(64, 64, 3, 1800, 0.0)]
+    assert choose_learngene(big, config) is big[0]
+
+
+def test_downstream_gains_are_means_over_sizes_of_seed_means():
+    from waveinit.bench.report import downstream_table
+
+    def rec(size, method, seed, final):
+        r = hand_record(size, method, seed, [0.1, final])
+        return {**r, "data": "other"}
+
+    records = [rec("1x32", "random", 0, 0.5), rec("1x32", "random", 1, 0.6), rec("1x32", "wave", 0, 0.7), rec("1x32", "wave", 1, 0.8),
+               rec("2x64", "random", 0, 0.4), rec("2x64", "wave", 0, 0.5),
+               {**hand_records()[-1], "data": "other", "size": "1x32"}]  # weight selection n/a: no gain to report
+    table = downstream_table(records, ["random", "weight-selection", "wave"])["other"]
+    assert table["sizes"] == ["1x32", "2x64"]
+    assert table["gains"] == {"wave": {"mean_gain": pytest.approx(((0.75 - 0.55) + (0.5 - 0.4)) / 2), "sizes": 2}}
 
 
 def test_storage_table_against_parameter_counts_worked_by_hand():

@@ -474,3 +474,49 @@ def test_two_processes_compute_what_one_process_computes(digits, tmp_path):
         assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
         assert two["eval"]["accuracy"] == one["eval"]["accuracy"]
     assert_bit_identical({k[6:]: v for k, v in load_file(tmp_path / "run.ckpt").items() if k.startswith("model.")}, trained)
+
+
+def test_shift_and_flip_moves_each_image_within_its_bound_and_no_further():
+    import numpy as np
+    import torch
+
+    from waveinit.training.engine import shift_and_flip
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 2, 20, 20)
+    y = shift_and_flip(x)
+    m = 2  # side 20 // 10
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), (m, m), (m, m)), mode="edge")
+    seen = set()
+    for i in range(len(x)):
+        # the one (dy, dx, flip) that explains sample i, by brute force over every candidate
+        found = [(dy, dx, f) for dy in range(2 * m + 1) for dx in range(2 * m + 1) for f in (False, True)
+                 if np.array_equal(y[i].numpy(), (lambda c: c[..., ::-1] if f else c)(padded[i, :, dy:dy + 20, dx:dx + 20]))]
+        assert found, i
+        seen.update(found)
+    assert len(seen) > 10  # shifts and flips vary between images
+    torch.manual_seed(0)
+    assert not torch.equal(shift_and_flip(x), shift_and_flip(x))  # two draws differ...
+    torch.manual_seed(1)
+    a = shift_and_flip(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, shift_and_flip(x))  # ...and one seed gives one draw
+
+
+def test_training_with_augment_is_deterministic_and_differs_from_without(tmp_path):
+    import numpy as np
+
+    from waveinit.configs import TrainConfig
+    from waveinit.io.datasets import load_dataset
+    from waveinit.spec import ViTSpec
+    from waveinit.tasks import random_vit
+    from waveinit.training.engine import train
+
+    data = load_dataset("digits", subset=256)
+    spec = ViTSpec(depth=1, width=32, heads=1, patch_size=2, image_size=8, channels=1, num_classes=10)
+    losses = []
+    for augment in (True, True, False):
+        model = random_vit(spec, 0)
+        result = train(model, data.train_images, data.train_labels, TrainConfig(epochs=1, batch_size=64, augment=augment), device="cpu")
+        losses.append(result.history[-1]["train_loss"])
+    assert losses[0] == losses[1] and not np.isclose(losses[0], losses[2])

@@ -1,5 +1,14 @@
-"""The family of a bench: the ancestry, its learngene and its nearest-Kronecker templates, made
-(or given) once and shared by every size, with what each cost."""
+"""The family of a bench: what every size is initialised from, made (or given) once on the whole
+training set, with what each cost.
+
+- the ancestry: a strong plain ViT, trained long by its own stage (or given with --ancestry);
+  its cost is reported apart (in the paper it is a model the user already has);
+- the capacity study: learngenes of several sizes (templates per role, template side,
+  distillation length) distilled from it, each scored by its auxiliary model; the bench's
+  learngene is the one the rule of `BenchConfig` picks (or the one given with --learngene);
+- TLEG's learngene, distilled with the same loss and budget as the chosen learngene;
+- the nearest-Kronecker templates of the ancestry (no data), as many as the learngene's.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +20,17 @@ from ..backends.torch import ViT, dense_numpy
 from ..configs import EVAL_BATCH_SIZE, AncestryConfig, DistillConfig, TrainConfig
 from ..errors import WaveError
 from ..io.datasets import Dataset
-from ..io.files import load_learngene, load_model, save_learngene
+from ..io.files import load_learngene, load_model, load_tleg, save_learngene
 from ..learngene import Learngene, learngene_from_weights
-from ..spec import ViTSpec, check_width
-from ..tasks import check_fits, distill, load_vit, spec_for, train_ancestry
+from ..spec import ViTSpec, check_width, resized
+from ..tasks import check_fits, distill, distill_tleg, load_vit, spec_for, train_ancestry
+from ..tleg import TLEGGene
 from ..training.distributed import resolve_device
 from ..training.evaluation import evaluate
 from .config import BenchConfig
 from .records import training_compute
+
+BYTES_PER_PARAM = 4  # float32
 
 
 @dataclass
@@ -31,15 +43,25 @@ class Family:
     learngene_path: Path
     nearest_kron: Learngene  # templates by nearest_kron of the ancestry, shaped like the learngene's
     nearest_kron_path: Path
+    tleg: TLEGGene | None  # None: not asked for (tleg not among the methods)
+    tleg_path: Path | None
     record: dict = field(default_factory=dict)  # how each was made, and what it cost
 
 
 def make_family(config: BenchConfig, data: Dataset, out: Path, ancestry: Path | None, learngene: Path | None,
-                device: str, log: Callable[[str], None]) -> Family:
-    """Load the given ancestry and learngene, or make them in `out` (a rerun reuses them), and
-    take the nearest-Kronecker templates of the ancestry."""
+                family_bytes: int, with_tleg: bool, device: str, log: Callable[[str], None]) -> Family:
+    """Load the given ancestry and learngene, or make them in `out` (a rerun reuses them) on
+    `data` (the whole training set); `family_bytes`: the dense float32 bytes of the bench's
+    sizes, the yardstick of the learngene's size."""
     model, ancestry, record = _ancestry(config, data, out, ancestry, device, log)
-    gene, learngene, record["learngene"] = _learngene(config, data, out, learngene, model, ancestry, device, log)
+    if learngene is None:
+        record["capacity"] = capacity_study(config, data, out, model, ancestry, record["ancestry"]["test_accuracy"], family_bytes, device, log)
+        chosen = next(c for c in record["capacity"] if c["chosen"])
+        learngene, epochs = Path(chosen["path"]), chosen["epochs"]
+    else:
+        record["capacity"] = []
+        epochs = None
+    gene, record["learngene"] = _learngene(learngene, data, epochs)
     nearest = learngene_from_weights(dense_numpy(model.state_dict()), model.spec, gene.side, gene.counts)
     nearest.provenance.update(teacher=str(ancestry.resolve()), data=record["ancestry"]["data"] or data.name)
     nearest_path = out / "nearest_kron.safetensors"
@@ -48,7 +70,17 @@ def make_family(config: BenchConfig, data: Dataset, out: Path, ancestry: Path | 
         "path": str(nearest_path), "how": "nearest_kron of the ancestry's weights, all layers at once (no data, no training)",
         "relative_error": nearest.provenance["relative_error"], "compute": 0, "bytes": nearest_path.stat().st_size,
     }
-    return Family(model, ancestry, gene, learngene, nearest, nearest_path, record)
+    tleg = tleg_path = None
+    if with_tleg:
+        budget = epochs or gene.provenance.get("epochs") or 1
+        tleg, tleg_path, record["tleg"] = _tleg(config, data, out, model, ancestry, budget, device, log)
+    return Family(model, ancestry, gene, learngene, nearest, nearest_path, tleg, tleg_path, record)
+
+
+# ----------------------------------------------------------------------------- the ancestry
+
+def ancestry_recipe(config: BenchConfig) -> AncestryConfig:
+    return AncestryConfig(depth=config.ancestry_depth, width=config.ancestry_width, epochs=config.ancestry_epochs, lr=config.ancestry_lr)
 
 
 def _ancestry(config, data, out, path, device, log) -> tuple[ViT, Path, dict]:
@@ -58,14 +90,16 @@ def _ancestry(config, data, out, path, device, log) -> tuple[ViT, Path, dict]:
         how = f"given: {path}"
     else:
         path = out / "ancestry.safetensors"
+        recipe = ancestry_recipe(config)
         if not path.exists():
-            recipe = AncestryConfig(depth=config.ancestry_depth, width=config.ancestry_width, epochs=config.ancestry_epochs,
-                                    lr=config.ancestry_lr)
-            log(f"training the ancestry ({recipe.depth}x{recipe.width}, {recipe.epochs} epochs) -> {path}")
-            train_ancestry(data, recipe, out=path, batch_size=config.batch_size, patch=config.patch, heads=recipe.width // config.side,
-                           device=device, resume=True, provenance={"made_by": "wave bench"})
+            log(f"training the ancestry ({recipe.depth}x{recipe.width}, {recipe.epochs} epochs on {len(data.train_labels):,} images) -> {path}")
+            train_ancestry(data, recipe, out=path, batch_size=config.ancestry_batch_size, patch=config.patch,
+                           heads=recipe.width // config.side, device=device, resume=True, provenance={"made_by": "wave bench"},
+                           augment=config.ancestry_augment)
         model, provenance = load_vit(path)
-        how = f"trained by wave bench (train_vit, {config.ancestry_epochs} epochs, lr {config.ancestry_lr:g})"
+        shifts = ", random shifts and flips" if config.ancestry_augment else ""
+        how = (f"trained by wave bench: random init, {recipe.epochs} epochs, batch {config.ancestry_batch_size}, "
+               f"lr {recipe.lr:g}{shifts}")
     model.to(resolve_device(device)).eval()
     record = {"ancestry": {
         "path": str(path), "how": how, "spec": model.spec.to_dict(), "params": model.spec.num_params(), "data": provenance.get("data"),
@@ -82,23 +116,61 @@ def _ancestry_spec(config: BenchConfig, data: Dataset) -> ViTSpec:
     return spec_for(data, config.ancestry_depth, config.ancestry_width, config.ancestry_width // config.side, config.patch)
 
 
-def _learngene(config, data, out, path, ancestry: ViT, ancestry_path: Path, device, log) -> tuple[Learngene, Path, dict]:
-    if path is not None:
-        gene = load_learngene(path)
-        check_fits(gene.spec, data, f"learngene {path}")
-        how = f"given: {path}"
-    else:
-        path = out / "learngene.safetensors"
+# ----------------------------------------------------------------------------- the learngene's capacity
+
+def candidate_path(out: Path, templates: int, side: int, epochs: int) -> Path:
+    return out / "learngenes" / f"t{templates}-s{side}-e{epochs}.safetensors"
+
+
+def capacity_study(config: BenchConfig, data: Dataset, out: Path, ancestry: ViT, ancestry_path: Path, ancestry_accuracy: float,
+                   family_bytes: int, device: str, log: Callable[[str], None]) -> list[dict]:
+    """Distil every candidate of `config.capacity` (each kept as a file: a rerun reuses it) and
+    pick the bench's learngene by the rule written in `BenchConfig`. One record per candidate."""
+    rows = []
+    for templates, side, epochs in config.capacity:
+        path = candidate_path(out, templates, side, epochs)
         if not path.exists():
-            log(f"distilling the ancestry into {config.templates} templates of {config.side}x{config.side} per role "
-                f"({config.distill_epochs} epochs) -> {path}")
-            distill(ancestry, data, ancestry.spec.plain(), TrainConfig(epochs=config.distill_epochs, batch_size=config.batch_size, lr=config.distill_lr),
-                    DistillConfig(side=config.side, templates=config.templates), out=path, device=device, resume=True,
+            log(f"capacity study: distilling {templates} templates of {side}x{side} per role, {epochs} epochs -> {path}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            aux = resized(ancestry.spec.plain(), ancestry.spec.depth, ancestry.spec.width, side=side)
+            distill(ancestry, data, aux, TrainConfig(epochs=epochs, batch_size=config.distill_batch_size, lr=config.distill_lr),
+                    DistillConfig(side=side, templates=templates), out=path, device=device, resume=True,
                     provenance={"teacher": str(ancestry_path.resolve()), "made_by": "wave bench"})
         gene = load_learngene(path)
-        how = f"distilled by wave bench ({config.distill_epochs} epochs, lr {config.distill_lr:g}, auxiliary model of the ancestry's size)"
+        accuracy = gene.provenance.get("test_accuracy")
+        rows.append({"templates": templates, "side": side, "epochs": epochs, "path": str(path), "bytes": path.stat().st_size,
+                     "template_params": gene.num_template_params(), "test_accuracy": accuracy,
+                     "gap": None if accuracy is None else ancestry_accuracy - accuracy, "compute": training_compute(gene.provenance),
+                     "seconds": gene.provenance.get("seconds"), "fraction_of_family": path.stat().st_size / family_bytes, "chosen": False})
+    pick = choose_learngene(rows, config)
+    pick["chosen"] = True
+    log(f"capacity study: the learngene is {pick['templates']} templates of {pick['side']}x{pick['side']} per role, {pick['epochs']} epochs "
+        f"(auxiliary {100 * pick['test_accuracy']:.2f}%, ancestry {100 * ancestry_accuracy:.2f}%, {pick['bytes']:,} bytes)")
+    return rows
+
+
+def choose_learngene(rows: list[dict], config: BenchConfig) -> dict:
+    """The candidate of the bench's template side, at most `capacity_bytes_fraction` of the
+    family's bytes, whose auxiliary is within `capacity_tolerance` of the ancestry at the
+    fewest bytes (ties: fewer distillation epochs); none within it: the most accurate of those
+    small enough; none small enough: the smallest."""
+    own = [r for r in rows if r["side"] == config.side]
+    small = [r for r in own if r["fraction_of_family"] <= config.capacity_bytes_fraction]
+    close = [r for r in small if r["gap"] is not None and r["gap"] <= config.capacity_tolerance]
+    if close:
+        return min(close, key=lambda r: (r["bytes"], r["epochs"]))
+    if small:
+        return max(small, key=lambda r: (r["test_accuracy"] or 0.0, -r["bytes"], -r["epochs"]))
+    return min(own, key=lambda r: (r["bytes"], r["epochs"]))
+
+
+def _learngene(path: Path, data: Dataset, epochs: int | None) -> tuple[Learngene, dict]:
+    gene = load_learngene(path)
+    check_fits(gene.spec, data, f"learngene {path}")
+    how = (f"distilled by wave bench ({epochs} epochs, auxiliary model of the ancestry's size), chosen by the capacity study"
+           if epochs is not None else f"given: {path}")
     compute = training_compute(gene.provenance)
-    return gene, path, {
+    return gene, {
         "path": str(path), "how": how, "spec": gene.spec.to_dict(), "side": gene.side, "templates": gene.counts,
         "template_params": gene.num_template_params(), "scaler_params": gene.num_scaler_params(),
         "test_accuracy": gene.provenance.get("test_accuracy"), "compute": compute,
@@ -106,6 +178,26 @@ def _learngene(config, data, out, path, ancestry: ViT, ancestry_path: Path, devi
         "train_images": gene.provenance.get("train_size"), "seconds": gene.provenance.get("seconds"), "bytes": path.stat().st_size,
     }
 
+
+# ----------------------------------------------------------------------------- TLEG
+
+def _tleg(config, data, out, ancestry: ViT, ancestry_path: Path, epochs: int, device, log) -> tuple[TLEGGene, Path, dict]:
+    path = out / f"tleg-e{epochs}.safetensors"
+    if not path.exists():
+        log(f"distilling TLEG's learngene (A + l/(L-1) B per layer parameter, {epochs} epochs, as the learngene) -> {path}")
+        distill_tleg(ancestry, data, TrainConfig(epochs=epochs, batch_size=config.distill_batch_size, lr=config.distill_lr), DistillConfig(),
+                     out=path, device=device, resume=True, provenance={"teacher": str(ancestry_path.resolve()), "made_by": "wave bench"})
+    gene = load_tleg(path)
+    compute = training_compute(gene.provenance)
+    return gene, path, {
+        "path": str(path), "how": f"distilled by wave bench ({epochs} epochs: the learngene's loss and budget)",
+        "params": gene.num_params(), "test_accuracy": gene.provenance.get("test_accuracy"), "compute": compute,
+        "teacher_forward": gene.provenance.get("train_size") if compute is not None else None,
+        "seconds": gene.provenance.get("seconds"), "bytes": path.stat().st_size,
+    }
+
+
+# ----------------------------------------------------------------------------- before any work
 
 def planned_family(config: BenchConfig, data: Dataset, out: Path, ancestry: Path | None, learngene: Path | None) -> tuple[ViTSpec, int]:
     """(ancestry spec, template side) of the family `make_family` will give, read without making
@@ -115,9 +207,8 @@ def planned_family(config: BenchConfig, data: Dataset, out: Path, ancestry: Path
     if spec.dist_token:
         raise WaveError(f"the bench compares plain ViTs, and the ancestry {ancestry or made} has DeiT's distillation token: "
                         f"give a plain ViT as --ancestry")
-    made = out / "learngene.safetensors"
-    gene = load_learngene(learngene or made) if learngene is not None or made.exists() else None
+    gene = load_learngene(learngene) if learngene is not None else None
     if gene is not None and gene.spec.layer_norm_eps != spec.layer_norm_eps:
-        raise WaveError(f"the learngene {learngene or made} uses LayerNorm eps {gene.spec.layer_norm_eps:g}, the ancestry "
+        raise WaveError(f"the learngene {learngene} uses LayerNorm eps {gene.spec.layer_norm_eps:g}, the ancestry "
                         f"{spec.layer_norm_eps:g}: give a learngene distilled from this ancestry, or leave --learngene out")
     return spec, gene.side if gene is not None else config.side

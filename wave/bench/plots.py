@@ -1,5 +1,6 @@
 """The plots of `wave bench` (matplotlib, imported when a plot is drawn): accuracy against
-model size, accuracy against training epochs per size, and storage."""
+model size, against training epochs and against compute per size, the learngene's capacity
+(auxiliary accuracy against bytes), and storage."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from .config import BenchConfig
 STYLE = {  # method -> (colour, marker, line style)
     "random": ("tab:gray", "o", "-"),
     "weight-selection": ("tab:orange", "s", "-"),
+    "mimetic": ("tab:olive", "P", "-"),
     "nearest-kron": ("tab:purple", "v", "-"),
+    "tleg": ("tab:brown", "*", "-"),
+    "kd-per-size": ("tab:green", "h", "-"),
     "wave": ("tab:blue", "D", "-"),
     "wave-nofit": ("tab:cyan", "^", "--"),
-    "scratch-long": ("black", "x", ":"),
+    "scratch": ("black", "x", ":"),
 }
 
 
@@ -41,14 +45,14 @@ def plot_accuracy_vs_size(path: Path, summary: dict, sizes: list[str], methods: 
     training. Sizes are evenly spaced in order of parameters (a log axis crowds sizes of similar
     parameter counts until their labels collide)."""
     plt = _pyplot()
-    e, k = config.epochs, config.scratch_factor
+    e, k = config.epochs, config.scratch_epochs
     order = sorted({(s["params"], size) for (size, _), s in summary.items()})
     position = {size: i for i, (_, size) in enumerate(order)}
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     for ax, title, epoch_of in ((axes[0], "after initialisation (epoch 0)", lambda m: 0),
-                                (axes[1], f"after {e} epoch(s) (scratch-long: {k * e})", lambda m: k * e if m == "scratch-long" else e)):
+                                (axes[1], f"after {e} epoch(s) (scratch: {k})", lambda m: k if m == "scratch" else e)):
         for m in methods:
-            if m == "scratch-long" and epoch_of(m) == 0:
+            if m == "scratch" and epoch_of(m) == 0:
                 continue  # its initialisation is random's
             points = sorted((position[size], s["mean"][s["epochs"].index(epoch_of(m))], s["std"][s["epochs"].index(epoch_of(m))])
                             for (size, mm), s in summary.items() if mm == m and s["status"] == "ok")
@@ -97,6 +101,66 @@ def plot_accuracy_vs_epoch(path: Path, summary: dict, sizes: list[str], methods:
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), bbox_to_anchor=(0.5, -0.02))
     fig.suptitle("Test accuracy against training epochs, per model size (mean ± std over seeds)")
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))  # the top strip keeps the title off the first row's
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_accuracy_vs_compute(path: Path, summary: dict, sizes: list[str], methods: list[str], epochs: int) -> None:
+    """One panel per size: scratch's test accuracy against its training compute (a curve, mean
+    ± std), and each method's accuracy after its budget at its compute (a point, ± std)."""
+    plt = _pyplot()
+    cols = min(3, len(sizes))
+    rows = -(-len(sizes) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax, size in zip(axes.flat, sizes):
+        n = None
+        for m in methods:
+            s = summary.get((size, m))
+            if s is None or s["status"] != "ok":
+                continue
+            n = s["train_images"]
+            colour, marker, line = STYLE[m]
+            if m == "scratch":
+                x, y, err = np.array(s["compute"]) / n, 100 * np.array(s["mean"]), 100 * np.array(s["std"])
+                ax.plot(x, y, label=m, color=colour, marker=marker, linestyle=line, markersize=4)
+                ax.fill_between(x, y - err, y + err, color=colour, alpha=0.12)
+            else:
+                i = s["epochs"].index(epochs)
+                ax.errorbar([s["compute"][i] / n], [100 * s["mean"][i]], yerr=[100 * s["std"][i]], label=m, color=colour, marker=marker,
+                            linestyle="none", markersize=7, capsize=3)
+        params = next(s["params"] for (sz, _), s in summary.items() if sz == size)
+        ax.set_title(f"{size} ({short_count(params)} parameters)")
+        ax.set_xlabel("training compute (epochs of the training set, fwd+bwd passes)")
+        ax.grid(True, alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy (%)")
+    for ax in list(axes.flat)[len(sizes):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 9), bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle("Accuracy against compute per size: scratch's curve, every method after its budget (mean ± std over seeds)")
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_capacity(path: Path, capacity: list[dict], ancestry_accuracy: float) -> None:
+    """The capacity study: each candidate learngene's auxiliary accuracy against its bytes."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for c in capacity:
+        colour = "tab:blue" if c["chosen"] else "tab:gray"
+        ax.scatter([c["bytes"] / 1e3], [100 * c["test_accuracy"]], color=colour, marker="D" if c["chosen"] else "o", s=50)
+        ax.annotate(f"{c['templates']}x{c['side']}², {c['epochs']} ep", (c["bytes"] / 1e3, 100 * c["test_accuracy"]), fontsize=8,
+                    textcoords="offset points", xytext=(5, 4))
+    ax.axhline(100 * ancestry_accuracy, color="black", linestyle=":", label="ancestry")
+    ax.axhline(100 * ancestry_accuracy - 1, color="black", linestyle="--", alpha=0.4, label="ancestry - 1 point")
+    ax.set_xscale("log")
+    ax.set_xlabel("learngene file (kB, log scale)")
+    ax.set_ylabel("auxiliary model's test accuracy (%)")
+    ax.set_title("What condensation keeps: templates per role x side², distillation epochs (blue: chosen)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
     _save(fig, path)
     plt.close(fig)
 

@@ -20,9 +20,9 @@ import numpy as np
 from ..io.storage import atomic_write_bytes
 from ..spec import ViTSpec, scaler_shapes
 from .config import METHODS, BenchConfig
-from .plots import plot_accuracy_vs_epoch, plot_accuracy_vs_size, plot_storage, short_count
+from .plots import plot_accuracy_vs_compute, plot_accuracy_vs_epoch, plot_accuracy_vs_size, plot_capacity, plot_storage, short_count
 
-CSV_COLUMNS = ("size", "depth", "width", "heads", "params", "method", "seed", "status", "epoch", "accuracy", "loss", "train_loss",
+CSV_COLUMNS = ("data", "size", "depth", "width", "heads", "params", "method", "seed", "status", "epoch", "accuracy", "loss", "train_loss",
                "seconds", "lr", "init_compute", "compute", "compute_epochs", "images", "train_images")
 BYTES_PER_PARAM = 4  # float32
 
@@ -33,7 +33,7 @@ def flat_rows(records: list[dict]) -> list[dict]:
     """One row per (size, method, seed, epoch); one row with status "n/a" per cell that does not apply."""
     rows = []
     for r in records:
-        base = {k: r[k] for k in ("size", "depth", "width", "heads", "params", "method", "seed", "status")}
+        base = {k: r.get(k) for k in ("data", "size", "depth", "width", "heads", "params", "method", "seed", "status")}
         if r["status"] != "ok":
             rows.append({**base, "note": r.get("reason", "")})
             continue
@@ -68,54 +68,54 @@ def summarise(records: list[dict]) -> dict[tuple[str, str], dict]:
     return out
 
 
-def first_reaching(summary: dict, target: float) -> tuple[int, int] | None:
-    """(epoch, compute) at which the mean accuracy first reaches `target`; None if it never does."""
-    for epoch, mean, compute in zip(summary["epochs"], summary["mean"], summary["compute"]):
-        if mean >= target - 1e-12:
-            return epoch, compute
+def scratch_compute_to_reach(scratch: dict, target: float) -> float | None:
+    """The training compute at which scratch's mean accuracy curve reaches `target`, linear
+    between its scored epochs (0 at or below its initial accuracy); None beyond its last epoch."""
+    points = list(zip(scratch["compute"], scratch["mean"]))
+    if target <= points[0][1]:
+        return 0.0
+    for (c0, a0), (c1, a1) in zip(points, points[1:]):
+        if a1 >= target:
+            return c0 + (target - a0) / (a1 - a0) * (c1 - c0) if a1 > a0 else float(c1)
     return None
 
 
+def final_index(s: dict, epochs: int) -> int:
+    return s["epochs"].index(epochs)
+
+
 def compute_table(summary: dict, sizes: list[str], methods: list[str], family: dict, epochs: int) -> dict:
-    """Per size: the compute at which each method first reaches random init's final accuracy;
-    WAVE's final accuracy, the compute scratch-long needs to reach it, and the saving."""
-    family_compute = [family.get(k, {}).get("compute") for k in ("ancestry", "learngene")]
-    shared = sum(family_compute) if all(c is not None for c in family_compute) else None
-    amortised = shared / len(sizes) if shared is not None and sizes else None
-    table = {"family_compute": shared, "amortised_per_size": amortised, "sizes": {}}
+    """Per size and method: the accuracy after the budget, its compute, and the compute scratch
+    needs to reach that accuracy (`scratch_equivalent`, None if not within scratch's epochs).
+    For WAVE, the saving per size and over all sizes, without and with the ancestry: the
+    learngene's distillation is always charged to the family (shared by the sizes)."""
+    ancestry, gene = family.get("ancestry", {}).get("compute"), family.get("learngene", {}).get("compute")
+    table = {"ancestry_compute": ancestry, "learngene_compute": gene, "sizes": {}}
     for size in sizes:
+        scratch = summary.get((size, "scratch"))
         entry = {}
-        random = summary.get((size, "random"))
-        if random and random["status"] == "ok":
-            target = random["mean"][random["epochs"].index(epochs)]
-            entry["random_final"] = target
-            entry["to_random_final"] = {}
-            for m in methods:
-                s = summary.get((size, m))
-                if s and s["status"] == "ok":
-                    hit = first_reaching(s, target)
-                    entry["to_random_final"][m] = {"epoch": hit[0], "compute": hit[1]} if hit else None
-        wave, scratch = summary.get((size, "wave")), summary.get((size, "scratch-long"))
-        if wave and scratch and wave["status"] == scratch["status"] == "ok":
-            final = wave["mean"][wave["epochs"].index(epochs)]
-            wave_compute = wave["compute"][wave["epochs"].index(epochs)]
-            hit = first_reaching(scratch, final)
-            with_family = wave_compute + (amortised or 0)
-            entry["wave"] = {
-                "final": final, "compute": wave_compute, "with_amortised_family": with_family if amortised is not None else None,
-                "scratch_compute": hit[1] if hit else None, "scratch_epoch": hit[0] if hit else None,
-                "scratch_max_compute": scratch["compute"][-1],
-                "saving": (hit[1] / with_family) if hit else None,
-                "saving_at_least": None if hit else scratch["compute"][-1] / with_family,
-            }
+        for m in methods:
+            s = summary.get((size, m))
+            if m == "scratch" or s is None or s["status"] != "ok":
+                continue
+            i = final_index(s, epochs)
+            reach = scratch_compute_to_reach(scratch, s["mean"][i]) if scratch and scratch["status"] == "ok" else None
+            entry[m] = {"final": s["mean"][i], "compute": s["compute"][i], "scratch_equivalent": reach,
+                        "scratch_max": scratch["compute"][-1] if scratch and scratch["status"] == "ok" else None}
         table["sizes"][size] = entry
-    waves = [table["sizes"][s].get("wave") for s in sizes]
-    if waves and all(w is not None for w in waves):
-        reached = all(w["scratch_compute"] is not None for w in waves)
-        scratch_total = sum(w["scratch_compute"] if w["scratch_compute"] is not None else w["scratch_max_compute"] for w in waves)
-        wave_total = sum(w["compute"] for w in waves) + (shared or 0)
-        table["total"] = {"scratch": scratch_total, "scratch_lower_bound": not reached, "wave": wave_total,
-                          "family_included": shared is not None, "saving": scratch_total / wave_total}
+    waves = [table["sizes"][size].get("wave") for size in sizes]
+    if sizes and all(w is not None and w["scratch_max"] is not None for w in waves):
+        reached = all(w["scratch_equivalent"] is not None for w in waves)
+        scratch_total = sum(w["scratch_equivalent"] if w["scratch_equivalent"] is not None else w["scratch_max"] for w in waves)
+        wave_total = sum(w["compute"] for w in waves)
+        total = {"scratch": scratch_total, "scratch_lower_bound": not reached, "wave": wave_total, "sizes": len(sizes)}
+        if gene is not None:
+            total["wave_with_learngene"] = wave_total + gene
+            total["saving_without_ancestry"] = scratch_total / (wave_total + gene)
+            if ancestry is not None:
+                total["wave_with_ancestry"] = wave_total + gene + ancestry
+                total["saving_with_ancestry"] = scratch_total / (wave_total + gene + ancestry)
+        table["total"] = total
     return table
 
 
@@ -139,18 +139,43 @@ def storage_table(records: list[dict], family: dict) -> dict:
 
 # ----------------------------------------------------------------------------- files
 
+def downstream_table(records: list[dict], methods: list[str]) -> dict:
+    """Per downstream dataset: the summary of its cells, and each method's mean gain over random
+    after the budget (the mean over sizes of the difference of the seed means)."""
+    by_data: dict[str, list[dict]] = {}
+    for r in records:
+        by_data.setdefault(r["data"], []).append(r)
+    out = {}
+    for name, rs in by_data.items():
+        summary = summarise(rs)
+        sizes = list(dict.fromkeys(r["size"] for r in rs))
+        gains = {}
+        for m in methods:
+            diffs = [summary[(size, m)]["mean"][-1] - summary[(size, "random")]["mean"][-1] for size in sizes
+                     if summary.get((size, m), {}).get("status") == "ok" and summary.get((size, "random"), {}).get("status") == "ok"]
+            if diffs and m != "random":
+                gains[m] = {"mean_gain": float(np.mean(diffs)), "sizes": len(diffs)}
+        out[name] = {"summary": summary, "sizes": sizes, "gains": gains}
+    return out
+
+
+# ----------------------------------------------------------------------------- files
+
 def write_reports(out: Path, config: BenchConfig, family: dict, records: list[dict], rates: dict[str, float],
-                  sweep_size: str, sweeps: list[dict]) -> dict[str, Path]:
+                  sweep_size: str, sweeps: list[dict], fits: list[dict] | None = None, downstream: list[dict] | None = None) -> dict[str, Path]:
     """Write every report into `out`, each through a temporary file and a rename; name -> path."""
+    fits, downstream = fits or [], downstream or []
     sizes = list(dict.fromkeys(r["size"] for r in records))
-    methods = [m for m in METHODS if m in config.methods]
+    methods = [m for m in METHODS if any(r["method"] == m for r in records)]
     summary = summarise(records)
     compute = compute_table(summary, sizes, methods, family, config.epochs)
     storage = storage_table(records, family)
-    rows = flat_rows(records)
+    far = downstream_table(downstream, [m for m in METHODS if any(r["method"] == m for r in downstream)])
+    rows = flat_rows(records) + flat_rows(downstream)
 
-    files = {name: out / name for name in ("results.csv", "results.json", "results.md", "accuracy_vs_size.png",
-                                           "accuracy_vs_epoch.png", "storage.png")}
+    names = ["results.csv", "results.json", "results.md", "accuracy_vs_size.png", "accuracy_vs_epoch.png", "accuracy_vs_compute.png",
+             "storage.png"] + (["capacity.png"] if family.get("capacity") else [])
+    files = {name: out / name for name in names}
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -161,16 +186,22 @@ def write_reports(out: Path, config: BenchConfig, family: dict, records: list[di
         "settings": asdict(config), "family": family, "learning_rates": rates,
         "sweep": {"size": sweep_size, "epochs": config.sweep_epochs, "validation_fraction": config.validation_fraction,
                   "runs": sorted(sweeps, key=lambda r: (r["method"], r["lr"]))},
+        "fit_study": fits,
         "rows": rows,
         "summary": [{"size": size, "method": m, **summary[(size, m)]} for size in sizes for m in methods if (size, m) in summary],
         "compute": compute, "storage": storage,
+        "downstream": {name: {"gains": d["gains"], "summary": [{"size": k[0], "method": k[1], **v} for k, v in d["summary"].items()]}
+                       for name, d in far.items()},
     }
     atomic_write_bytes(files["results.json"], (json.dumps(report, indent=1) + "\n").encode())
-    markdown = render_markdown(config, family, summary, sizes, methods, rates, sweep_size, sweeps, compute, storage)
+    markdown = render_markdown(config, family, summary, sizes, methods, rates, sweep_size, sweeps, compute, storage, fits, far)
     atomic_write_bytes(files["results.md"], markdown.encode())
     plot_accuracy_vs_size(files["accuracy_vs_size.png"], summary, sizes, methods, config)
     plot_accuracy_vs_epoch(files["accuracy_vs_epoch.png"], summary, sizes, methods)
+    plot_accuracy_vs_compute(files["accuracy_vs_compute.png"], summary, sizes, methods, config.epochs)
     plot_storage(files["storage.png"], storage)
+    if family.get("capacity"):
+        plot_capacity(files["capacity.png"], family["capacity"], family["ancestry"]["test_accuracy"])
     return files
 
 
@@ -200,73 +231,84 @@ def _bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
+def _percent(x: float | None) -> str:
+    return f"{_pct(x)}%" if x is not None else "-"
+
+
 def render_markdown(config: BenchConfig, family: dict, summary: dict, sizes: list[str], methods: list[str], rates: dict,
-                    sweep_size: str, sweeps: list[dict], compute: dict, storage: dict) -> str:
+                    sweep_size: str, sweeps: list[dict], compute: dict, storage: dict, fits: list[dict], far: dict) -> str:
     n = next(s["train_images"] for s in summary.values() if s["status"] == "ok")
     sections = [
         _intro(config, n, max(s["seeds"] for s in summary.values())),
         _family_section(family, n),
-        _rates_section(config, methods, rates, sweep_size, sweeps),
+        _capacity_section(config, family),
         _accuracy_section(config, summary, sizes, methods),
-        _compute_section(config, summary, sizes, methods, compute, n),
-        _savings_section(config, sizes, compute, n) if "total" in compute else [],
+        _scratch_section(config, sizes, methods, compute, n),
+        _savings_section(config, sizes, compute, n, family) if "total" in compute else [],
+        _fit_section(config, fits),
+        _rates_section(config, methods, rates, sweep_size, sweeps),
+        _downstream_section(config, far),
         _storage_section(storage),
     ]
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
 
 
 def _intro(config: BenchConfig, n: int, seeds: int) -> list[str]:
-    e, k = config.epochs, config.scratch_factor
+    subset = (f"The descendants train on a fixed draw of {n:,} of its training images (seed 0): the session's CPU budget "
+              f"does not hold every size, method and seed on all of them" if config.subset else "The descendants train on all of them")
     return [f"# wave bench: {config.data}", "", (
-        f"{n:,} training images. Every cell trains all parameters for {e} epoch(s) (scratch-long: {k * e}), AdamW with "
-        f"warm-up and cosine, batch {config.batch_size}, and is scored on the test set after initialisation (epoch 0) and "
-        f"after every epoch. Test accuracy in %, mean ± sample std over {seeds} seed(s) (the seed draws random "
-        f"initialisations, the fit's images and the data order; weight selection and wave-nofit do not depend on it "
-        f"beyond the data order).")]
+        f"The ancestry and every learngene (WAVE's, TLEG's, the capacity study's) are made from the whole training set. {subset}; "
+        f"every score is on the full test set. Each cell initialises a model, trains all its parameters for {config.epochs} "
+        f"epoch(s) (scratch: {config.scratch_epochs}, scored after each), AdamW with warm-up and cosine, batch {config.batch_size}, "
+        f"at its method's swept learning rate. Test accuracy in %, mean ± sample std over {seeds} seed(s) (the seed draws random "
+        f"initialisations, the fit's images and the data order). Compute: forward + backward image passes, in epochs of the "
+        f"descendants' training set; a pass of a bigger model costs more, which these counts do not weigh.")]
 
 
 def _family_section(family: dict, n: int) -> list[str]:
     a, g, nk = family["ancestry"], family["learngene"], family["nearest_kron"]
     teacher = f" + {short_count(g['teacher_forward'])} teacher forward passes" if g.get("teacher_forward") else ""
     matrices = [nk["relative_error"][r] for r in ("attn.qkv.weight", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.weight")]
-    return [
-        "## Ancestry and learngene (made once for the whole family)", "",
-        "| | how | test accuracy | compute (fwd+bwd image passes) | file |",
+    lines = [
+        "## The family (made once, shared by every size)", "",
+        "| | how | test accuracy | compute | file |",
         "| --- | --- | --- | --- | --- |",
         (f"| ancestry {a['spec']['depth']}x{a['spec']['width']} ({a['params']:,} parameters) | {a['how']} | {_percent(a['test_accuracy'])} | "
-         f"{_passes(a['compute'], n)} | {_bytes(a['bytes']) if a['bytes'] else '-'} |"),
-        (f"| learngene: {max(g['templates'].values())} templates of side {g['side']} per role ({g['template_params']:,} template "
+         f"{_passes(a['compute'], n)} (reported apart) | {_bytes(a['bytes']) if a['bytes'] else '-'} |"),
+        (f"| learngene: {max(g['templates'].values())} templates of {g['side']}x{g['side']} per role ({g['template_params']:,} template "
          f"parameters) | {g['how']} | {_percent(g['test_accuracy'])} (auxiliary model) | {_passes(g['compute'], n)}{teacher} | {_bytes(g['bytes'])} |"),
-        (f"| nearest-Kronecker templates (as many as the learngene's) | {nk['how']}; relative error of the four block matrices "
-         f"{min(matrices):.2f}-{max(matrices):.2f} | - | 0 | {_bytes(nk['bytes'])} |"),
     ]
+    if "tleg" in family:
+        t = family["tleg"]
+        lines.append(f"| TLEG: A and B per layer parameter ({t['params']:,} parameters) | {t['how']} | {_percent(t['test_accuracy'])} "
+                     f"(auxiliary model) | {_passes(t['compute'], n)} | {_bytes(t['bytes'])} |")
+    lines.append(f"| nearest-Kronecker templates (as many as the learngene's) | {nk['how']}; relative error of the four block matrices "
+                 f"{min(matrices):.2f}-{max(matrices):.2f} | - | 0 | {_bytes(nk['bytes'])} |")
+    return lines
 
 
-def _percent(x: float | None) -> str:
-    return f"{_pct(x)}%" if x is not None else "-"
-
-
-def _rates_section(config: BenchConfig, methods: list[str], rates: dict, sweep_size: str, sweeps: list[dict]) -> list[str]:
-    if len(config.lrs) == 1:
-        return ["## Learning rates", "", f"One rate for all methods: {config.lrs[0]:g} (no sweep)."]
-    lines = ["## Learning rates", "", (
-        f"Swept on size {sweep_size}, seed 0, {config.sweep_epochs} epoch(s), trained on {100 * (1 - config.validation_fraction):.0f}% "
-        f"of the training set and scored on the held-out {100 * config.validation_fraction:.0f}% (validation accuracy %). "
-        f"scratch-long uses random's rate (the same initialisation)."), "",
-        "| method | " + " | ".join(f"lr {lr:g}" for lr in config.lrs) + " | chosen |",
-        "| --- |" + " --- |" * (len(config.lrs) + 1)]
-    by = {(r["method"], r["lr"]): r for r in sweeps if r["size"] == sweep_size}
-    for m in methods:
-        if m != "scratch-long" and any((m, lr) in by for lr in config.lrs):
-            cells = [_pct(by[(m, lr)]["val_accuracy"]) if (m, lr) in by else "-" for lr in config.lrs]
-            lines.append(f"| {m} | " + " | ".join(cells) + f" | {rates[m]:g} |")
+def _capacity_section(config: BenchConfig, family: dict) -> list[str]:
+    rows = family.get("capacity")
+    if not rows:
+        return []
+    a = family["ancestry"]["test_accuracy"]
+    lines = ["## The learngene's capacity: what condensation keeps", "", (
+        f"Every candidate distilled from the ancestry ({_percent(a)}) on the whole training set, an auxiliary model of its shape; "
+        f"the rule, fixed before the run: the candidate of side {config.side} within {100 * config.capacity_tolerance:g} point(s) "
+        f"of the ancestry at the fewest bytes, among those at most 1/{1 / config.capacity_bytes_fraction:.0f} of the family's dense "
+        f"bytes (none within: the most accurate of those). Plot: `capacity.png`."), "",
+        "| templates per role | side | distillation epochs | file | of the family | auxiliary accuracy | gap to the ancestry | chosen |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for c in rows:
+        lines.append(f"| {c['templates']} | {c['side']} | {c['epochs']} | {_bytes(c['bytes'])} | 1/{1 / c['fraction_of_family']:.0f} | "
+                     f"{_percent(c['test_accuracy'])} | {100 * c['gap']:.2f} | {'yes' if c['chosen'] else ''} |")
     return lines
 
 
 def _accuracy_section(config: BenchConfig, summary: dict, sizes: list[str], methods: list[str]) -> list[str]:
-    e, k = config.epochs, config.scratch_factor
+    e, k = config.epochs, config.scratch_epochs
     lines = [f"## Test accuracy (%): after initialisation -> after {e} epoch(s)", "",
-             "| size | parameters | " + " | ".join(f"scratch-long ({e} -> {k * e} ep)" if m == "scratch-long" else m for m in methods) + " |",
+             "| size | parameters | " + " | ".join(f"scratch ({e} / {k} ep)" if m == "scratch" else m for m in methods) + " |",
              "| --- | --- |" + " --- |" * len(methods)]
     for size in sizes:
         params = next(s["params"] for (sz, _), s in summary.items() if sz == size)
@@ -278,58 +320,105 @@ def _accuracy_section(config: BenchConfig, summary: dict, sizes: list[str], meth
             elif s["status"] != "ok":
                 cells.append("n/a")
             else:
-                cells.append(f"{_acc(s, e)} -> {_acc(s, k * e)}" if m == "scratch-long" else f"{_acc(s, 0)} -> {_acc(s, e)}")
+                cells.append(f"{_acc(s, e)} / {_acc(s, k)}" if m == "scratch" else f"{_acc(s, 0)} -> {_acc(s, e)}")
         lines.append(f"| {size} | {params:,} | " + " | ".join(cells) + " |")
     reasons = sorted({s["reason"] for s in summary.values() if s["status"] != "ok"})
     return lines + (["", "n/a: " + "; ".join(reasons) + "."] if reasons else [])
 
 
-def _compute_section(config: BenchConfig, summary: dict, sizes: list[str], methods: list[str], compute: dict, n: int) -> list[str]:
-    header = ["## Compute to reach random init's final accuracy", "", (
-        f"Training compute (forward + backward image passes, initialisation included: the scaler fit counts in full, "
-        f"{config.fit_steps} steps x batch {config.batch_size}) at the first epoch whose mean accuracy reaches random "
-        f"init's mean after {config.epochs} epoch(s); in epochs of the training set. \"not reached\": not within its epochs."), "",
-        "| size | random's final | " + " | ".join(methods) + " |", "| --- | --- |" + " --- |" * len(methods)]
-    rows = []
+def _scratch_section(config: BenchConfig, sizes: list[str], methods: list[str], compute: dict, n: int) -> list[str]:
+    shown = [m for m in methods if m != "scratch"]
+    lines = ["## Scratch compute to reach each method's accuracy", "", (
+        f"Per size and method: the training compute scratch (random init, {config.scratch_epochs} epochs, scored after each) needs to "
+        f"reach the method's mean accuracy after its budget (linear between scratch's scored epochs), against the method's own "
+        f"compute (initialisation included) = the saving. \"> k ep\": scratch never reached it."), "",
+        "| size | " + " | ".join(shown) + " |", "| --- |" + " --- |" * len(shown)]
     for size in sizes:
-        entry = compute["sizes"][size]
-        if "random_final" not in entry:
-            continue
         cells = []
-        for m in methods:
-            s = summary.get((size, m))
-            if s is None or s["status"] != "ok":
-                cells.append("n/a" if s else "-")
+        for m in shown:
+            c = compute["sizes"][size].get(m)
+            if c is None:
+                cells.append("n/a")
+            elif c["scratch_max"] is None:
+                cells.append("-")
+            elif c["scratch_equivalent"] is None:
+                cells.append(f"> {c['scratch_max'] / n:.0f} ep")
             else:
-                hit = entry["to_random_final"].get(m)
-                cells.append(_passes(hit["compute"], n) if hit else "not reached")
-        rows.append(f"| {size} | {_pct(entry['random_final'])} | " + " | ".join(cells) + " |")
-    return header + rows if rows else []  # nothing to compare with without random
+                cells.append(f"{c['scratch_equivalent'] / n:.2f} ep ({c['scratch_equivalent'] / c['compute']:.1f}x)" if c["compute"]
+                             else f"{c['scratch_equivalent'] / n:.2f} ep")
+        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    return lines
 
 
-def _savings_section(config: BenchConfig, sizes: list[str], compute: dict, n: int) -> list[str]:
-    e, k = config.epochs, config.scratch_factor
-    amortised = compute["amortised_per_size"]
-    family = (f"({_passes(compute['family_compute'], n)} in all) shared by the {len(sizes)} sizes ({_passes(amortised, n)} each)."
-              if amortised is not None else "(their compute is unknown: given files without a training record, left out).")
-    lines = ["## WAVE against pre-training every size", "", (
-        f"Per size: the compute scratch-long (random init, up to {k * e} epochs) needs to reach WAVE's mean accuracy after {e} "
-        f"epoch(s), against WAVE's own (scaler fit + {e} epoch(s)) plus the ancestry and the distillation {family}"), "",
-        "| size | WAVE's final | scratch-long reaches it at | WAVE | WAVE + share of the family | saving |",
-        "| --- | --- | --- | --- | --- | --- |"]
-    for size in sizes:
-        w = compute["sizes"][size]["wave"]
-        reached = _passes(w["scratch_compute"], n) if w["scratch_compute"] is not None else f"not within {_passes(w['scratch_max_compute'], n)}"
-        saving = f"{w['saving']:.1f}x" if w["saving"] is not None else f">= {w['saving_at_least']:.1f}x"
-        share = _passes(w["with_amortised_family"], n) if w["with_amortised_family"] is not None else "-"
-        lines.append(f"| {size} | {_pct(w['final'])} | {reached} | {_passes(w['compute'], n)} | {share} | {saving} |")
+def _savings_section(config: BenchConfig, sizes: list[str], compute: dict, n: int, family: dict) -> list[str]:
     t = compute["total"]
     bound = "at least " if t["scratch_lower_bound"] else ""
-    included = " including the ancestry and the distillation" if t["family_included"] else ""
-    return lines + ["", (
-        f"All {len(sizes)} sizes: pre-training each from scratch to WAVE's accuracy costs {bound}{_passes(t['scratch'], n)}; "
-        f"WAVE costs {_passes(t['wave'], n)}{included}: a saving of {bound}{t['saving']:.1f}x. "
-        f"(Image passes of different model sizes are counted alike.)")]
+    lines = ["## WAVE against pre-training every size (the n-times claim)", "", (
+        f"Pre-training each of the {t['sizes']} sizes from scratch to WAVE's mean accuracy after {config.epochs} epoch(s) costs "
+        f"{bound}{_passes(t['scratch'], n)}; WAVE's fits and epochs cost {_passes(t['wave'], n)}.")]
+    if "wave_with_learngene" in t:
+        lines.append("")
+        lines.append(f"- with the learngene's distillation ({_passes(compute['learngene_compute'], n)}, on the whole training set): "
+                     f"{_passes(t['wave_with_learngene'], n)}, a saving of {bound}{t['saving_without_ancestry']:.2f}x;")
+    if "wave_with_ancestry" in t:
+        lines.append(f"- with the ancestry too ({_passes(compute['ancestry_compute'], n)}): {_passes(t['wave_with_ancestry'], n)}, "
+                     f"a saving of {bound}{t['saving_with_ancestry']:.2f}x.")
+    return lines
+
+
+def _fit_section(config: BenchConfig, fits: list[dict]) -> list[str]:
+    if not fits:
+        return []
+    steps = [0, *config.fit_study_steps]
+    lines = ["## The scaler fit: cost and accuracy on their own", "", (
+        f"wave's accuracy right after its fit (0 steps: the data-free rule, wave-nofit) on a held-out {100 * config.validation_fraction:.0f}% "
+        f"of the descendants' training set, seed 0; the fit draws {config.fit_samples} images of the rest, batch {config.batch_size}, "
+        f"lr {config.fit_lr:g}, KL to the ancestry + CE. Its cost in image passes is the step count x {config.batch_size}."), "",
+        "| size | fitted parameters | " + " | ".join(f"{k} steps" for k in steps) + " |", "| --- | --- |" + " --- |" * len(steps)]
+    by = {(f["size"], f["steps"]): f for f in fits}
+    for size in dict.fromkeys(f["size"] for f in fits):
+        fitted = max(by[(size, k)]["fitted_params"] for k in steps if (size, k) in by)
+        lines.append(f"| {size} | {fitted:,} | " + " | ".join(_pct(by[(size, k)]["val_accuracy"]) if (size, k) in by else "-" for k in steps) + " |")
+    return lines
+
+
+def _rates_section(config: BenchConfig, methods: list[str], rates: dict, sweep_size: str, sweeps: list[dict]) -> list[str]:
+    if len(config.lrs) == 1:
+        return ["## Learning rates", "", f"One rate for all methods: {config.lrs[0]:g} (no sweep)."]
+    lines = ["## Learning rates", "", (
+        f"Swept on size {sweep_size}, seed 0, {config.sweep_epochs} epoch(s), trained on {100 * (1 - config.validation_fraction):.0f}% "
+        f"of the descendants' training set and scored on the held-out {100 * config.validation_fraction:.0f}% (validation accuracy %). "
+        f"scratch uses random's rate (the same initialisation); downstream cells use each method's rate from here."), "",
+        "| method | " + " | ".join(f"lr {lr:g}" for lr in config.lrs) + " | chosen |",
+        "| --- |" + " --- |" * (len(config.lrs) + 1)]
+    by = {(r["method"], r["lr"]): r for r in sweeps if r["size"] == sweep_size}
+    for m in methods:
+        if m != "scratch" and any((m, lr) in by for lr in config.lrs):
+            cells = [_pct(by[(m, lr)]["val_accuracy"]) if (m, lr) in by else "-" for lr in config.lrs]
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {rates[m]:g} |")
+    return lines
+
+
+def _downstream_section(config: BenchConfig, far: dict) -> list[str]:
+    lines = []
+    for name, d in far.items():
+        summary, sizes = d["summary"], d["sizes"]
+        methods = [m for m in METHODS if any(k[1] == m for k in summary)]
+        n = next(s["train_images"] for s in summary.values() if s["status"] == "ok")
+        lines += [f"## Downstream: {name}", "", (
+            f"The family's learngene and every peer that can initialise a model for other data (fresh patch and position "
+            f"embeddings and classifier), {n:,} training images, {config.epochs} epoch(s); test accuracy %, after initialisation -> "
+            f"after the budget."), "",
+            "| size | " + " | ".join(methods) + " |", "| --- |" + " --- |" * len(methods)]
+        for size in sizes:
+            cells = []
+            for m in methods:
+                s = summary.get((size, m))
+                cells.append("-" if s is None else "n/a" if s["status"] != "ok" else f"{_acc(s, 0)} -> {_acc(s, config.epochs)}")
+            lines.append(f"| {size} | " + " | ".join(cells) + " |")
+        gains = ", ".join(f"{m} {100 * g['mean_gain']:+.1f}" for m, g in d["gains"].items())
+        lines += ["", f"Mean gain over random after the budget (points, mean over the sizes each applies to): {gains}.", ""]
+    return lines[:-1] if lines else []
 
 
 def _storage_section(storage: dict) -> list[str]:
@@ -340,4 +429,5 @@ def _storage_section(storage: dict) -> list[str]:
         f"The learngene file holds {_bytes(storage['learngene_bytes'])}. The {len(storage['sizes'])} dense models take "
         f"{_bytes(storage['dense_total_bytes'])}; the learngene plus every size's scalers "
         f"{_bytes(storage['learngene_and_scalers_bytes'])} ({storage['ratio']:.1f}x less)."), "",
-        "Plots: `accuracy_vs_size.png`, `accuracy_vs_epoch.png`, `storage.png`; every number: `results.csv`, `results.json`."]
+        "Plots: `accuracy_vs_compute.png`, `accuracy_vs_size.png`, `accuracy_vs_epoch.png`, `capacity.png`, `storage.png`; "
+        "every number: `results.csv`, `results.json`."]

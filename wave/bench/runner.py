@@ -1,35 +1,33 @@
-"""`wave bench`: WAVE against other initialisations, for a grid of model sizes, on the same data
-and the same training budget.
+"""`wave bench`: WAVE against the other initialisations (`methods.py`), for a grid of model
+sizes, on the same data and the same training budget, and on downstream data.
 
-Every cell (size, method, seed) initialises a plain ViT, scores it on the test set (epoch 0),
-trains all its parameters for `epochs` epochs (AdamW, warm-up and cosine) and scores it after
-every epoch. The methods:
+The protocol (every setting in `config.py`, fixed before the run):
 
-    random            timm's initialisation (truncated normal, std 0.02), drawn from the seed
-    weight-selection  Xu et al. 2024: the ancestry's first layers, evenly spaced elements, whole
-                      heads (`waveinit.selection`); not applicable to sizes beyond the ancestry
-    nearest-kron      templates from the ancestry's weights by `nearest_kron` (no data, no
-                      distillation), then spawned exactly like `wave`: only the templates differ
-    wave              `waveinit.spawn` from the learngene, scalers fitted (KL to the ancestry + CE)
-    wave-nofit        `waveinit.spawn(..., fit=False)`: the data-free rule alone
-    scratch-long      random, trained `scratch_factor` times as many epochs
+1. the family (`family.py`), on the whole training set: the ancestry (its cost reported apart),
+   the capacity study and the chosen learngene, TLEG's learngene, the nearest-Kronecker templates;
+2. the scaler-fit study: wave's accuracy after 0 (wave-nofit) to 400 fit steps, per size, on a
+   validation split (its cost and accuracy on their own);
+3. a learning-rate sweep per method (`lrs`, `sweep_epochs` epochs, one representative size,
+   seed 0) scored on a validation split of the descendants' training set; scratch shares
+   random's rate (the same initialisation);
+4. the cells (size, method, seed): initialise, score on the test set (epoch 0), train all
+   parameters `epochs` epochs (scratch: `scratch_epochs`), AdamW with warm-up and cosine, scored
+   after every epoch;
+5. downstream: each dataset of `downstream`, the same sizes and budget, the methods that can
+   initialise a model for other data, at their swept rates.
 
-A fair fight: each method's learning rate is the best of a small sweep (`lrs`, `sweep_epochs`
-epochs, one representative size, seed 0) scored on a validation split of the training set;
-scratch-long shares random's (same initialisation). Compute is counted in image passes
-(forward + backward), the scaler fit in full (its steps times its batches); the ancestry and
-the distillation are counted once for the whole family.
+Compute is counted in image passes (forward + backward), the scaler fit and kd-per-size's first
+part in full; the ancestry and the distillations once for the whole family.
 
-Resumable: finished cells (and sweep runs) are kept one JSON object a line in `cells.jsonl`
-(`sweep.jsonl`), each addition an atomic rewrite; a rerun with the same settings skips them and
-only adds what is missing (more seeds, sizes or methods are welcome; other training settings
-are refused). The reports (`results.csv`, `results.json`, `results.md`, plots) are written
-from those records by `report.py`.
+Resumable: finished records are kept one JSON object a line (`cells.jsonl`, `sweep.jsonl`,
+`fit.jsonl`, `downstream.jsonl`), each addition an atomic rewrite; a rerun with the same settings
+skips them and only adds what is missing (more seeds, sizes, methods or downstream datasets
+are welcome; other training settings are refused). The reports are written from those records
+by `report.py`.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -39,19 +37,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..api import spawn
-from ..backends.torch import ViT, dense_numpy, load_state_dict
+from ..backends.torch import ViT, load_state_dict
 from ..configs import EVAL_BATCH_SIZE, TrainConfig
 from ..errors import WaveError
 from ..io.datasets import Dataset, load_dataset, split_validation
 from ..io.storage import atomic_write_bytes
-from ..selection import check_applicable, weight_selection
 from ..spec import ViTSpec, check_width, resized
-from ..tasks import random_vit
+from ..tasks import spec_for
 from ..training.distributed import resolve_device
 from ..training.engine import train
 from ..training.evaluation import evaluate
-from .config import METHODS, BenchConfig
-from .family import Family, make_family, planned_family
+from ..training.objectives import cross_entropy_loss
+from .config import DOWNSTREAM_METHODS, METHODS, BenchConfig
+from .family import BYTES_PER_PARAM, Family, make_family, planned_family
+from .methods import initialise, kd_loss_for, not_applicable
 from .records import RecordFile, images_passed
 from .report import write_reports
 
@@ -76,132 +75,130 @@ def size_name(spec: ViTSpec) -> str:
     return f"{spec.depth}x{spec.width}"
 
 
-def representative_size(sizes: list[ViTSpec], ancestry: ViTSpec) -> ViTSpec:
+def representative_size(sizes: list[ViTSpec], family: Family, methods: tuple[str, ...]) -> ViTSpec:
     """The size the learning rates are swept on: the median (by parameters, the larger of two)
-    of the sizes every method applies to (none beyond the ancestry), else of all sizes."""
-    applicable = [s for s in sizes if selectable(ancestry, s)] or sizes
-    ordered = sorted(applicable, key=lambda s: (s.num_params(), s.depth))
+    of the sizes every method applies to, else of those weight selection applies to, else of all."""
+    every = [s for s in sizes if all(not_applicable(m, s, family) is None for m in methods)]
+    selectable = [s for s in sizes if not_applicable("weight-selection", s, family) is None]
+    ordered = sorted(every or selectable or sizes, key=lambda s: (s.num_params(), s.depth))
     return ordered[len(ordered) // 2]
 
 
-def selectable(ancestry: ViTSpec, spec: ViTSpec) -> bool:
-    try:
-        check_applicable(ancestry, spec)
-    except WaveError:
-        return False
-    return True
-
-
-# ----------------------------------------------------------------------------- one initialisation
-
-@dataclass
-class Init:
-    model: ViT
-    compute: int = 0  # forward + backward image passes spent before training (the scaler fit)
-    images: int = 0  # distinct training images the initialisation looked at
-    teacher_forward: int = 0  # forward-only passes of the ancestry (its logits for the fit)
-    seconds: float = 0.0
-
-
-def initialise(method: str, spec: ViTSpec, seed: int, family: Family, data: Dataset, config: BenchConfig, device: str) -> Init:
-    """A ViT of shape `spec` initialised by `method` (scratch-long: as random). WaveError if the
-    method does not apply (weight selection beyond the ancestry)."""
-    start = time.perf_counter()
-    if method in ("random", "scratch-long"):
-        return Init(random_vit(spec, seed), seconds=time.perf_counter() - start)
-    if method == "weight-selection":
-        state = weight_selection(dense_numpy(family.ancestry.state_dict()), family.ancestry.spec, spec)
-        return Init(load_state_dict(ViT(spec), state), seconds=time.perf_counter() - start)
-    gene = family.nearest_kron if method == "nearest-kron" else family.learngene
-    fit = method != "wave-nofit"
-    spawned = spawn(gene, spec.depth, spec.width, spec.heads, data=data, patch=spec.patch_size, fit=fit,
-                    fit_steps=config.fit_steps, fit_samples=config.fit_samples, batch_size=config.batch_size, lr=config.fit_lr,
-                    teacher=family.ancestry_path, seed=seed, device=device)
-    if spawned.spec != spec:
-        raise WaveError(f"{method} spawned a {spawned.spec} for the size {spec}: the learngene does not fit the bench's sizes")
-    model = load_state_dict(ViT(spec), spawned.state_dict)
-    if not fit:
-        return Init(model, seconds=time.perf_counter() - start)
-    samples = spawned.provenance["fit_samples"]
-    return Init(model, compute=images_passed(samples, config.batch_size, spawned.provenance["fit_steps"]), images=samples,
-                teacher_forward=samples if spawned.provenance.get("teacher") else 0, seconds=time.perf_counter() - start)
+def downstream_size(spec: ViTSpec, data: Dataset, patch: int | None) -> ViTSpec:
+    """The bench size `spec` for other data: its depth, width and heads, the data's images and classes."""
+    return spec_for(data, spec.depth, spec.width, spec.heads, patch)
 
 
 # ----------------------------------------------------------------------------- the learning-rate sweep
 
-def _sweep_size(sweeps: RecordFile, sizes: list[ViTSpec], ancestry: ViTSpec) -> ViTSpec:
+def _sweep_size(sweeps: RecordFile, sizes: list[ViTSpec], family: Family, methods: tuple[str, ...]) -> ViTSpec:
     """The representative size, or the one an earlier run of this bench swept on: the rates
     of finished cells stay the rates of the cells still to run."""
     earlier = {r["size"] for r in sweeps.records.values()}
     if not earlier:
-        return representative_size(sizes, ancestry)
+        return representative_size(sizes, family, methods)
     depth, width = map(int, earlier.pop().split("x"))
-    return resized(ancestry, depth, width)
+    return resized(family.ancestry.spec, depth, width)
+
+
+def swept_methods(methods: tuple[str, ...]) -> list[str]:
+    """The methods the sweep runs: all but scratch, which takes random's rate."""
+    swept = [m for m in METHODS if m in methods and m != "scratch"]
+    if "scratch" in methods and "random" not in swept:
+        swept.insert(0, "random")
+    return swept
 
 
 def sweep_learning_rates(config: BenchConfig, family: Family, data: Dataset, size: ViTSpec, store: RecordFile,
-                         device: str, log: Callable[[str], None]) -> dict[str, float]:
+                         device: str, log: Callable[[str], None], methods: tuple[str, ...]) -> dict[str, float]:
     """Method -> learning rate: the best validation accuracy (then loss) after `sweep_epochs`
-    epochs on the training part of a split of the training set, size `size`, seed 0."""
+    epochs on the training part of a split of the training set, size `size`, seed 0. A method
+    that does not apply at that size takes random's rate (and the report says so)."""
     if len(config.lrs) == 1:
-        return {m: config.lrs[0] for m in config.methods}
+        return {m: config.lrs[0] for m in methods}
     train_part, val = split_validation(data, config.validation_fraction, seed=0)
     # The initialisations see the training part only; the name stays the data's, so spawning
     # knows it is the data the learngene was distilled on.
     init_data = dataclasses.replace(train_part, name=data.name)
-    swept = [m for m in METHODS if m in config.methods and m != "scratch-long"]
-    if "scratch-long" in config.methods and "random" not in swept:
-        swept.insert(0, "random")
+    val = dataclasses.replace(val, name=data.name)
     chosen = {}
-    for method in swept:
-        if method == "weight-selection" and not selectable(family.ancestry.spec, size):
-            continue  # not applicable anywhere the sweep could run
+    for method in swept_methods(methods):
+        if not_applicable(method, size, family):
+            continue
         keys = {lr: f"{method}/{size_name(size)}/lr{lr:g}" for lr in config.lrs}
         missing = [lr for lr, key in keys.items() if key not in store]
-        if missing:
-            start = initialise(method, size, 0, family, init_data, config, device)
-            for lr in missing:
-                model = copy.deepcopy(start.model)
-                train(model, val.train_images, val.train_labels, TrainConfig(epochs=config.sweep_epochs, batch_size=config.batch_size, lr=lr),
-                      device=device)
-                result = evaluate(model, val.test_images, val.test_labels, EVAL_BATCH_SIZE, device)
-                store.add({"key": keys[lr], "method": method, "size": size_name(size), "lr": lr, "epochs": config.sweep_epochs,
-                           "val_accuracy": result["accuracy"], "val_loss": result["loss"], "val_samples": result["samples"]})
-                log(f"sweep {method} {size_name(size)} lr {lr:g}: validation accuracy {100 * result['accuracy']:.1f}%")
+        for lr in missing:
+            start = initialise(method, size, 0, family, init_data, config, device, lr=lr)
+            model = start.model
+            loss = kd_loss_for(family, val, device) if method == "kd-per-size" else cross_entropy_loss
+            train(model, val.train_images, val.train_labels, TrainConfig(epochs=config.sweep_epochs, batch_size=config.batch_size, lr=lr),
+                  loss_fn=loss, device=device)
+            result = evaluate(model, val.test_images, val.test_labels, EVAL_BATCH_SIZE, device)
+            store.add({"key": keys[lr], "method": method, "size": size_name(size), "lr": lr, "epochs": config.sweep_epochs,
+                       "val_accuracy": result["accuracy"], "val_loss": result["loss"], "val_samples": result["samples"]})
+            log(f"sweep {method} {size_name(size)} lr {lr:g}: validation accuracy {100 * result['accuracy']:.1f}%")
         runs = [store[keys[lr]] for lr in config.lrs]
-        best = max(runs, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
-        chosen[method] = best["lr"]
-    if "scratch-long" in config.methods:
-        chosen["scratch-long"] = chosen["random"]  # the same initialisation, trained longer
-    if "weight-selection" in config.methods and "weight-selection" not in chosen:
-        chosen["weight-selection"] = chosen.get("random", config.lrs[0])  # never used: not applicable anywhere
+        chosen[method] = max(runs, key=lambda r: (r["val_accuracy"], -r["val_loss"]))["lr"]
+    for method in methods:
+        chosen.setdefault(method, chosen.get("random", config.lrs[len(config.lrs) // 2]))  # scratch; methods n/a at the swept size
     return chosen
+
+
+# ----------------------------------------------------------------------------- the scaler-fit study
+
+def fit_study(config: BenchConfig, family: Family, data: Dataset, sizes: list[ViTSpec], store: RecordFile, device: str,
+              log: Callable[[str], None]) -> list[dict]:
+    """wave's validation accuracy after 0 (the data-free rule) and each of `fit_study_steps` fit
+    steps, every size, seed 0, and the fit's cost: one record per (size, steps)."""
+    train_part, val = split_validation(data, config.validation_fraction, seed=0)
+    val = dataclasses.replace(val, name=data.name)  # fit on the training part, scored on the held-out part
+    gene = family.learngene
+    for spec in sizes:
+        for steps in (0, *config.fit_study_steps):
+            key = f"{size_name(spec)}/fit{steps}"
+            if key in store:
+                continue
+            start = time.perf_counter()
+            spawned = spawn(gene, spec.depth, spec.width, spec.heads, data=val, patch=spec.patch_size, fit=steps > 0,
+                            fit_steps=max(steps, 1), fit_samples=config.fit_samples, batch_size=config.batch_size, lr=config.fit_lr,
+                            teacher=family.ancestry_path, seed=0, device=device)
+            if steps:
+                accuracy, fitted = spawned.provenance["test_accuracy"], spawned.provenance["fitted_params"]
+                compute = images_passed(spawned.provenance["fit_samples"], config.batch_size, steps)
+            else:
+                model = load_state_dict(ViT(spec), spawned.state_dict)
+                accuracy, fitted, compute = evaluate(model, val.test_images, val.test_labels, EVAL_BATCH_SIZE, device)["accuracy"], 0, 0
+            store.add({"key": key, "size": size_name(spec), "width": spec.width, "depth": spec.depth, "params": spec.num_params(),
+                       "steps": steps, "val_accuracy": accuracy, "fitted_params": fitted, "compute": compute,
+                       "seconds": time.perf_counter() - start})
+            log(f"fit study {size_name(spec)}: {steps} steps -> validation accuracy {100 * accuracy:.1f}%")
+    return [store[f"{size_name(s)}/fit{k}"] for s in sizes for k in (0, *config.fit_study_steps)]
 
 
 # ----------------------------------------------------------------------------- one cell
 
-def cell_key(spec: ViTSpec, method: str, seed: int) -> str:
-    return f"{size_name(spec)}/{method}/seed{seed}"
+def cell_key(spec: ViTSpec, method: str, seed: int, dataset: str | None = None) -> str:
+    return (f"{dataset}/" if dataset else "") + f"{size_name(spec)}/{method}/seed{seed}"
 
 
-def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, data: Dataset, config: BenchConfig, device: str) -> dict:
+def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, data: Dataset, config: BenchConfig, device: str,
+             same_data: bool = True) -> dict:
     """Initialise, score (epoch 0), train and score after every epoch: the cell's record."""
-    base = {"key": cell_key(spec, method, seed), "size": size_name(spec), "depth": spec.depth, "width": spec.width,
-            "heads": spec.heads, "params": spec.num_params(), "method": method, "seed": seed}
-    if method == "weight-selection":
-        try:
-            check_applicable(family.ancestry.spec, spec)
-        except WaveError as e:
-            return {**base, "status": "n/a", "reason": str(e), "rows": []}
-    init = initialise(method, spec, seed, family, data, config, device)
+    base = {"key": cell_key(spec, method, seed, None if same_data else data.name), "size": size_name(spec), "depth": spec.depth,
+            "width": spec.width, "heads": spec.heads, "params": spec.num_params(), "method": method, "seed": seed, "data": data.name}
+    reason = not_applicable(method, spec, family)
+    if reason:
+        return {**base, "status": "n/a", "reason": reason, "rows": []}
+    init = initialise(method, spec, seed, family, data, config, device, same_data, lr=lr)
     model = init.model.to(resolve_device(device))
     n = len(data.train_labels)
     first = evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, device)
     rows = [{"epoch": 0, "accuracy": first["accuracy"], "loss": first["loss"], "train_loss": None,
              "seconds": init.seconds, "compute": init.compute, "images": init.images}]
-    epochs = config.epochs * (config.scratch_factor if method == "scratch-long" else 1)
+    epochs = config.scratch_epochs if method == "scratch" else config.epochs
+    loss = kd_loss_for(family, data, device) if method == "kd-per-size" else cross_entropy_loss
     result = train(model, data.train_images, data.train_labels, TrainConfig(epochs=epochs, batch_size=config.batch_size, lr=lr, seed=seed),
-                   device=device, eval_data=(data.test_images, data.test_labels))
+                   loss_fn=loss, device=device, eval_data=(data.test_images, data.test_labels))
     seconds = init.seconds
     for h in result.history:
         seconds += h["seconds"]
@@ -211,13 +208,33 @@ def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, d
             "init_teacher_forward": init.teacher_forward, "train_images": n, "test_images": len(data.test_labels), "rows": rows}
 
 
+def _run_cells(todo: list[tuple], store: RecordFile, run: Callable[[tuple], dict], log: Callable[[str], None]) -> int:
+    """Run every cell of `todo` (key first) not in `store`; how many ran."""
+    ran = 0
+    for i, (key, *cell) in enumerate(todo):
+        if key in store:
+            continue
+        start = time.perf_counter()
+        record = run(cell)
+        store.add(record)
+        ran += 1
+        if record["status"] == "n/a":
+            log(f"[{i + 1}/{len(todo)}] {key}: not applicable")
+        else:
+            rows = record["rows"]
+            log(f"[{i + 1}/{len(todo)}] {key}: {100 * rows[0]['accuracy']:.1f}% -> {100 * rows[-1]['accuracy']:.1f}% "
+                f"after {rows[-1]['epoch']} epochs ({time.perf_counter() - start:.1f} s)")
+    return ran
+
+
 # ----------------------------------------------------------------------------- the whole bench
 
 @dataclass
 class BenchResult:
     out: Path
     records: list[dict]  # every cell's record, finished now or before
-    ran: int  # cells run by this call
+    downstream: list[dict]  # every downstream cell's record
+    ran: int  # cells run by this call (downstream included)
     skipped: int  # cells found finished
     learning_rates: dict[str, float]
     files: dict[str, Path]  # report name -> path
@@ -225,46 +242,50 @@ class BenchResult:
 
 def run_bench(config: BenchConfig, out: str | Path, *, ancestry: str | Path | None = None, learngene: str | Path | None = None,
               device: str = "auto", log: Callable[[str], None] = print) -> BenchResult:
-    """Run every missing cell of the bench into `out` and write the reports (module docstring)."""
+    """Run every missing part of the bench into `out` and write the reports (module docstring)."""
     config.check()
     out = Path(out)
     ancestry, learngene = (Path(p) if p is not None else None for p in (ancestry, learngene))
-    data = load_dataset(config.data, data_dir=config.data_dir, subset=config.subset, seed=0)
+    full = load_dataset(config.data, data_dir=config.data_dir, seed=0)
+    data = full if config.subset is None else load_dataset(config.data, data_dir=config.data_dir, subset=config.subset, seed=0)
+    downstream = [load_dataset(name, subset=config.downstream_subset, seed=0) for name in config.downstream]  # bad names fail now
     header = _settings_header(config, ancestry, learngene)
-    bench_sizes(config, *planned_family(config, data, out, ancestry, learngene))  # bad sizes fail now, not after an hour
+    planned = bench_sizes(config, *planned_family(config, full, out, ancestry, learngene))  # bad sizes fail now, not after an hour
     _claim(out, header)
-    family = make_family(config, data, out, ancestry, learngene, device, log)
+    family_bytes = sum(s.num_params() for s in planned) * BYTES_PER_PARAM
+    family = make_family(config, full, out, ancestry, learngene, family_bytes, "tleg" in config.methods, device, log)
     sizes = bench_sizes(config, family.ancestry.spec, family.learngene.side)
+    methods = tuple(m for m in config.methods if m != "tleg" or family.tleg is not None)
+
+    fits = fit_study(config, family, data, sizes, RecordFile(out / "fit.jsonl"), device, log) if "wave" in methods else []
     sweeps = RecordFile(out / "sweep.jsonl")
-    size = _sweep_size(sweeps, sizes, family.ancestry.spec)
-    rates = sweep_learning_rates(config, family, data, size, sweeps, device, log)
+    size = _sweep_size(sweeps, sizes, family, methods)
+    rates = sweep_learning_rates(config, family, data, size, sweeps, device, log, methods)
     log("learning rates: " + ", ".join(f"{m} {lr:g}" for m, lr in rates.items()) + (f" (swept on {size_name(size)})" if len(config.lrs) > 1 else ""))
 
     cells = RecordFile(out / "cells.jsonl")
-    todo = [(seed, spec, method) for seed in range(config.seeds) for spec in sizes for method in config.methods]
-    log(f"{len(todo)} cells: {len(sizes)} sizes ({', '.join(map(size_name, sizes))}) x {len(config.methods)} methods x {config.seeds} seeds, "
-        f"{config.epochs} epoch(s) each on {len(data.train_labels):,} {data.name} images")
-    done = [cell_key(spec, method, seed) for seed, spec, method in todo if cell_key(spec, method, seed) in cells]
-    if done:
-        log(f"skipped {len(done)} finished cells (in {cells.path})")
-    ran = 0
-    for i, (seed, spec, method) in enumerate(todo):
-        key = cell_key(spec, method, seed)
-        if key in cells:
-            continue
-        start = time.perf_counter()
-        record = run_cell(method, spec, seed, rates[method], family, data, config, device)
-        cells.add(record)
-        ran += 1
-        if record["status"] == "n/a":
-            log(f"[{i + 1}/{len(todo)}] {key}: not applicable ({record['reason']})")
-        else:
-            rows = record["rows"]
-            log(f"[{i + 1}/{len(todo)}] {key}: {100 * rows[0]['accuracy']:.1f}% -> {100 * rows[-1]['accuracy']:.1f}% "
-                f"after {rows[-1]['epoch']} epochs ({time.perf_counter() - start:.1f} s)")
-    records = [cells[cell_key(spec, method, seed)] for seed, spec, method in todo]
-    files = write_reports(out, config, family.record, records, rates, size_name(size), list(sweeps.records.values()))
-    return BenchResult(out, records, ran, len(done), rates, files)
+    todo = [(cell_key(spec, m, seed), seed, spec, m) for seed in range(config.seeds) for spec in sizes for m in methods]
+    log(f"{len(todo)} cells: {len(sizes)} sizes ({', '.join(map(size_name, sizes))}) x {len(methods)} methods x {config.seeds} seeds, "
+        f"{config.epochs} epoch(s) each (scratch {config.scratch_epochs}) on {len(data.train_labels):,} {data.name} images")
+    skipped = sum(key in cells for key, *_ in todo)
+    ran = _run_cells(todo, cells, lambda c: run_cell(c[2], c[1], c[0], rates[c[2]], family, data, config, device), log)
+
+    far = RecordFile(out / "downstream.jsonl")
+    far_todo = []
+    for ds in downstream:
+        for seed in range(config.seeds):
+            for spec in sizes:
+                target = downstream_size(spec, ds, None)
+                far_todo += [(cell_key(target, m, seed, ds.name), seed, target, m, ds) for m in DOWNSTREAM_METHODS if m in methods]
+    if far_todo:
+        log(f"downstream: {len(far_todo)} cells on {', '.join(ds.name for ds in downstream)}")
+    skipped += sum(key in far for key, *_ in far_todo)
+    ran += _run_cells(far_todo, far, lambda c: run_cell(c[2], c[1], c[0], rates[c[2]], family, c[3], config, device, same_data=False), log)
+
+    records = [cells[key] for key, *_ in todo]
+    far_records = [far[key] for key, *_ in far_todo]
+    files = write_reports(out, config, family.record, records, rates, size_name(size), list(sweeps.records.values()), fits, far_records)
+    return BenchResult(out, records, far_records, ran, skipped, rates, files)
 
 
 def _settings_header(config: BenchConfig, ancestry: Path | None, learngene: Path | None) -> dict:

@@ -1,0 +1,148 @@
+"""The initialisations `wave bench` compares, one function from (method, size, seed) to a model:
+
+    random            timm's initialisation (truncated normal, std 0.02), drawn from the seed
+    weight-selection  Xu et al. 2024: the ancestry's first layers, evenly spaced elements, whole
+                      heads (`waveinit.selection`); not applicable beyond the ancestry's size
+    mimetic           Trockman and Kolter 2023: random, then every block's attention drawn so
+                      that W_q W_k^T is near alpha I and W_v W_o near -beta I (`waveinit.mimetic`)
+    nearest-kron      templates from the ancestry's weights by `nearest_kron` (no data, no
+                      distillation), then spawned exactly like `wave`: only the templates differ
+    tleg              Xia et al. 2024: layer l of L is A + l/(L-1) B, A and B distilled from the
+                      ancestry (`waveinit.tleg`); any depth, only the ancestry's width
+    kd-per-size       random, then trained on the ancestry's logits (the distillation's loss) for
+                      as many image passes as wave's fit, and on through its epochs
+    wave              `waveinit.spawn` from the learngene, scalers fitted (KL to the ancestry + CE)
+    wave-nofit        `waveinit.spawn(..., fit=False)`: the data-free rule alone
+    scratch           random, trained `scratch_epochs` epochs
+
+On other data (downstream), the parameters whose shape follows the data (patch and position
+embeddings) and the classifier start random for every method that inherits weights, as
+`wave spawn` gives those roles fresh templates.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..api import spawn
+from ..backends.torch import ViT, dense_numpy, load_state_dict
+from ..configs import DistillConfig, TrainConfig
+from ..errors import WaveError
+from ..io.datasets import Dataset
+from ..mimetic import mimetic
+from ..selection import check_applicable, weight_selection
+from ..spec import ViTSpec
+from ..tasks import random_vit, teacher_kd_loss
+from ..tleg import expand
+from ..training.distributed import resolve_device
+from ..training.engine import train
+from .config import BenchConfig
+from .family import Family
+from .records import images_passed
+
+DATA_KEYS_HEAD = ("head.weight", "head.bias")  # other data: other classes, even of the same count
+
+
+@dataclass
+class Init:
+    model: ViT
+    compute: int = 0  # forward + backward image passes spent before training (the scaler fit, kd-per-size's first part)
+    images: int = 0  # distinct training images the initialisation looked at
+    teacher_forward: int = 0  # forward-only passes of the ancestry (its logits)
+    seconds: float = 0.0
+
+
+def not_applicable(method: str, spec: ViTSpec, family: Family) -> str | None:
+    """Why `method` cannot make a model of `spec` (None: it can)."""
+    if method == "weight-selection":
+        try:
+            check_applicable(family.ancestry.spec, _on_family_data(spec, family.ancestry.spec))
+        except WaveError as e:
+            return str(e)
+    if method == "tleg":
+        own = family.tleg.spec
+        if (spec.width, spec.heads) != (own.width, own.heads):
+            return (f"TLEG makes only its ancestry's width {own.width} ({own.heads} heads): A + l/(L-1) B changes the depth, "
+                    f"not the shape of a layer")
+    return None
+
+
+def _on_family_data(spec: ViTSpec, family_spec: ViTSpec) -> ViTSpec:
+    """`spec` with the family's data fields (image size, patch, channels, classes)."""
+    return spec.replace(image_size=family_spec.image_size, patch_size=family_spec.patch_size, channels=family_spec.channels,
+                        num_classes=family_spec.num_classes)
+
+
+def with_fresh_data_keys(state: dict[str, np.ndarray], spec: ViTSpec, seed: int, same_data: bool) -> ViT:
+    """A ViT of `spec` from an inherited state dict made on the family's data: on other data,
+    the parameters whose shape differs and the classifier come from a random init of `seed`."""
+    fresh = dense_numpy(random_vit(spec, seed).state_dict())
+    if not same_data:
+        state = {k: (fresh[k] if (k in DATA_KEYS_HEAD or v.shape != fresh[k].shape) else v) for k, v in state.items()}
+    return load_state_dict(ViT(spec), state)
+
+
+def initialise(method: str, spec: ViTSpec, seed: int, family: Family, data: Dataset, config: BenchConfig, device: str,
+               same_data: bool = True, lr: float | None = None) -> Init:
+    """A ViT of shape `spec` initialised by `method` for training on `data` (`same_data`: the
+    family's data, else a downstream dataset; `lr`: kd-per-size's rate, its training's).
+    WaveError if the method does not apply."""
+    start = time.perf_counter()
+    reason = not_applicable(method, spec, family)
+    if reason:
+        raise WaveError(reason)
+    done = lambda model, **kw: Init(model, seconds=time.perf_counter() - start, **kw)  # noqa: E731
+    if method in ("random", "scratch"):
+        return done(random_vit(spec, seed))
+    if method == "mimetic":
+        return done(load_state_dict(ViT(spec), mimetic(dense_numpy(random_vit(spec, seed).state_dict()), spec, seed)))
+    if method == "weight-selection":
+        state = weight_selection(dense_numpy(family.ancestry.state_dict()), family.ancestry.spec, _on_family_data(spec, family.ancestry.spec))
+        return done(with_fresh_data_keys(state, spec, seed, same_data))
+    if method == "tleg":
+        state = expand(family.tleg.a, family.tleg.b, family.tleg.shared, family.tleg.spec, spec.depth)
+        return done(with_fresh_data_keys({k: np.asarray(v) for k, v in state.items()}, spec, seed, same_data))
+    if method == "kd-per-size":
+        if not same_data:
+            raise WaveError("kd-per-size needs the ancestry's logits on the training data: not on other data")
+        # wave's fit, mirrored: the same steps, batch and number of images (a seeded draw), so
+        # the same image passes, on the ancestry's logits instead of through the templates.
+        model, steps = random_vit(spec, seed), config.fit_steps
+        n = min(config.fit_samples, len(data.train_labels))
+        pick = np.random.default_rng(seed).permutation(len(data.train_labels))[:n]
+        images, labels = data.train_images[pick], data.train_labels[pick]
+        d = DistillConfig()
+        loss = teacher_kd_loss(family.ancestry, images, d.temperature, d.kd_weight, 256, resolve_device(device))
+        train(model, images, labels, TrainConfig(batch_size=config.batch_size, lr=lr or config.lrs[0], max_steps=steps, seed=seed),
+              loss_fn=loss, device=device)
+        return done(model, compute=images_passed(n, config.batch_size, steps), images=n, teacher_forward=n)
+    if method not in ("nearest-kron", "wave", "wave-nofit"):
+        raise WaveError(f"unknown method {method!r}")
+    gene = family.nearest_kron if method == "nearest-kron" else family.learngene
+    fit = method != "wave-nofit"
+    spawned = spawn(gene, spec.depth, spec.width, spec.heads, data=data, patch=spec.patch_size, fit=fit,
+                    fit_steps=config.fit_steps, fit_samples=config.fit_samples, batch_size=config.batch_size, lr=config.fit_lr,
+                    teacher=family.ancestry_path if same_data else None, seed=seed, device=device)
+    if spawned.spec != spec:
+        raise WaveError(f"{method} spawned a {spawned.spec} for the size {spec}: the learngene does not fit the bench's sizes")
+    model = load_state_dict(ViT(spec), spawned.state_dict)
+    if not fit:
+        return done(model)
+    samples = spawned.provenance["fit_samples"]
+    return done(model, compute=images_passed(samples, config.batch_size, spawned.provenance["fit_steps"]), images=samples,
+                teacher_forward=samples if spawned.provenance.get("teacher") else 0)
+
+
+def fit_passes(config: BenchConfig) -> int:
+    """The image passes of wave's scaler fit: what kd-per-size spends before its epochs."""
+    return images_passed(config.fit_samples, config.batch_size, config.fit_steps)
+
+
+def kd_loss_for(family: Family, data: Dataset, device: str):
+    """The distillation loss (the learngene's temperature and weight) against the ancestry on
+    `data`'s training images, the teacher's logits computed once."""
+    d = DistillConfig()
+    return teacher_kd_loss(family.ancestry, data.train_images, d.temperature, d.kd_weight, 256, resolve_device(device))
