@@ -26,9 +26,9 @@ DOWNSTREAM_METHODS = ("random", "weight-selection", "mimetic", "nearest-kron", "
 class BenchConfig:
     data: str = "fashion-mnist"
     data_dir: str | None = None
-    # The ancestry, the learngene and TLEG use the whole training set. The descendants train on a
-    # fixed draw (seed 0) of `subset` images (None: all): 5 sizes x 9 methods x 3 seeds, the
-    # scratch runs 10 epochs each, fit 150 minutes on 2 CPU cores only on a subset.
+    # The ancestry, the learngenes and TLEG use the whole training set. The descendants train on
+    # a fixed draw (seed 0) of `subset` images (None: all): 6 sizes x 9 methods x 3 seeds, scratch
+    # 10 epochs each, and the studies fit a 3-hour session on 2 CPU cores only on a subset.
     subset: int | None = 5000
     depths: tuple[int, ...] = (2, 4)
     widths: tuple[int, ...] = (64, 128)
@@ -96,9 +96,10 @@ class BenchConfig:
 
     def fingerprint(self) -> dict:
         """The settings a finished cell depends on: a rerun must share them to reuse cells.
-        Sizes, methods, seeds and downstream datasets are not among them (a rerun may add more)."""
+        Sizes, methods, seeds and downstream datasets are not among them (a rerun may add more),
+        nor where the data lie. The learngene a capacity study chose stays chosen (family.py)."""
         d = asdict(self)
-        for key in ("depths", "widths", "extra_sizes", "methods", "seeds", "downstream", "fit_study_steps"):
+        for key in ("data_dir", "depths", "widths", "extra_sizes", "methods", "seeds", "downstream", "fit_study_steps"):
             d.pop(key)
         return json.loads(json.dumps(d))
 

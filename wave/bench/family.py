@@ -12,6 +12,7 @@ training set, with what each cost.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..configs import EVAL_BATCH_SIZE, AncestryConfig, DistillConfig, TrainConfi
 from ..errors import WaveError
 from ..io.datasets import Dataset
 from ..io.files import load_learngene, load_model, load_tleg, save_learngene
+from ..io.storage import atomic_write_bytes
 from ..learngene import Learngene, learngene_from_weights
 from ..spec import ViTSpec, check_width, resized
 from ..tasks import check_fits, distill, distill_tleg, load_vit, spec_for, train_ancestry
@@ -62,6 +64,7 @@ def make_family(config: BenchConfig, data: Dataset, out: Path, ancestry: Path | 
         record["capacity"] = []
         epochs = None
     gene, record["learngene"] = _learngene(learngene, data, epochs)
+    epochs = epochs or gene.provenance.get("epochs")
     nearest = learngene_from_weights(dense_numpy(model.state_dict()), model.spec, gene.side, gene.counts)
     nearest.provenance.update(teacher=str(ancestry.resolve()), data=record["ancestry"]["data"] or data.name)
     nearest_path = out / "nearest_kron.safetensors"
@@ -72,8 +75,10 @@ def make_family(config: BenchConfig, data: Dataset, out: Path, ancestry: Path | 
     }
     tleg = tleg_path = None
     if with_tleg:
-        budget = epochs or gene.provenance.get("epochs") or 1
-        tleg, tleg_path, record["tleg"] = _tleg(config, data, out, model, ancestry, budget, device, log)
+        if not epochs:
+            raise WaveError(f"the learngene {learngene} does not record its distillation epochs, TLEG's budget: give one made by "
+                            f"wave distill, or leave tleg out of --methods")
+        tleg, tleg_path, record["tleg"] = _tleg(config, data, out, model, ancestry, epochs, device, log)
     return Family(model, ancestry, gene, learngene, nearest, nearest_path, tleg, tleg_path, record)
 
 
@@ -142,11 +147,22 @@ def capacity_study(config: BenchConfig, data: Dataset, out: Path, ancestry: ViT,
                      "template_params": gene.num_template_params(), "test_accuracy": accuracy,
                      "gap": None if accuracy is None else ancestry_accuracy - accuracy, "compute": training_compute(gene.provenance),
                      "seconds": gene.provenance.get("seconds"), "fraction_of_family": path.stat().st_size / family_bytes, "chosen": False})
-    pick = choose_learngene(rows, config)
+    pick = _kept_choice(out, rows) or choose_learngene(rows, config)
     pick["chosen"] = True
+    atomic_write_bytes(out / "learngene-choice.json", (json.dumps({k: pick[k] for k in ("templates", "side", "epochs")}) + "\n").encode())
     log(f"capacity study: the learngene is {pick['templates']} templates of {pick['side']}x{pick['side']} per role, {pick['epochs']} epochs "
         f"(auxiliary {100 * pick['test_accuracy']:.2f}%, ancestry {100 * ancestry_accuracy:.2f}%, {pick['bytes']:,} bytes)")
     return rows
+
+
+def _kept_choice(out: Path, rows: list[dict]) -> dict | None:
+    """The candidate an earlier run of this bench chose: its cells were made from it, so a rerun
+    with other sizes (other family bytes) keeps it."""
+    path = out / "learngene-choice.json"
+    if not path.exists():
+        return None
+    kept = json.loads(path.read_text())
+    return next((r for r in rows if all(r[k] == kept[k] for k in ("templates", "side", "epochs"))), None)
 
 
 def choose_learngene(rows: list[dict], config: BenchConfig) -> dict:
@@ -154,7 +170,7 @@ def choose_learngene(rows: list[dict], config: BenchConfig) -> dict:
     family's bytes, whose auxiliary is within `capacity_tolerance` of the ancestry at the
     fewest bytes (ties: fewer distillation epochs); none within it: the most accurate of those
     small enough; none small enough: the smallest."""
-    own = [r for r in rows if r["side"] == config.side]
+    own = [r for r in rows if r["side"] == config.side and r["test_accuracy"] is not None]
     small = [r for r in own if r["fraction_of_family"] <= config.capacity_bytes_fraction]
     close = [r for r in small if r["gap"] is not None and r["gap"] <= config.capacity_tolerance]
     if close:
