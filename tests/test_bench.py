@@ -347,6 +347,11 @@ def test_scratch_compute_to_reach_interpolates_between_scored_epochs():
     assert scratch_compute_to_reach(s, 0.91) is None  # beyond its last epoch
     # a dip is passed over: the first segment that reaches the target counts
     assert scratch_compute_to_reach({"compute": [0, 10, 20], "mean": [0.1, 0.4, 0.3]}, 0.35) == pytest.approx(10 * 0.25 / 0.3)
+    # the short run (random init annealed over 1000 passes) lifts the envelope where it beats the long run
+    assert scratch_compute_to_reach(s, 0.6, short=(1000, 0.6)) == pytest.approx(1000)
+    # 0.5 at 2000 is below the envelope, which stays at 0.6 until scratch passes it
+    assert scratch_compute_to_reach(s, 0.7, short=(1000, 0.6)) == pytest.approx(2000 + 1000 * (0.7 - 0.6) / (0.9 - 0.6))
+    assert scratch_compute_to_reach(s, 0.3, short=(1000, 0.2)) == pytest.approx(500)  # a weaker short run changes nothing
 
 
 def test_compute_table_against_numbers_worked_by_hand():
@@ -417,11 +422,14 @@ def test_downstream_gains_are_means_over_sizes_of_seed_means():
         return {**r, "data": "other"}
 
     records = [rec("1x32", "random", 0, 0.5), rec("1x32", "random", 1, 0.6), rec("1x32", "wave", 0, 0.7), rec("1x32", "wave", 1, 0.8),
-               rec("2x64", "random", 0, 0.4), rec("2x64", "wave", 0, 0.5),
-               {**hand_records()[-1], "data": "other", "size": "1x32"}]  # weight selection n/a: no gain to report
+               rec("2x64", "random", 0, 0.4), rec("2x64", "wave", 0, 0.5), rec("2x64", "weight-selection", 0, 0.6),
+               {**hand_records()[-1], "data": "other", "size": "1x32"}]  # weight selection n/a at 1x32
     table = downstream_table(records, ["random", "weight-selection", "wave"])["other"]
-    assert table["sizes"] == ["1x32", "2x64"]
-    assert table["gains"] == {"wave": {"mean_gain": pytest.approx(((0.75 - 0.55) + (0.5 - 0.4)) / 2), "sizes": 2}}
+    assert table["sizes"] == ["1x32", "2x64"] and table["shared_sizes"] == ["2x64"]  # every method applies at 2x64 only
+    assert table["gains"] == {
+        "wave": {"mean_gain": pytest.approx(((0.75 - 0.55) + (0.5 - 0.4)) / 2), "sizes": 2, "mean_gain_shared": pytest.approx(0.1)},
+        "weight-selection": {"mean_gain": pytest.approx(0.2), "sizes": 1, "mean_gain_shared": pytest.approx(0.2)},
+    }
 
 
 def test_storage_table_against_parameter_counts_worked_by_hand():

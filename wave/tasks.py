@@ -460,6 +460,8 @@ def find_teacher(teacher, learngene: Learngene, data: Dataset) -> tuple[ViT | No
     recorded = learngene.provenance.get("teacher")
     if not recorded or not Path(recorded).exists():  # a file, or a Hugging Face folder
         return None, None
+    if learngene.provenance.get("data") not in (None, data.name):
+        return None, None  # an ancestry of other data cannot teach this one, even with as many classes
     model, _ = load_vit(recorded)
     fits = (model.spec.image_size, model.spec.channels, model.spec.num_classes) == (data.image_size, data.channels, data.num_classes)
-    return (model, recorded) if fits else (None, None)  # an ancestry of other data cannot teach this one
+    return (model, recorded) if fits else (None, None)

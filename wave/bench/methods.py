@@ -15,9 +15,10 @@
     wave-nofit        `waveinit.spawn(..., fit=False)`: the data-free rule alone
     scratch           random, trained `scratch_epochs` epochs
 
-On other data (downstream), the parameters whose shape follows the data (patch and position
-embeddings) and the classifier start random for every method that inherits weights, as
-`wave spawn` gives those roles fresh templates.
+On other data (downstream), the classifier and the parameters whose shape follows the data (the
+patch embedding's weights when the patch's pixels differ; the position embeddings when the token
+grid does) start random for every method that inherits weights, as `wave spawn` gives those
+roles fresh templates.
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ def initialise(method: str, spec: ViTSpec, seed: int, family: Family, data: Data
     if method == "kd-per-size":
         if not same_data:
             raise WaveError("kd-per-size needs the ancestry's logits on the training data: not on other data")
+        if lr is None:
+            raise WaveError("kd-per-size trains from its first step: give its learning rate")
         # wave's fit, mirrored: the same steps, batch and number of images (a seeded draw), so
         # the same image passes, on the ancestry's logits instead of through the templates.
         model, steps = random_vit(spec, seed), config.fit_steps
@@ -116,7 +119,7 @@ def initialise(method: str, spec: ViTSpec, seed: int, family: Family, data: Data
         images, labels = data.train_images[pick], data.train_labels[pick]
         d = DistillConfig()
         loss = teacher_kd_loss(family.ancestry, images, d.temperature, d.kd_weight, 256, resolve_device(device))
-        train(model, images, labels, TrainConfig(batch_size=config.batch_size, lr=lr or config.lrs[0], max_steps=steps, seed=seed),
+        train(model, images, labels, TrainConfig(batch_size=config.batch_size, lr=lr, max_steps=steps, seed=seed),
               loss_fn=loss, device=device)
         return done(model, compute=images_passed(n, config.batch_size, steps), images=n, teacher_forward=n)
     if method not in ("nearest-kron", "wave", "wave-nofit"):

@@ -97,8 +97,8 @@ def plot_accuracy_vs_epoch(path: Path, summary: dict, sizes: list[str], methods:
         ax.set_ylabel("test accuracy (%)")
     for ax in list(axes.flat)[len(sizes):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), bbox_to_anchor=(0.5, -0.02))
+    handles, labels = _legend(axes)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 9), bbox_to_anchor=(0.5, -0.02))
     fig.suptitle("Test accuracy against training epochs, per model size (mean ± std over seeds)")
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))  # the top strip keeps the title off the first row's
     _save(fig, path)
@@ -136,7 +136,7 @@ def plot_accuracy_vs_compute(path: Path, summary: dict, sizes: list[str], method
         ax.set_ylabel("test accuracy (%)")
     for ax in list(axes.flat)[len(sizes):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    handles, labels = _legend(axes)
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 9), bbox_to_anchor=(0.5, -0.02))
     fig.suptitle("Accuracy against compute per size: scratch's curve, every method after its budget (mean ± std over seeds)")
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
@@ -144,7 +144,16 @@ def plot_accuracy_vs_compute(path: Path, summary: dict, sizes: list[str], method
     plt.close(fig)
 
 
-def plot_capacity(path: Path, capacity: list[dict], ancestry_accuracy: float) -> None:
+def _legend(axes) -> tuple[list, list[str]]:
+    """Every method drawn in any panel, once (a method n/a in the first panel still shows)."""
+    seen = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    return list(seen.values()), list(seen)
+
+
+def plot_capacity(path: Path, capacity: list[dict], ancestry_accuracy: float, tolerance: float) -> None:
     """The capacity study: each candidate learngene's auxiliary accuracy against its bytes."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -154,7 +163,7 @@ def plot_capacity(path: Path, capacity: list[dict], ancestry_accuracy: float) ->
         ax.annotate(f"{c['templates']}x{c['side']}², {c['epochs']} ep", (c["bytes"] / 1e3, 100 * c["test_accuracy"]), fontsize=8,
                     textcoords="offset points", xytext=(5, 4))
     ax.axhline(100 * ancestry_accuracy, color="black", linestyle=":", label="ancestry")
-    ax.axhline(100 * ancestry_accuracy - 1, color="black", linestyle="--", alpha=0.4, label="ancestry - 1 point")
+    ax.axhline(100 * (ancestry_accuracy - tolerance), color="black", linestyle="--", alpha=0.4, label=f"ancestry - {100 * tolerance:g} point(s)")
     ax.set_xscale("log")
     ax.set_xlabel("learngene file (kB, log scale)")
     ax.set_ylabel("auxiliary model's test accuracy (%)")

@@ -68,13 +68,22 @@ def summarise(records: list[dict]) -> dict[tuple[str, str], dict]:
     return out
 
 
-def scratch_compute_to_reach(scratch: dict, target: float) -> float | None:
-    """The training compute at which scratch's mean accuracy curve reaches `target`, linear
-    between its scored epochs (0 at or below its initial accuracy); None beyond its last epoch."""
-    points = list(zip(scratch["compute"], scratch["mean"]))
-    if target <= points[0][1]:
-        return 0.0
-    for (c0, a0), (c1, a1) in zip(points, points[1:]):
+def scratch_compute_to_reach(scratch: dict, target: float, short: tuple[float, float] | None = None) -> float | None:
+    """The training compute at which training from scratch reaches `target`: on the upper
+    envelope of scratch's scored epochs (compute, mean accuracy) and `short`, the (compute,
+    accuracy) of random init trained for the short budget on its own schedule (a run annealed
+    early ends higher than the long run at the same point), linear between points; 0 at or below
+    the initial accuracy; None beyond the last point."""
+    points: dict[float, float] = {}
+    for c, a in [*zip(scratch["compute"], scratch["mean"]), *([short] if short else [])]:
+        points[c] = max(a, points.get(c, a))
+    best, envelope = -1.0, []
+    for c in sorted(points):
+        best = max(best, points[c])
+        envelope.append((c, best))
+    if target <= envelope[0][1]:
+        return float(envelope[0][0])
+    for (c0, a0), (c1, a1) in zip(envelope, envelope[1:]):
         if a1 >= target:
             return c0 + (target - a0) / (a1 - a0) * (c1 - c0) if a1 > a0 else float(c1)
     return None
@@ -92,14 +101,18 @@ def compute_table(summary: dict, sizes: list[str], methods: list[str], family: d
     ancestry, gene = family.get("ancestry", {}).get("compute"), family.get("learngene", {}).get("compute")
     table = {"ancestry_compute": ancestry, "learngene_compute": gene, "sizes": {}}
     for size in sizes:
-        scratch = summary.get((size, "scratch"))
+        scratch, random = summary.get((size, "scratch")), summary.get((size, "random"))
+        short = None
+        if random and random["status"] == "ok":
+            i = final_index(random, epochs)
+            short = (random["compute"][i], random["mean"][i])
         entry = {}
         for m in methods:
             s = summary.get((size, m))
             if m == "scratch" or s is None or s["status"] != "ok":
                 continue
             i = final_index(s, epochs)
-            reach = scratch_compute_to_reach(scratch, s["mean"][i]) if scratch and scratch["status"] == "ok" else None
+            reach = scratch_compute_to_reach(scratch, s["mean"][i], short) if scratch and scratch["status"] == "ok" else None
             entry[m] = {"final": s["mean"][i], "compute": s["compute"][i], "scratch_equivalent": reach,
                         "scratch_max": scratch["compute"][-1] if scratch and scratch["status"] == "ok" else None}
         table["sizes"][size] = entry
@@ -137,8 +150,6 @@ def storage_table(records: list[dict], family: dict) -> dict:
             "dense_total_bytes": dense, "learngene_and_scalers_bytes": learngene_total, "ratio": dense / learngene_total}
 
 
-# ----------------------------------------------------------------------------- files
-
 def downstream_table(records: list[dict], methods: list[str]) -> dict:
     """Per downstream dataset: the summary of its cells, and each method's mean gain over random
     after the budget (the mean over sizes of the difference of the seed means)."""
@@ -149,13 +160,17 @@ def downstream_table(records: list[dict], methods: list[str]) -> dict:
     for name, rs in by_data.items():
         summary = summarise(rs)
         sizes = list(dict.fromkeys(r["size"] for r in rs))
+        ok = lambda size, m, summary=summary: summary.get((size, m), {}).get("status") == "ok"  # noqa: E731
+        shared = [size for size in sizes if all(ok(size, m) for m in methods if any(k[1] == m for k in summary))]
         gains = {}
         for m in methods:
-            diffs = [summary[(size, m)]["mean"][-1] - summary[(size, "random")]["mean"][-1] for size in sizes
-                     if summary.get((size, m), {}).get("status") == "ok" and summary.get((size, "random"), {}).get("status") == "ok"]
+            diffs = {size: summary[(size, m)]["mean"][-1] - summary[(size, "random")]["mean"][-1] for size in sizes
+                     if ok(size, m) and ok(size, "random")}
             if diffs and m != "random":
-                gains[m] = {"mean_gain": float(np.mean(diffs)), "sizes": len(diffs)}
-        out[name] = {"summary": summary, "sizes": sizes, "gains": gains}
+                on_shared = [diffs[size] for size in shared if size in diffs]
+                gains[m] = {"mean_gain": float(np.mean(list(diffs.values()))), "sizes": len(diffs),
+                            "mean_gain_shared": float(np.mean(on_shared)) if on_shared else None}
+        out[name] = {"summary": summary, "sizes": sizes, "gains": gains, "shared_sizes": shared}
     return out
 
 
@@ -190,7 +205,8 @@ def write_reports(out: Path, config: BenchConfig, family: dict, records: list[di
         "rows": rows,
         "summary": [{"size": size, "method": m, **summary[(size, m)]} for size in sizes for m in methods if (size, m) in summary],
         "compute": compute, "storage": storage,
-        "downstream": {name: {"gains": d["gains"], "summary": [{"size": k[0], "method": k[1], **v} for k, v in d["summary"].items()]}
+        "downstream": {name: {"gains": d["gains"], "shared_sizes": d["shared_sizes"],
+                              "summary": [{"size": k[0], "method": k[1], **v} for k, v in d["summary"].items()]}
                        for name, d in far.items()},
     }
     atomic_write_bytes(files["results.json"], (json.dumps(report, indent=1) + "\n").encode())
@@ -201,7 +217,7 @@ def write_reports(out: Path, config: BenchConfig, family: dict, records: list[di
     plot_accuracy_vs_compute(files["accuracy_vs_compute.png"], summary, sizes, methods, config.epochs)
     plot_storage(files["storage.png"], storage)
     if family.get("capacity"):
-        plot_capacity(files["capacity.png"], family["capacity"], family["ancestry"]["test_accuracy"])
+        plot_capacity(files["capacity.png"], family["capacity"], family["ancestry"]["test_accuracy"], config.capacity_tolerance)
     return files
 
 
@@ -329,9 +345,11 @@ def _accuracy_section(config: BenchConfig, summary: dict, sizes: list[str], meth
 def _scratch_section(config: BenchConfig, sizes: list[str], methods: list[str], compute: dict, n: int) -> list[str]:
     shown = [m for m in methods if m != "scratch"]
     lines = ["## Scratch compute to reach each method's accuracy", "", (
-        f"Per size and method: the training compute scratch (random init, {config.scratch_epochs} epochs, scored after each) needs to "
-        f"reach the method's mean accuracy after its budget (linear between scratch's scored epochs), against the method's own "
-        f"compute (initialisation included) = the saving. \"> k ep\": scratch never reached it."), "",
+        f"Per size and method: the training compute scratch needs to reach the method's mean accuracy after its budget, and in "
+        f"brackets the ratio to the method's own compute (initialisation included): the saving. Scratch's curve is the upper "
+        f"envelope of its {config.scratch_epochs}-epoch run, scored after each epoch, and random init's {config.epochs}-epoch run "
+        f"(annealed over its own short schedule), linear between points. \"> k ep\": scratch never reached it. Not counted: "
+        f"the ancestry's forward passes (its logits for the fits, kd-per-size and the distillations)."), "",
         "| size | " + " | ".join(shown) + " |", "| --- |" + " --- |" * len(shown)]
     for size in sizes:
         cells = []
@@ -373,7 +391,7 @@ def _fit_section(config: BenchConfig, fits: list[dict]) -> list[str]:
     lines = ["## The scaler fit: cost and accuracy on their own", "", (
         f"wave's accuracy right after its fit (0 steps: the data-free rule, wave-nofit) on a held-out {100 * config.validation_fraction:.0f}% "
         f"of the descendants' training set, seed 0; the fit draws {config.fit_samples} images of the rest, batch {config.batch_size}, "
-        f"lr {config.fit_lr:g}, KL to the ancestry + CE. Its cost in image passes is the step count x {config.batch_size}."), "",
+        f"lr {config.fit_lr:g}, KL to the ancestry + CE. Its cost: about the step count x {config.batch_size} image passes."), "",
         "| size | fitted parameters | " + " | ".join(f"{k} steps" for k in steps) + " |", "| --- | --- |" + " --- |" * len(steps)]
     by = {(f["size"], f["steps"]): f for f in fits}
     for size in dict.fromkeys(f["size"] for f in fits):
@@ -396,6 +414,8 @@ def _rates_section(config: BenchConfig, methods: list[str], rates: dict, sweep_s
         if m != "scratch" and any((m, lr) in by for lr in config.lrs):
             cells = [_pct(by[(m, lr)]["val_accuracy"]) if (m, lr) in by else "-" for lr in config.lrs]
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {rates[m]:g} |")
+        elif m != "scratch":
+            lines.append(f"| {m} | " + " | ".join("n/a" for _ in config.lrs) + f" | {rates[m]:g} (random's: n/a at {sweep_size}) |")
     return lines
 
 
@@ -406,9 +426,10 @@ def _downstream_section(config: BenchConfig, far: dict) -> list[str]:
         methods = [m for m in METHODS if any(k[1] == m for k in summary)]
         n = next(s["train_images"] for s in summary.values() if s["status"] == "ok")
         lines += [f"## Downstream: {name}", "", (
-            f"The family's learngene and every peer that can initialise a model for other data (fresh patch and position "
-            f"embeddings and classifier), {n:,} training images, {config.epochs} epoch(s); test accuracy %, after initialisation -> "
-            f"after the budget."), "",
+            f"The family's learngene and every peer that can initialise a model for other data: the classifier and the "
+            f"parameters whose shape follows the data (the patch embedding's weights when the patch's pixels differ) start "
+            f"afresh, the rest is inherited (position embeddings of the same 4x4 token grid included). {n:,} training images, "
+            f"{config.epochs} epoch(s); test accuracy %, after initialisation -> after the budget."), "",
             "| size | " + " | ".join(methods) + " |", "| --- |" + " --- |" * len(methods)]
         for size in sizes:
             cells = []
@@ -416,8 +437,12 @@ def _downstream_section(config: BenchConfig, far: dict) -> list[str]:
                 s = summary.get((size, m))
                 cells.append("-" if s is None else "n/a" if s["status"] != "ok" else f"{_acc(s, 0)} -> {_acc(s, config.epochs)}")
             lines.append(f"| {size} | " + " | ".join(cells) + " |")
-        gains = ", ".join(f"{m} {100 * g['mean_gain']:+.1f}" for m, g in d["gains"].items())
-        lines += ["", f"Mean gain over random after the budget (points, mean over the sizes each applies to): {gains}.", ""]
+        gains = ", ".join(f"{m} {100 * g['mean_gain']:+.1f} ({g['sizes']} sizes)" for m, g in d["gains"].items())
+        lines += ["", f"Mean gain over random after the budget (points, mean over the sizes each applies to): {gains}."]
+        if d["shared_sizes"]:
+            shared = ", ".join(f"{m} {100 * g['mean_gain_shared']:+.1f}" for m, g in d["gains"].items() if g["mean_gain_shared"] is not None)
+            lines.append(f"Over the sizes every method applies to ({', '.join(d['shared_sizes'])}): {shared}.")
+        lines.append("")
     return lines[:-1] if lines else []
 
 

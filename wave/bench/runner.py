@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ..api import spawn
 from ..backends.torch import ViT, load_state_dict
@@ -208,10 +209,19 @@ def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, d
             "init_teacher_forward": init.teacher_forward, "train_images": n, "test_images": len(data.test_labels), "rows": rows}
 
 
-def _run_cells(todo: list[tuple], store: RecordFile, run: Callable[[tuple], dict], log: Callable[[str], None]) -> int:
-    """Run every cell of `todo` (key first) not in `store`; how many ran."""
+class Cell(NamedTuple):
+    key: str
+    seed: int
+    spec: ViTSpec
+    method: str
+    data: Dataset  # the family's data, or a downstream dataset
+
+
+def _run_cells(todo: list[Cell], store: RecordFile, run: Callable[[Cell], dict], log: Callable[[str], None]) -> int:
+    """Run every cell of `todo` not in `store`; how many ran."""
     ran = 0
-    for i, (key, *cell) in enumerate(todo):
+    for i, cell in enumerate(todo):
+        key = cell.key
         if key in store:
             continue
         start = time.perf_counter()
@@ -251,6 +261,9 @@ def run_bench(config: BenchConfig, out: str | Path, *, ancestry: str | Path | No
     downstream = [load_dataset(name, subset=config.downstream_subset, seed=0) for name in config.downstream]  # bad names fail now
     header = _settings_header(config, ancestry, learngene)
     planned = bench_sizes(config, *planned_family(config, full, out, ancestry, learngene))  # bad sizes fail now, not after an hour
+    for ds in downstream:
+        for spec in planned:
+            downstream_size(spec, ds, None)  # and downstream images a patch cannot tile
     _claim(out, header)
     family_bytes = sum(s.num_params() for s in planned) * BYTES_PER_PARAM
     family = make_family(config, full, out, ancestry, learngene, family_bytes, "tleg" in config.methods, device, log)
@@ -264,26 +277,23 @@ def run_bench(config: BenchConfig, out: str | Path, *, ancestry: str | Path | No
     log("learning rates: " + ", ".join(f"{m} {lr:g}" for m, lr in rates.items()) + (f" (swept on {size_name(size)})" if len(config.lrs) > 1 else ""))
 
     cells = RecordFile(out / "cells.jsonl")
-    todo = [(cell_key(spec, m, seed), seed, spec, m) for seed in range(config.seeds) for spec in sizes for m in methods]
+    todo = [Cell(cell_key(spec, m, seed), seed, spec, m, data) for seed in range(config.seeds) for spec in sizes for m in methods]
     log(f"{len(todo)} cells: {len(sizes)} sizes ({', '.join(map(size_name, sizes))}) x {len(methods)} methods x {config.seeds} seeds, "
         f"{config.epochs} epoch(s) each (scratch {config.scratch_epochs}) on {len(data.train_labels):,} {data.name} images")
-    skipped = sum(key in cells for key, *_ in todo)
-    ran = _run_cells(todo, cells, lambda c: run_cell(c[2], c[1], c[0], rates[c[2]], family, data, config, device), log)
+    skipped = sum(c.key in cells for c in todo)
+    ran = _run_cells(todo, cells, lambda c: run_cell(c.method, c.spec, c.seed, rates[c.method], family, c.data, config, device), log)
 
     far = RecordFile(out / "downstream.jsonl")
-    far_todo = []
-    for ds in downstream:
-        for seed in range(config.seeds):
-            for spec in sizes:
-                target = downstream_size(spec, ds, None)
-                far_todo += [(cell_key(target, m, seed, ds.name), seed, target, m, ds) for m in DOWNSTREAM_METHODS if m in methods]
+    far_todo = [Cell(cell_key(downstream_size(spec, ds, None), m, seed, ds.name), seed, downstream_size(spec, ds, None), m, ds)
+                for ds in downstream for seed in range(config.seeds) for spec in sizes for m in DOWNSTREAM_METHODS if m in methods]
     if far_todo:
         log(f"downstream: {len(far_todo)} cells on {', '.join(ds.name for ds in downstream)}")
-    skipped += sum(key in far for key, *_ in far_todo)
-    ran += _run_cells(far_todo, far, lambda c: run_cell(c[2], c[1], c[0], rates[c[2]], family, c[3], config, device, same_data=False), log)
+    skipped += sum(c.key in far for c in far_todo)
+    ran += _run_cells(far_todo, far, lambda c: run_cell(c.method, c.spec, c.seed, rates[c.method], family, c.data, config, device,
+                                                        same_data=False), log)
 
-    records = [cells[key] for key, *_ in todo]
-    far_records = [far[key] for key, *_ in far_todo]
+    records = [cells[c.key] for c in todo]
+    far_records = [far[c.key] for c in far_todo]
     files = write_reports(out, config, family.record, records, rates, size_name(size), list(sweeps.records.values()), fits, far_records)
     return BenchResult(out, records, far_records, ran, skipped, rates, files)
 
