@@ -108,7 +108,8 @@ def test_interrupted_spawn_writes_nothing(learngene_file, tmp_path):
 def test_interrupted_bench_keeps_its_finished_cells(tmp_path):
     out = tmp_path / "bench"
     args = ["bench", "--quick", "--seeds", "1", "--depths", "1", "--widths", "32", "--extra-sizes", "none", "--ancestry-epochs", "2",
-            "--distill-epochs", "1", "--fit-steps", "5", "--fit-samples", "100", "--lrs", "1e-2", "--epochs", "3", "--out", out]
+            "--capacity", "2x32x1", "--methods", "random,wave", "--downstream", "none", "--fit-study", "5", "--fit-steps", "5",
+            "--fit-samples", "100", "--lrs", "1e-2", "--epochs", "3", "--out", out]
     process = start_wave(*args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     returncode, stderr = interrupt_when(process, out / "cells.jsonl", signal.SIGINT, delay=0.0)
     assert returncode == 130, stderr
