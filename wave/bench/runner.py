@@ -151,7 +151,7 @@ def fit_study(config: BenchConfig, family: Family, data: Dataset, sizes: list[Vi
               log: Callable[[str], None]) -> list[dict]:
     """wave's validation accuracy after 0 (the data-free rule) and each of `fit_study_steps` fit
     steps, every size, seed 0, and the fit's cost: one record per (size, steps)."""
-    train_part, val = split_validation(data, config.validation_fraction, seed=0)
+    _, val = split_validation(data, config.validation_fraction, seed=0)
     val = dataclasses.replace(val, name=data.name)  # fit on the training part, scored on the held-out part
     gene = family.learngene
     for spec in sizes:
