@@ -135,6 +135,8 @@ def bench(
     config = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
     if subset is not None or (data is not None and data != base.data):
         config = dataclasses.replace(config, subset=subset)  # another dataset: all its images unless told
+    if config.data == "digits":
+        config = dataclasses.replace(config, ancestry_augment=False)  # a flipped digit is another symbol
     out = out or Path({"quick": "runs/bench-quick", "gpu": "runs/bench-gpu"}.get(name, "runs/bench"))
     if threads or name == "quick":
         import torch

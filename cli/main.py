@@ -90,6 +90,8 @@ def train(
 
     initial = load_vit(init, heads=heads)[0] if init is not None else None
     shift_flip = augment and not data.startswith("folder:")  # in-memory images: augmented by the engine
+    if shift_flip and data == "digits":
+        raise WaveError("--augment flips images left-right, which turns digits into other symbols: drop --augment for digits")
     dataset = load_data(data, data_dir=data_dir, subset=subset, seed=seed, augment=augment and not shift_flip, skip_bad_images=skip_bad_images,
                         image_size=image_size or (initial.spec.image_size if initial is not None and data.startswith("folder:") else None))
     if init is not None:

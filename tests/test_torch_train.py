@@ -520,3 +520,11 @@ def test_training_with_augment_is_deterministic_and_differs_from_without(tmp_pat
         result = train(model, data.train_images, data.train_labels, TrainConfig(epochs=1, batch_size=64, augment=augment), device="cpu")
         losses.append(result.history[-1]["train_loss"])
     assert losses[0] == losses[1] and not np.isclose(losses[0], losses[2])
+
+
+def test_augmenting_digits_is_refused_in_one_line(tmp_path):
+    from helpers import wave
+
+    result = wave("train", "--data", "digits", "--augment", "--epochs", "1", "--out", tmp_path / "m.safetensors", cwd=tmp_path)
+    assert result.returncode == 2 and "turns digits into other symbols" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
