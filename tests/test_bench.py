@@ -9,7 +9,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from waveinit.bench.config import METHODS
+from waveinit.bench.config import DOWNSTREAM_METHODS, METHODS
 from waveinit.bench.records import images_passed
 from waveinit.spec import ROLE_NAMES
 
@@ -19,7 +19,7 @@ from waveinit.spec import ROLE_NAMES
 TINY = ["--quick", "--seeds", "1", "--epochs", "1", "--scratch-epochs", "2", "--depths", "1", "--widths", "64",
         "--extra-sizes", "3x32", "--ancestry-epochs", "3", "--capacity", "2x32x1", "--fit-steps", "5", "--fit-samples", "200",
         "--fit-study", "5", "--lrs", "3e-3,1e-2", "--downstream", "fashion-mnist", "--downstream-subset", "200"]
-DOWNSTREAM = [m for m in METHODS if m not in ("kd-per-size", "scratch")]
+DOWNSTREAM = list(DOWNSTREAM_METHODS)  # every method but kd-per-size, scratch the yardstick
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
@@ -71,7 +71,7 @@ def test_every_output_is_written_and_consistent(run):
     assert {int(r["init_compute"]) for r in main if r["method"] == "kd-per-size"} == {fit}
     free = ("random", "mimetic", "weight-selection", "tleg", "wave-nofit", "scratch")
     assert {int(r["init_compute"]) for r in rows if r["method"] in free and r["status"] == "ok"} == {0}
-    assert "[18/18]" in log and "[14/14]" in log
+    assert "[18/18]" in log and "[16/16]" in log
 
 
 def test_methods_that_cannot_make_a_size_are_not_applicable(run):
@@ -146,7 +146,9 @@ def test_markdown_reports_every_study(run):
     assert fits == {(size, k) for size in ("1x64", "3x32") for k in (0, 5)}
     assert all(f["compute"] == (images_passed(200, 64, 5) if f["steps"] else 0) for f in report["fit_study"])
     gains = report["downstream"]["fashion-mnist"]["gains"]
-    assert set(gains) == set(DOWNSTREAM) - {"random"}
+    assert set(gains) == set(DOWNSTREAM) - {"random", "scratch"}
+    far = report["downstream"]["fashion-mnist"]["compute"]["sizes"]["1x64"]
+    assert set(far) == set(DOWNSTREAM) - {"scratch"} and far["wave"]["compute"] == images_passed(200, 64, 5) + 200
 
 
 def test_downstream_cells_start_the_data_dependent_parameters_afresh(run):
@@ -164,7 +166,7 @@ def test_a_rerun_skips_finished_cells_and_more_seeds_only_add_cells(run):
     before = {name: (out / name).read_bytes() for name in names}
     again = bench(*TINY, "--out", out)
     assert again.exit_code == 0, again.output
-    assert "0 cells run, 32 skipped" in again.output
+    assert "0 cells run, 34 skipped" in again.output
     assert "training the ancestry" not in again.output and "sweep " not in again.output and "fit study" not in again.output
     assert all((out / name).read_bytes() == data for name, data in before.items())
 

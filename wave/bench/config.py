@@ -16,10 +16,9 @@ from ..errors import WaveError
 # The initialisations compared, in the order of every table. `scratch` is random init trained for
 # `scratch_epochs` with a test score after each: the curve the others' compute is measured on.
 METHODS = ("random", "weight-selection", "mimetic", "nearest-kron", "tleg", "kd-per-size", "wave", "wave-nofit", "scratch")
-# The methods that can initialise a model for other data (fresh patch embedding, position
-# embedding and classifier): kd-per-size needs the ancestry's logits on that data, scratch is
-# the long run of random, so neither is run downstream.
-DOWNSTREAM_METHODS = ("random", "weight-selection", "mimetic", "nearest-kron", "tleg", "wave", "wave-nofit")
+# Downstream: the methods that can initialise a model for other data (kd-per-size needs the
+# ancestry's logits on that data), and scratch, the yardstick of their compute there too.
+DOWNSTREAM_METHODS = ("random", "weight-selection", "mimetic", "nearest-kron", "tleg", "wave", "wave-nofit", "scratch")
 
 
 @dataclass(frozen=True)

@@ -150,9 +150,10 @@ def storage_table(records: list[dict], family: dict) -> dict:
             "dense_total_bytes": dense, "learngene_and_scalers_bytes": learngene_total, "ratio": dense / learngene_total}
 
 
-def downstream_table(records: list[dict], methods: list[str]) -> dict:
-    """Per downstream dataset: the summary of its cells, and each method's mean gain over random
-    after the budget (the mean over sizes of the difference of the seed means)."""
+def downstream_table(records: list[dict], methods: list[str], epochs: int = 1) -> dict:
+    """Per downstream dataset: the summary of its cells, each method's mean gain over random
+    after the budget (the mean over sizes of the difference of the seed means), and, with
+    scratch among the methods, the compute scratch needs to reach each (`compute_table`)."""
     by_data: dict[str, list[dict]] = {}
     for r in records:
         by_data.setdefault(r["data"], []).append(r)
@@ -161,6 +162,7 @@ def downstream_table(records: list[dict], methods: list[str]) -> dict:
         summary = summarise(rs)
         sizes = list(dict.fromkeys(r["size"] for r in rs))
         ok = lambda size, m, summary=summary: summary.get((size, m), {}).get("status") == "ok"  # noqa: E731
+        methods = [m for m in methods if m != "scratch"]  # the yardstick, not an initialisation
         shared = [size for size in sizes if all(ok(size, m) for m in methods if any(k[1] == m for k in summary))]
         gains = {}
         for m in methods:
@@ -170,7 +172,8 @@ def downstream_table(records: list[dict], methods: list[str]) -> dict:
                 on_shared = [diffs[size] for size in shared if size in diffs]
                 gains[m] = {"mean_gain": float(np.mean(list(diffs.values()))), "sizes": len(diffs),
                             "mean_gain_shared": float(np.mean(on_shared)) if on_shared else None}
-        out[name] = {"summary": summary, "sizes": sizes, "gains": gains, "shared_sizes": shared}
+        out[name] = {"summary": summary, "sizes": sizes, "gains": gains, "shared_sizes": shared,
+                     "compute": compute_table(summary, sizes, [*methods, "scratch"], {}, epochs)}
     return out
 
 
@@ -185,7 +188,7 @@ def write_reports(out: Path, config: BenchConfig, family: dict, records: list[di
     summary = summarise(records)
     compute = compute_table(summary, sizes, methods, family, config.epochs)
     storage = storage_table(records, family)
-    far = downstream_table(downstream, [m for m in METHODS if any(r["method"] == m for r in downstream)])
+    far = downstream_table(downstream, [m for m in METHODS if any(r["method"] == m for r in downstream)], config.epochs)
     rows = flat_rows(records) + flat_rows(downstream)
 
     names = ["results.csv", "results.json", "results.md", "accuracy_vs_size.png", "accuracy_vs_epoch.png", "accuracy_vs_compute.png",
@@ -205,7 +208,7 @@ def write_reports(out: Path, config: BenchConfig, family: dict, records: list[di
         "rows": rows,
         "summary": [{"size": size, "method": m, **summary[(size, m)]} for size in sizes for m in methods if (size, m) in summary],
         "compute": compute, "storage": storage,
-        "downstream": {name: {"gains": d["gains"], "shared_sizes": d["shared_sizes"],
+        "downstream": {name: {"gains": d["gains"], "shared_sizes": d["shared_sizes"], "compute": d["compute"],
                               "summary": [{"size": k[0], "method": k[1], **v} for k, v in d["summary"].items()]}
                        for name, d in far.items()},
     }
@@ -342,9 +345,10 @@ def _accuracy_section(config: BenchConfig, summary: dict, sizes: list[str], meth
     return lines + (["", "n/a: " + "; ".join(reasons) + "."] if reasons else [])
 
 
-def _scratch_section(config: BenchConfig, sizes: list[str], methods: list[str], compute: dict, n: int) -> list[str]:
+def _scratch_section(config: BenchConfig, sizes: list[str], methods: list[str], compute: dict, n: int,
+                     title: str = "## Scratch compute to reach each method's accuracy") -> list[str]:
     shown = [m for m in methods if m != "scratch"]
-    lines = ["## Scratch compute to reach each method's accuracy", "", (
+    lines = [title, "", (
         f"Per size and method: the training compute scratch needs to reach the method's mean accuracy after its budget, and in "
         f"brackets the ratio to the method's own compute (initialisation included): the saving. Scratch's curve is the upper "
         f"envelope of its {config.scratch_epochs}-epoch run, scored after each epoch, and random init's {config.epochs}-epoch run "
@@ -429,19 +433,29 @@ def _downstream_section(config: BenchConfig, far: dict) -> list[str]:
             f"The family's learngene and every peer that can initialise a model for other data: the classifier and the "
             f"parameters whose shape follows the data (the patch embedding's weights when the patch's pixels differ) start "
             f"afresh, the rest is inherited (position embeddings of the same 4x4 token grid included). {n:,} training images, "
-            f"{config.epochs} epoch(s); test accuracy %, after initialisation -> after the budget."), "",
-            "| size | " + " | ".join(methods) + " |", "| --- |" + " --- |" * len(methods)]
+            f"{config.epochs} epoch(s); test accuracy %, after initialisation -> after the budget. wave's and nearest-kron's "
+            f"initialisation trains on this data ({config.fit_steps} fit steps of {config.batch_size} images): the scratch "
+            f"table below compares every method at its compute."), "",
+            "| size | " + " | ".join(f"scratch ({config.epochs} / {config.scratch_epochs} ep)" if m == "scratch" else m for m in methods) + " |",
+            "| --- |" + " --- |" * len(methods)]
         for size in sizes:
             cells = []
             for m in methods:
                 s = summary.get((size, m))
-                cells.append("-" if s is None else "n/a" if s["status"] != "ok" else f"{_acc(s, 0)} -> {_acc(s, config.epochs)}")
+                if s is None or s["status"] != "ok":
+                    cells.append("-" if s is None else "n/a")
+                elif m == "scratch":
+                    cells.append(f"{_acc(s, config.epochs)} / {_acc(s, config.scratch_epochs)}")
+                else:
+                    cells.append(f"{_acc(s, 0)} -> {_acc(s, config.epochs)}")
             lines.append(f"| {size} | " + " | ".join(cells) + " |")
         gains = ", ".join(f"{m} {100 * g['mean_gain']:+.1f} ({g['sizes']} sizes)" for m, g in d["gains"].items())
         lines += ["", f"Mean gain over random after the budget (points, mean over the sizes each applies to): {gains}."]
         if d["shared_sizes"]:
             shared = ", ".join(f"{m} {100 * g['mean_gain_shared']:+.1f}" for m, g in d["gains"].items() if g["mean_gain_shared"] is not None)
             lines.append(f"Over the sizes every method applies to ({', '.join(d['shared_sizes'])}): {shared}.")
+        if any(m == "scratch" for m in methods):
+            lines += [""] + _scratch_section(config, sizes, methods, d["compute"], n, f"### {name}: scratch compute to reach each method's accuracy")
         lines.append("")
     return lines[:-1] if lines else []
 
