@@ -76,10 +76,7 @@ def plot_accuracy_vs_size(path: Path, summary: dict, sizes: list[str], methods: 
 
 def plot_accuracy_vs_epoch(path: Path, summary: dict, sizes: list[str], methods: list[str]) -> None:
     """One panel per size: test accuracy against training epochs, one line per method."""
-    plt = _pyplot()
-    cols = min(3, len(sizes))
-    rows = -(-len(sizes) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False, sharey=True)
+    fig, axes = _panels(len(sizes), sharey=True)
     for ax, size in zip(axes.flat, sizes):
         for m in methods:
             s = summary.get((size, m))
@@ -92,26 +89,13 @@ def plot_accuracy_vs_epoch(path: Path, summary: dict, sizes: list[str], methods:
         params = next(s["params"] for (sz, _), s in summary.items() if sz == size)
         ax.set_title(f"{size} ({short_count(params)} parameters)")
         ax.set_xlabel("epoch")
-        ax.grid(True, alpha=0.3)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("test accuracy (%)")
-    for ax in list(axes.flat)[len(sizes):]:
-        ax.axis("off")
-    handles, labels = _legend(axes)
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 9), bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle("Test accuracy against training epochs, per model size (mean ± std over seeds)")
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))  # the top strip keeps the title off the first row's
-    _save(fig, path)
-    plt.close(fig)
+    _finish_panels(fig, axes, len(sizes), "Test accuracy against training epochs, per model size (mean ± std over seeds)", path)
 
 
 def plot_accuracy_vs_compute(path: Path, summary: dict, sizes: list[str], methods: list[str], epochs: int) -> None:
     """One panel per size: scratch's test accuracy against its training compute (a curve, mean
     ± std), and each method's accuracy after its budget at its compute (a point, ± std)."""
-    plt = _pyplot()
-    cols = min(3, len(sizes))
-    rows = -(-len(sizes) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    fig, axes = _panels(len(sizes), sharey=False)
     for ax, size in zip(axes.flat, sizes):
         n = None
         for m in methods:
@@ -131,17 +115,31 @@ def plot_accuracy_vs_compute(path: Path, summary: dict, sizes: list[str], method
         params = next(s["params"] for (sz, _), s in summary.items() if sz == size)
         ax.set_title(f"{size} ({short_count(params)} parameters)")
         ax.set_xlabel("training compute (epochs of the training set, fwd+bwd passes)")
+    _finish_panels(fig, axes, len(sizes), "Accuracy against compute per size: scratch's curve, every method after its budget "
+                                           "(mean ± std over seeds)", path)
+
+
+def _panels(count: int, sharey: bool):
+    """A figure of `count` panels, three to a row: (figure, 2-D array of axes)."""
+    cols = min(3, count)
+    rows = -(-count // cols)
+    return _pyplot().subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False, sharey=sharey)
+
+
+def _finish_panels(fig, axes, count: int, title: str, path: Path) -> None:
+    """Grids, y labels, the unused panels off, one legend for all panels, the title; saved and closed."""
+    for ax in axes.flat:
         ax.grid(True, alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel("test accuracy (%)")
-    for ax in list(axes.flat)[len(sizes):]:
+    for ax in list(axes.flat)[count:]:
         ax.axis("off")
     handles, labels = _legend(axes)
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 9), bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle("Accuracy against compute per size: scratch's curve, every method after its budget (mean ± std over seeds)")
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))  # the top strip keeps the title off the first row's
     _save(fig, path)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def _legend(axes) -> tuple[list, list[str]]:
