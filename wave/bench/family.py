@@ -32,8 +32,6 @@ from ..training.evaluation import evaluate
 from .config import BenchConfig
 from .records import training_compute
 
-BYTES_PER_PARAM = 4  # float32
-
 
 @dataclass
 class Family:

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..api import spawn
 from ..backends.torch import ViT, dense_numpy, load_state_dict
-from ..configs import DistillConfig, TrainConfig
+from ..configs import EVAL_BATCH_SIZE, DistillConfig, TrainConfig
 from ..errors import WaveError
 from ..io.datasets import Dataset
 from ..mimetic import mimetic
@@ -117,10 +117,8 @@ def initialise(method: str, spec: ViTSpec, seed: int, family: Family, data: Data
         n = min(config.fit_samples, len(data.train_labels))
         pick = np.random.default_rng(seed).permutation(len(data.train_labels))[:n]
         images, labels = data.train_images[pick], data.train_labels[pick]
-        d = DistillConfig()
-        loss = teacher_kd_loss(family.ancestry, images, d.temperature, d.kd_weight, 256, resolve_device(device))
         train(model, images, labels, TrainConfig(batch_size=config.batch_size, lr=lr, max_steps=steps, seed=seed),
-              loss_fn=loss, device=device)
+              loss_fn=kd_loss_for(family, images, device), device=device)
         return done(model, compute=images_passed(n, config.batch_size, steps), images=n, teacher_forward=n)
     if method not in ("nearest-kron", "wave", "wave-nofit"):
         raise WaveError(f"unknown method {method!r}")
@@ -139,13 +137,8 @@ def initialise(method: str, spec: ViTSpec, seed: int, family: Family, data: Data
                 teacher_forward=samples if spawned.provenance.get("teacher") else 0)
 
 
-def fit_passes(config: BenchConfig) -> int:
-    """The image passes of wave's scaler fit: what kd-per-size spends before its epochs."""
-    return images_passed(config.fit_samples, config.batch_size, config.fit_steps)
-
-
-def kd_loss_for(family: Family, data: Dataset, device: str):
+def kd_loss_for(family: Family, images, device: str):
     """The distillation loss (the learngene's temperature and weight) against the ancestry on
-    `data`'s training images, the teacher's logits computed once."""
+    training `images` (the engine's dataset indices), the teacher's logits computed once."""
     d = DistillConfig()
-    return teacher_kd_loss(family.ancestry, data.train_images, d.temperature, d.kd_weight, 256, resolve_device(device))
+    return teacher_kd_loss(family.ancestry, images, d.temperature, d.kd_weight, EVAL_BATCH_SIZE, resolve_device(device))

@@ -50,10 +50,10 @@ from ..training.engine import train
 from ..training.evaluation import evaluate
 from ..training.objectives import cross_entropy_loss
 from .config import DOWNSTREAM_METHODS, METHODS, BenchConfig
-from .family import BYTES_PER_PARAM, Family, make_family, planned_family
+from .family import Family, make_family, planned_family
 from .methods import initialise, kd_loss_for, not_applicable
 from .records import RecordFile, images_passed
-from .report import write_reports
+from .report import BYTES_PER_PARAM, write_reports
 
 # ----------------------------------------------------------------------------- sizes
 
@@ -131,7 +131,7 @@ def sweep_learning_rates(config: BenchConfig, family: Family, data: Dataset, siz
         for lr in missing:
             start = initialise(method, size, 0, family, init_data, config, device, lr=lr)
             model = start.model
-            loss = kd_loss_for(family, val, device) if method == "kd-per-size" else cross_entropy_loss
+            loss = kd_loss_for(family, val.train_images, device) if method == "kd-per-size" else cross_entropy_loss
             train(model, val.train_images, val.train_labels, TrainConfig(epochs=config.sweep_epochs, batch_size=config.batch_size, lr=lr),
                   loss_fn=loss, device=device)
             result = evaluate(model, val.test_images, val.test_labels, EVAL_BATCH_SIZE, device)
@@ -197,7 +197,7 @@ def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, d
     rows = [{"epoch": 0, "accuracy": first["accuracy"], "loss": first["loss"], "train_loss": None,
              "seconds": init.seconds, "compute": init.compute, "images": init.images}]
     epochs = config.scratch_epochs if method == "scratch" else config.epochs
-    loss = kd_loss_for(family, data, device) if method == "kd-per-size" else cross_entropy_loss
+    loss = kd_loss_for(family, data.train_images, device) if method == "kd-per-size" else cross_entropy_loss
     result = train(model, data.train_images, data.train_labels, TrainConfig(epochs=epochs, batch_size=config.batch_size, lr=lr, seed=seed),
                    loss_fn=loss, device=device, eval_data=(data.test_images, data.test_labels))
     seconds = init.seconds
@@ -284,8 +284,11 @@ def run_bench(config: BenchConfig, out: str | Path, *, ancestry: str | Path | No
     ran = _run_cells(todo, cells, lambda c: run_cell(c.method, c.spec, c.seed, rates[c.method], family, c.data, config, device), log)
 
     far = RecordFile(out / "downstream.jsonl")
-    far_todo = [Cell(cell_key(downstream_size(spec, ds, None), m, seed, ds.name), seed, downstream_size(spec, ds, None), m, ds)
-                for ds in downstream for seed in range(config.seeds) for spec in sizes for m in DOWNSTREAM_METHODS if m in methods]
+    far_todo = []
+    for ds in downstream:
+        targets = [downstream_size(spec, ds, None) for spec in sizes]
+        far_todo += [Cell(cell_key(target, m, seed, ds.name), seed, target, m, ds)
+                     for seed in range(config.seeds) for target in targets for m in DOWNSTREAM_METHODS if m in methods]
     if far_todo:
         log(f"downstream: {len(far_todo)} cells on {', '.join(ds.name for ds in downstream)}")
     skipped += sum(c.key in far for c in far_todo)
