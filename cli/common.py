@@ -15,28 +15,52 @@ from waveinit.errors import WaveError
 DEFAULT_ANCESTRY = Path("runs/ancestry.safetensors")
 DEFAULT_LEARNGENE = Path("runs/learngene.safetensors")
 
-Data = Annotated[str, typer.Option(help="Dataset: digits, fashion-mnist, idx:DIR or folder:DIR.")]
-DataDir = Annotated[Optional[Path], typer.Option(help="Folder holding the Fashion-MNIST IDX files.")]
-Subset = Annotated[Optional[int], typer.Option(help="Train on only this many images (a fixed seeded choice).")]
-Depth = Annotated[Optional[int], typer.Option(help="Transformer blocks.")]
-Width = Annotated[Optional[int], typer.Option(help="Embedding width (a multiple of the template side).")]
-Heads = Annotated[Optional[int], typer.Option(help="Attention heads (default: width / 64).")]
-Patch = Annotated[Optional[int], typer.Option(help="Patch side in pixels (default: image side / 4).")]
-Epochs = Annotated[int, typer.Option(min=1, help="Passes over the training set.")]
-BatchSize = Annotated[int, typer.Option(min=1, help="Global batch size (split over processes).")]
-Lr = Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW, warm-up then cosine).")]
-WeightDecay = Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.")]
-Seed = Annotated[int, typer.Option(min=0, help="Random seed: the same seed gives the same result on the same machine.")]
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint next to --out.")]
-CheckpointEvery = Annotated[int, typer.Option(min=0, help="Also checkpoint every N steps (0: each epoch only).")]
-ImageSize = Annotated[Optional[int], typer.Option(min=1, help="folder:DIR: resize images to this side (default: the model's, else their own).")]
+# Help panels: `wave distill --help` groups its options under these titles.
+DATA, MODEL, TRAINING, RUN = "Data", "Model", "Training", "Output and runtime"
+
+Data = Annotated[str, typer.Option(help="Dataset: digits, fashion-mnist, idx:DIR or folder:DIR.", rich_help_panel=DATA)]
+DataDir = Annotated[Optional[Path], typer.Option(help="Folder holding the Fashion-MNIST IDX files.", rich_help_panel=DATA)]
+Subset = Annotated[Optional[int], typer.Option(help="Train on only this many images (a fixed seeded choice).", rich_help_panel=DATA)]
+Depth = Annotated[Optional[int], typer.Option(help="Transformer blocks.", rich_help_panel=MODEL)]
+Width = Annotated[Optional[int], typer.Option(help="Embedding width (a multiple of the template side).", rich_help_panel=MODEL)]
+Heads = Annotated[Optional[int], typer.Option(help="Attention heads (default: width / 64).", rich_help_panel=MODEL)]
+Patch = Annotated[Optional[int], typer.Option(help="Patch side in pixels (default: image side / 4).", rich_help_panel=MODEL)]
+Epochs = Annotated[int, typer.Option(min=1, help="Passes over the training set.", rich_help_panel=TRAINING)]
+BatchSize = Annotated[int, typer.Option(min=1, help="Global batch size (split over processes).", rich_help_panel=TRAINING)]
+Lr = Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW, warm-up then cosine).", rich_help_panel=TRAINING)]
+WeightDecay = Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.", rich_help_panel=TRAINING)]
+Seed = Annotated[int, typer.Option(min=0, help="Random seed: the same seed gives the same result on the same machine.", rich_help_panel=TRAINING)]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=RUN)]
+Threads = Annotated[Optional[int], typer.Option(min=1, help=(
+    "PyTorch CPU threads (default: PyTorch's choice, at most the cores this process may use); recorded in the output's "
+    "provenance. On a shared machine, 1 is often fastest."), rich_help_panel=RUN)]
+Compile = Annotated[bool, typer.Option("--compile", help=(
+    "torch.compile the model for training (tens of seconds to compile first; see README's benchmarks)."), rich_help_panel=RUN)]
+Force = Annotated[bool, typer.Option("--force", help="Replace an existing output (default: refuse).", rich_help_panel=RUN)]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint next to --out.", rich_help_panel=RUN)]
+CheckpointEvery = Annotated[int, typer.Option(min=0, help="Also checkpoint every N steps (0: each epoch only).", rich_help_panel=RUN)]
+ImageSize = Annotated[Optional[int], typer.Option(min=1, help="folder:DIR: resize images to this side (default: the model's, else their own).",
+                                                  rich_help_panel=DATA)]
 Augment = Annotated[bool, typer.Option("--augment", help=(
     "Augment training images: folder:DIR random-resized crops and flips (turns the teacher-logit cache off); "
-    "in-memory data (wave train only) random shifts and left-right flips."))]
-Workers = Annotated[int, typer.Option(min=0, help="folder:DIR: processes decoding image batches ahead (0: none).")]
-SkipBadImages = Annotated[bool, typer.Option("--skip-bad-images", help="folder:DIR: leave out unreadable images (each is checked first) and say how many.")]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object summarising the result on stdout (and nothing else there).")]
+    "in-memory data (wave train only) random shifts and left-right flips."), rich_help_panel=DATA)]
+Workers = Annotated[int, typer.Option(min=0, help="folder:DIR: processes decoding image batches ahead (0: none).", rich_help_panel=DATA)]
+SkipBadImages = Annotated[bool, typer.Option("--skip-bad-images", help="folder:DIR: leave out unreadable images (each is checked first) and say how many.",
+                                             rich_help_panel=DATA)]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object summarising the result on stdout (and nothing else there).",
+                                    rich_help_panel=RUN)]
+
+# Optional dependencies whose absence is a one-line error naming the install that brings them.
+_EXTRAS = {"torch": "waveinit[torch]", "typer": "waveinit[cli]", "rich": "waveinit[cli]", "sklearn": "waveinit[cli]",
+           "PIL": "waveinit[cli]", "matplotlib": "waveinit[cli]", "transformers": "transformers"}
+
+
+def missing_dependency(e: ModuleNotFoundError) -> str | None:
+    """The one-line error for an optional dependency that is not installed, or None for any other module."""
+    top = (e.name or "").split(".")[0]
+    if top not in _EXTRAS:
+        return None
+    return f"this command needs {top}, which is not installed: pip install '{_EXTRAS[top]}'"
 
 
 def handles_errors(command):
@@ -48,6 +72,12 @@ def handles_errors(command):
             return command(*args, **kwargs)
         except WaveError as e:
             console().print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except ModuleNotFoundError as e:
+            message = missing_dependency(e)
+            if message is None:
+                raise
+            console().print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -85,3 +115,29 @@ def load_data(name: str, **options):
 def echo(message: str) -> None:
     if is_main_process():
         console().print(message, highlight=False, soft_wrap=True)
+
+
+def refuse_existing(path: Path, force: bool, option: str = "--out") -> None:
+    """An existing output is never replaced silently: one line naming it, unless --force."""
+    if not force and (path.exists() or path.is_symlink()):
+        raise WaveError(f"{path} exists: pass --force to replace it, or choose another {option}")
+
+
+def use_threads(threads: int | None) -> int:
+    """Set PyTorch's CPU threads (`None`: its own choice, capped at the cores this process may
+    use) and return the count in force, for the output's provenance."""
+    import torch
+
+    if threads is None:
+        allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = min(torch.get_num_threads(), allowed)
+    torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def check_data_name(name: str | None) -> None:
+    """A misspelt --data is reported before any slow work (loading a teacher, training)."""
+    if name is not None:
+        from waveinit.io.datasets import check_name
+
+        check_name(name)

@@ -1,25 +1,36 @@
-"""Rich progress for training loops, fed by the engine's `Progress` reports."""
+"""Progress for training loops, fed by the engine's `Progress` reports: a rich bar in a
+terminal, plain lines (`io.progress.ProgressLines`) in a log, CI or a cluster job."""
 
 from __future__ import annotations
 
+import os
+
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from waveinit.io.progress import DEFAULT_EVERY_SECONDS, ProgressLines
 
 from .common import console, is_main_process
 
+# Seconds between two plain progress lines outside a terminal (epoch ends always print).
+EVERY_SECONDS = float(os.environ.get("WAVE_PROGRESS_SECONDS", DEFAULT_EVERY_SECONDS))
+
 
 class TrainingDisplay:
-    """A progress bar over all steps of a run, with epoch, loss, accuracy and images/s.
+    """Progress over all steps of a run, with epoch (or step, for a fit sized in steps), loss,
+    accuracy and images/s.
 
     Use as a context manager and pass `.update` as the engine's `on_progress` callback.
     """
 
-    def __init__(self, title: str):
-        self.title = title
+    def __init__(self, title: str, count: str = "epochs"):
+        self.title, self.count = title, count
         self.accuracy = "-"
+        self.task = None
+        self.lines = None if console().is_terminal else ProgressLines(title, EVERY_SECONDS, file=console().file, count=count)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
-            TextColumn("epoch {task.fields[epoch]}"),
+            TextColumn("{task.fields[where]}"),
             TextColumn("loss {task.fields[loss]}"),
             TextColumn("acc {task.fields[acc]}"),
             TextColumn("{task.fields[speed]} img/s"),
@@ -28,8 +39,8 @@ class TrainingDisplay:
             TimeRemainingColumn(),
             console=console(),
             transient=False,
+            disable=self.lines is not None,
         )
-        self.task = None
 
     def __enter__(self) -> TrainingDisplay:
         self.progress.__enter__()
@@ -44,8 +55,11 @@ class TrainingDisplay:
         return display.update if is_main_process() else None
 
     def update(self, report) -> None:
+        if self.lines is not None:
+            self.lines(report)
+            return
         if self.task is None:
-            self.task = self.progress.add_task(self.title, total=report.total_steps, epoch="-", loss="-", acc="-", speed="-")
+            self.task = self.progress.add_task(self.title, total=report.total_steps, where="-", loss="-", acc="-", speed="-")
         if report.event == "resumed":
             console().print(f"resumed at epoch {report.epoch + 1}, step {report.global_step} of {report.total_steps}")
         if report.event == "epoch" and report.eval:
@@ -54,10 +68,11 @@ class TrainingDisplay:
                 f"epoch {report.epoch + 1}/{report.epochs}: train loss {report.train_loss:.4f}, "
                 f"test accuracy {self.accuracy}, {report.images_per_second:,.0f} img/s"
             )
+        steps = f"step {report.global_step}/{report.total_steps}"
         self.progress.update(
             self.task,
             completed=report.global_step,
-            epoch=f"{report.epoch + 1}/{report.epochs}",
+            where=steps if self.count == "steps" else f"epoch {report.epoch + 1}/{report.epochs}",
             loss=f"{report.loss:.4f}" if report.loss is not None else "-",
             acc=self.accuracy,
             speed=f"{report.images_per_second:,.0f}" if report.images_per_second else "-",

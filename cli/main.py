@@ -10,20 +10,26 @@ from typing import Annotated, Optional
 
 import typer
 
-from waveinit.configs import COMMAND_TRAIN, AncestryConfig, DistillConfig, SpawnConfig, TrainConfig
+from waveinit.configs import COMMAND_FINETUNE, COMMAND_TRAIN, AncestryConfig, DistillConfig, SpawnConfig, TrainConfig
 from waveinit.errors import WaveError
 
 from .common import (
+    DATA,
     DEFAULT_ANCESTRY,
     DEFAULT_LEARNGENE,
+    MODEL,
+    RUN,
+    TRAINING,
     Augment,
     BatchSize,
     CheckpointEvery,
+    Compile,
     Data,
     DataDir,
     Depth,
     Device,
     Epochs,
+    Force,
     Heads,
     ImageSize,
     Json,
@@ -33,19 +39,23 @@ from .common import (
     Seed,
     SkipBadImages,
     Subset,
+    Threads,
     WeightDecay,
     Width,
     Workers,
+    check_data_name,
     console,
     echo,
     handles_errors,
     is_main_process,
     load_data,
     print_json,
+    refuse_existing,
+    use_threads,
 )
 
 # Option defaults come from the task configs: one home for every default.
-_TRAIN, _DISTILL, _SPAWN, _ANCESTRY = COMMAND_TRAIN, DistillConfig(), SpawnConfig(), AncestryConfig()
+_TRAIN, _FINETUNE, _DISTILL, _SPAWN, _ANCESTRY = COMMAND_TRAIN, COMMAND_FINETUNE, DistillConfig(), SpawnConfig(), AncestryConfig()
 
 app = typer.Typer(
     help="WAVE: condense a pre-trained ViT into weight templates once, then initialise ViTs of any depth and width.",
@@ -53,6 +63,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from waveinit import __version__
+
+        typer.echo(f"waveinit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the waveinit version and exit.")] = False,
+) -> None:
+    """WAVE: condense a pre-trained ViT into weight templates once, then initialise ViTs of any depth and width."""
+
 
 @app.command()
 @handles_errors
@@ -64,14 +90,21 @@ def train(
     width: Width = None,
     heads: Heads = None,
     patch: Patch = None,
-    epochs: Epochs = _TRAIN.epochs,
+    epochs: Annotated[Optional[int], typer.Option(min=1, rich_help_panel=TRAINING, help=(
+        f"Passes over the training set (default: {_TRAIN.epochs} from scratch, {_FINETUNE.epochs} from --init)."))] = None,
     batch_size: BatchSize = _TRAIN.batch_size,
-    lr: Lr = _TRAIN.lr,
+    lr: Annotated[Optional[float], typer.Option(min=0.0, rich_help_panel=TRAINING, help=(
+        f"Peak learning rate, AdamW, warm-up then cosine (default: {_TRAIN.lr:g} from scratch, {_FINETUNE.lr:g} from --init: "
+        "the rate the bench chose for inherited starts; a from-scratch rate undoes them)."))] = None,
     weight_decay: WeightDecay = _TRAIN.weight_decay,
     seed: Seed = 0,
     device: Device = "auto",
-    init: Annotated[Optional[Path], typer.Option(help="Start from this model file (e.g. made by `wave spawn`).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Model file to write (default: runs/trained_d{D}_w{W}.safetensors).")] = None,
+    threads: Threads = None,
+    compile_model: Compile = False,
+    init: Annotated[Optional[Path], typer.Option(help="Start from this model file (e.g. made by `wave spawn`).", rich_help_panel=MODEL)] = None,
+    out: Annotated[Optional[Path], typer.Option(help=(
+        "Model file to write (default: runs/trained_d{D}_w{W}.safetensors, or runs/{init stem}-trained.safetensors)."), rich_help_panel=RUN)] = None,
+    force: Force = False,
     resume: Resume = False,
     checkpoint_every: CheckpointEvery = 0,
     image_size: ImageSize = None,
@@ -84,32 +117,24 @@ def train(
     per-epoch metrics beside it (<out stem>.metrics.csv)."""
     from waveinit.io.metrics import metrics_path
     from waveinit.io.storage import check_writable
-    from waveinit.tasks import load_vit, random_vit, spec_for, train_vit
+    from waveinit.tasks import train_vit
 
     from .display import TrainingDisplay
 
-    initial = load_vit(init, heads=heads)[0] if init is not None else None
-    shift_flip = augment and not data.startswith("folder:")  # in-memory images: augmented by the engine
-    if shift_flip and data == "digits":
-        raise WaveError("--augment flips images left-right, which turns digits into other symbols: drop --augment for digits")
-    dataset = load_data(data, data_dir=data_dir, subset=subset, seed=seed, augment=augment and not shift_flip, skip_bad_images=skip_bad_images,
-                        image_size=image_size or (initial.spec.image_size if initial is not None and data.startswith("folder:") else None))
-    if init is not None:
-        model = initial
-        for name, given in (("depth", depth), ("width", width), ("patch", patch)):
-            own = getattr(model.spec, "patch_size" if name == "patch" else name)
-            if given is not None and given != own:
-                raise WaveError(f"--{name} {given} contradicts --init {init} (its {name} is {own}): drop --{name}")
-        provenance = {"init": str(init)}
-    else:
-        model = random_vit(spec_for(dataset, depth or _ANCESTRY.depth, width or _ANCESTRY.width, heads, patch), seed)
-        provenance = {"init": "random"}
+    check_data_name(data)
+    model, dataset, shift_flip = _model_and_data(data, data_dir, subset, depth, width, heads, patch, seed, init, image_size, augment,
+                                                 skip_bad_images)
     spec = model.spec
-    out = out or Path(f"runs/trained_d{spec.depth}_w{spec.width}.safetensors")
+    out = out or Path(f"runs/{init.name.removesuffix('.safetensors')}-trained.safetensors" if init else
+                      f"runs/trained_d{spec.depth}_w{spec.width}.safetensors")
     check_writable(out)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every,
-                         augment=shift_flip)
-    echo(f"training a {spec.depth}x{spec.width} ViT ({spec.num_params():,} parameters) on {dataset.describe()}")
+    refuse_existing(out, force or _resumable(out, resume))
+    defaults = _FINETUNE if init is not None else _TRAIN
+    config = TrainConfig(epochs=epochs or defaults.epochs, batch_size=batch_size, lr=defaults.lr if lr is None else lr, weight_decay=weight_decay,
+                         seed=seed, checkpoint_every=checkpoint_every, augment=shift_flip, compile=compile_model)
+    provenance = {"init": str(init) if init is not None else "random", "threads": use_threads(threads)}
+    echo(f"training a {spec.depth}x{spec.width} ViT ({spec.num_params():,} parameters) on {dataset.describe()}, "
+         f"{config.epochs} epochs at lr {config.lr:g}")
     with TrainingDisplay("train") as display:
         result = train_vit(model, dataset, config, out=out, device=device, resume=resume, workers=workers,
                            on_progress=TrainingDisplay.callback_for_main_process(display), provenance=provenance)
@@ -119,7 +144,34 @@ def train(
         print_json({"command": "train", "out": str(out), "metrics": str(metrics_path(out)), "spec": spec.to_dict(),
                     "parameters": spec.num_params(), "test_accuracy": final["accuracy"], "test_loss": final["loss"],
                     "epochs": len(result.history), "steps": result.steps, "resumed_from": result.resumed_from,
-                    "seconds": result.seconds, "history": result.history})
+                    "seconds": result.seconds, "threads": provenance["threads"], "history": result.history})
+
+
+def _resumable(out: Path, resume: bool) -> bool:
+    """--resume with the run's checkpoint there: the run may (re)write its own output."""
+    from waveinit.tasks import checkpoint_path
+
+    return resume and checkpoint_path(out).exists()
+
+
+def _model_and_data(data, data_dir, subset, depth, width, heads, patch, seed, init, image_size, augment, skip_bad_images):
+    """`wave train`'s starting model (from --init, or random of the asked shape), its data, and
+    whether the engine shifts and flips in-memory images (folders crop and flip as they load)."""
+    from waveinit.tasks import load_vit, random_vit, spec_for
+
+    initial = load_vit(init, heads=heads)[0] if init is not None else None
+    shift_flip = augment and not data.startswith("folder:")
+    if shift_flip and data == "digits":
+        raise WaveError("--augment flips images left-right, which turns digits into other symbols: drop --augment for digits")
+    dataset = load_data(data, data_dir=data_dir, subset=subset, seed=seed, augment=augment and not shift_flip, skip_bad_images=skip_bad_images,
+                        image_size=image_size or (initial.spec.image_size if initial is not None and data.startswith("folder:") else None))
+    if initial is None:
+        return random_vit(spec_for(dataset, depth or _ANCESTRY.depth, width or _ANCESTRY.width, heads, patch), seed), dataset, shift_flip
+    for name, given in (("depth", depth), ("width", width), ("patch", patch)):
+        own = getattr(initial.spec, "patch_size" if name == "patch" else name)
+        if given is not None and given != own:
+            raise WaveError(f"--{name} {given} contradicts --init {init} (its {name} is {own}): drop --{name}")
+    return initial, dataset, shift_flip
 
 
 def auxiliary_spec(teacher, depth, width, heads, side):
@@ -132,31 +184,40 @@ def auxiliary_spec(teacher, depth, width, heads, side):
     return resized(teacher.plain(), depth, width, heads, side=side)  # a DeiT teacher's distillation token stays with it
 
 
+DISTILLATION = "Distillation"
+
+
 @app.command()
 @handles_errors
 def distill(
-    teacher: Annotated[Optional[Path], typer.Option(
-        help="Ancestry: a model file, a timm-keyed safetensors ViT or a Hugging Face folder "
-             "(default: runs/ancestry.safetensors, trained first if missing).")] = None,
-    teacher_heads: Annotated[Optional[int], typer.Option(help="Heads of a plain safetensors teacher (default: width / 64).")] = None,
+    teacher: Annotated[Optional[Path], typer.Option(rich_help_panel=DISTILLATION, help=(
+        "Ancestry: a model file, a timm-keyed safetensors ViT or a Hugging Face folder "
+        "(default: runs/ancestry.safetensors, trained first if missing)."))] = None,
+    teacher_heads: Annotated[Optional[int], typer.Option(help="Heads of a plain safetensors teacher (default: width / 64).",
+                                                         rich_help_panel=DISTILLATION)] = None,
     data: Data = "digits",
     data_dir: DataDir = None,
     subset: Subset = None,
-    depth: Annotated[Optional[int], typer.Option(help="Auxiliary model's blocks (default: the teacher's).")] = None,
-    width: Annotated[Optional[int], typer.Option(help="Auxiliary model's width (default: the teacher's).")] = None,
+    depth: Annotated[Optional[int], typer.Option(help="Auxiliary model's blocks (default: the teacher's).", rich_help_panel=MODEL)] = None,
+    width: Annotated[Optional[int], typer.Option(help="Auxiliary model's width (default: the teacher's).", rich_help_panel=MODEL)] = None,
     heads: Heads = None,
-    templates: Annotated[int, typer.Option(min=1, help="Templates per weight role.")] = _DISTILL.templates,
-    side: Annotated[int, typer.Option(min=1, help="Template side s: templates are s x s blocks.")] = _DISTILL.side,
+    templates: Annotated[int, typer.Option(min=1, help="Templates per weight role.", rich_help_panel=MODEL)] = _DISTILL.templates,
+    side: Annotated[int, typer.Option(min=1, help="Template side s: templates are s x s blocks.", rich_help_panel=MODEL)] = _DISTILL.side,
     epochs: Epochs = _TRAIN.epochs,
     batch_size: BatchSize = _TRAIN.batch_size,
     lr: Lr = _TRAIN.lr,
     weight_decay: WeightDecay = _TRAIN.weight_decay,
-    temperature: Annotated[float, typer.Option(min=1e-6, help="Distillation temperature.")] = _DISTILL.temperature,
-    kd_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight of the KL term; the rest goes to cross-entropy on labels.")] = _DISTILL.kd_weight,
-    cache: Annotated[bool, typer.Option(help="Compute the teacher's logits once and reuse them every epoch.")] = _DISTILL.cache_teacher,
+    temperature: Annotated[float, typer.Option(min=1e-6, help="Distillation temperature.", rich_help_panel=DISTILLATION)] = _DISTILL.temperature,
+    kd_weight: Annotated[float, typer.Option(min=0.0, max=1.0, help="Weight of the KL term; the rest goes to cross-entropy on labels.",
+                                             rich_help_panel=DISTILLATION)] = _DISTILL.kd_weight,
+    cache: Annotated[bool, typer.Option(help="Compute the teacher's logits once and reuse them every epoch.",
+                                        rich_help_panel=DISTILLATION)] = _DISTILL.cache_teacher,
     seed: Seed = 0,
     device: Device = "auto",
-    out: Annotated[Path, typer.Option(help="Learngene file to write.")] = DEFAULT_LEARNGENE,
+    threads: Threads = None,
+    compile_model: Compile = False,
+    out: Annotated[Path, typer.Option(help="Learngene file to write.", rich_help_panel=RUN)] = DEFAULT_LEARNGENE,
+    force: Force = False,
     resume: Resume = False,
     checkpoint_every: CheckpointEvery = 0,
     image_size: ImageSize = None,
@@ -167,41 +228,37 @@ def distill(
 ) -> None:
     """Distil an ancestry (teacher) ViT into a learngene: weight templates for every size (with
     per-epoch metrics beside it, <out stem>.metrics.csv)."""
-    import dataclasses
-
     from waveinit.io.metrics import metrics_path
     from waveinit.io.storage import check_writable
     from waveinit.tasks import distill as run_distill
-    from waveinit.tasks import load_vit, spec_for, train_ancestry
+    from waveinit.tasks import load_vit
 
     from .display import TrainingDisplay
 
+    check_data_name(data)
+    check_writable(out)
+    refuse_existing(out, force or _resumable(out, resume))
+    n_threads = use_threads(threads)
     known = teacher if teacher is not None else DEFAULT_ANCESTRY if DEFAULT_ANCESTRY.exists() else None
     teacher_model = load_vit(known.resolve(), heads=teacher_heads)[0] if known is not None else None
     if image_size is None and teacher_model is not None and data.startswith("folder:"):
         image_size = teacher_model.spec.image_size  # an image folder comes at the teacher's image size
     dataset = load_data(data, data_dir=data_dir, subset=subset, seed=seed, image_size=image_size, augment=augment,
                         skip_bad_images=skip_bad_images)
-    check_writable(out)
-    progress = TrainingDisplay.callback_for_main_process
-    if teacher is None and not DEFAULT_ANCESTRY.exists():
-        recipe = dataclasses.replace(_ANCESTRY, epochs=epochs)
-        auxiliary_spec(spec_for(dataset, recipe.depth, recipe.width), depth, width, heads, side)  # bad options fail now, not after the ancestry
-        echo(f"no --teacher given and none at {DEFAULT_ANCESTRY}: training a {recipe.depth}x{recipe.width} ancestry on {dataset.name} first")
-        with TrainingDisplay("ancestry") as display:
-            train_ancestry(dataset, recipe, out=DEFAULT_ANCESTRY, batch_size=batch_size, seed=seed, device=device, resume=resume,
-                           on_progress=progress(display), provenance={"made_by": "wave distill"}, workers=workers)
-        teacher_model, _ = load_vit(DEFAULT_ANCESTRY.resolve())
+    if teacher_model is None:
+        teacher_model = _default_ancestry(dataset, epochs, batch_size, seed, device, resume, workers, depth, width, heads, side)
     teacher_path = (teacher or DEFAULT_ANCESTRY).resolve()  # absolute: `wave spawn` finds it from any folder
     t = teacher_model.spec
     aux_spec = auxiliary_spec(t, depth, width, heads, side)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every,
+                         compile=compile_model)
     distill_config = DistillConfig(temperature=temperature, kd_weight=kd_weight, side=side, templates=templates, cache_teacher=cache)
     echo(f"distilling {teacher_path} ({t.depth}x{t.width}) into {templates} templates of {side}x{side} per role, "
          f"auxiliary model {aux_spec.depth}x{aux_spec.width}, on {dataset.describe()}")
     with TrainingDisplay("distill") as display:
         result = run_distill(teacher_model, dataset, aux_spec, config, distill_config, out=out, device=device, resume=resume,
-                             on_progress=progress(display), provenance={"teacher": str(teacher_path)}, workers=workers)
+                             on_progress=TrainingDisplay.callback_for_main_process(display),
+                             provenance={"teacher": str(teacher_path), "threads": n_threads}, workers=workers)
     lg = result.learngene
     echo(
         f"teacher {100 * result.teacher_eval['accuracy']:.2f}%, auxiliary model {100 * lg.provenance['test_accuracy']:.2f}% test accuracy; "
@@ -214,30 +271,62 @@ def distill(
                     "test_loss": lg.provenance["test_loss"], "spec": aux_spec.to_dict(), "side": lg.side, "templates": lg.counts,
                     "template_params": lg.num_template_params(), "scaler_params": lg.num_scaler_params(),
                     "bytes": out.stat().st_size, "epochs": len(result.train.history), "steps": result.train.steps,
-                    "seconds": result.seconds})
+                    "seconds": result.seconds, "threads": n_threads})
+
+
+def _default_ancestry(dataset, epochs, batch_size, seed, device, resume, workers, depth, width, heads, side):
+    """`wave distill` without --teacher and without runs/ancestry.safetensors: train that ancestry first."""
+    import dataclasses
+
+    from waveinit.tasks import load_vit, spec_for, train_ancestry
+
+    from .display import TrainingDisplay
+
+    recipe = dataclasses.replace(_ANCESTRY, epochs=epochs)
+    auxiliary_spec(spec_for(dataset, recipe.depth, recipe.width), depth, width, heads, side)  # bad options fail now, not after the ancestry
+    echo(f"no --teacher given and none at {DEFAULT_ANCESTRY}: training a {recipe.depth}x{recipe.width} ancestry on {dataset.name} first")
+    with TrainingDisplay("ancestry") as display:
+        train_ancestry(dataset, recipe, out=DEFAULT_ANCESTRY, batch_size=batch_size, seed=seed, device=device, resume=resume,
+                       on_progress=TrainingDisplay.callback_for_main_process(display), provenance={"made_by": "wave distill"}, workers=workers)
+    return load_vit(DEFAULT_ANCESTRY.resolve())[0]
+
+
+FIT = "Scaler fit"
 
 
 @app.command()
 @handles_errors
 def spawn(
-    depth: Annotated[int, typer.Option(help="Blocks of the new model.")],
-    width: Annotated[int, typer.Option(help="Width of the new model (a multiple of the template side).")],
+    depth: Annotated[int, typer.Option(help="Blocks of the new model.", rich_help_panel=MODEL)],
+    width: Annotated[int, typer.Option(help="Width of the new model (a multiple of the template side).", rich_help_panel=MODEL)],
     heads: Heads = None,
-    learngene: Annotated[Path, typer.Option(
-        help="Learngene file (made by `wave distill`), or the name of one that ships with waveinit: fashion-mnist.")] = DEFAULT_LEARNGENE,
-    data: Annotated[Optional[str], typer.Option(help="Data to fit on: digits, fashion-mnist, idx:DIR or folder:DIR (default: the learngene's).")] = None,
+    learngene: Annotated[Path, typer.Option(rich_help_panel=MODEL, help=(
+        "Learngene file (made by `wave distill`), or the name of one that ships with waveinit: fashion-mnist."))] = DEFAULT_LEARNGENE,
+    data: Annotated[Optional[str], typer.Option(help="Data to fit on: digits, fashion-mnist, idx:DIR or folder:DIR (default: the learngene's).",
+                                                rich_help_panel=DATA)] = None,
     data_dir: DataDir = None,
-    patch: Annotated[Optional[int], typer.Option(help="Patch side, for data of another image size (default: the learngene's).")] = None,
-    fit_steps: Annotated[int, typer.Option(min=1, help="Optimizer steps of the scaler fit.")] = _SPAWN.fit_steps,
-    fit_samples: Annotated[int, typer.Option(min=1, help="Training images the fit may use.")] = _SPAWN.fit_samples,
+    patch: Annotated[Optional[int], typer.Option(help="Patch side, for data of another image size (default: the learngene's).",
+                                                 rich_help_panel=MODEL)] = None,
+    fit_steps: Annotated[int, typer.Option(min=1, help="Optimizer steps of the scaler fit.", rich_help_panel=FIT)] = _SPAWN.fit_steps,
+    fit_samples: Annotated[int, typer.Option(min=1, help=(
+        "Training images the fit draws; a fifth is held out, and the fit keeps the data-free start if that scores better there."),
+        rich_help_panel=FIT)] = _SPAWN.fit_samples,
     batch_size: BatchSize = _SPAWN.batch_size,
-    lr: Annotated[float, typer.Option(min=0.0, help="Learning rate of the scaler fit.")] = _SPAWN.lr,
-    teacher: Annotated[Optional[Path], typer.Option(help="Ancestry to distil from while fitting (default: the learngene's, if its file is there).")] = None,
-    no_fit: Annotated[bool, typer.Option("--no-fit", help="Data-free: scalers resampled from the learngene, no data used.")] = False,
+    lr: Annotated[float, typer.Option(min=0.0, help="Learning rate of the scaler fit.", rich_help_panel=FIT)] = _SPAWN.lr,
+    teacher: Annotated[Optional[Path], typer.Option(help=(
+        "Ancestry to distil from while fitting (default: the learngene's, if its file is on this machine and fits the data; "
+        "otherwise the fit uses labels alone, and says so)."), rich_help_panel=FIT)] = None,
+    no_fit: Annotated[bool, typer.Option("--no-fit", help="Data-free: scalers resampled from the learngene, no data used.",
+                                         rich_help_panel=FIT)] = False,
     seed: Seed = 0,
     device: Device = "auto",
-    out: Annotated[Optional[Path], typer.Option(help="Model file to write (default: runs/vit_d{D}_w{W}.safetensors).")] = None,
-    image_size: ImageSize = None,
+    threads: Threads = None,
+    compile_model: Compile = False,
+    out: Annotated[Optional[Path], typer.Option(help="Model file to write (default: runs/{learngene stem}_d{D}_w{W}.safetensors).",
+                                                rich_help_panel=RUN)] = None,
+    force: Force = False,
+    image_size: Annotated[Optional[int], typer.Option(min=1, help="folder:DIR: resize images to this side (default: the learngene's).",
+                                                      rich_help_panel=DATA)] = None,
     workers: Workers = 0,
     as_json: Json = False,
 ) -> None:
@@ -246,40 +335,51 @@ def spawn(
 
     from waveinit.api import spawn as run_spawn
     from waveinit.io.files import save_model
+    from waveinit.io.storage import check_writable
 
     from .display import TrainingDisplay
 
     start = time.perf_counter()
-    with TrainingDisplay("fit scalers") as display:
+    check_data_name(data)
+    out = out or Path(f"runs/{learngene.name.removesuffix('.safetensors')}_d{depth}_w{width}.safetensors")
+    check_writable(out)
+    refuse_existing(out, force)
+    n_threads = None if no_fit else use_threads(threads)
+    with TrainingDisplay("fit scalers", count="steps") as display:
         model = run_spawn(learngene, depth, width, heads, data=data, data_dir=data_dir, patch=patch, fit=not no_fit,
                           fit_steps=fit_steps, fit_samples=fit_samples, batch_size=batch_size, lr=lr, teacher=teacher,
                           seed=seed, device=device, on_progress=display.update if is_main_process() and not no_fit else None,
-                          image_size=image_size, workers=workers)
-    spec, p = model.spec, model.provenance
-    out = out or Path(f"runs/vit_d{spec.depth}_w{spec.width}.safetensors")
+                          on_note=echo, image_size=image_size, workers=workers, compile=compile_model)
+    spec, p = model.spec, {**model.provenance, **({"threads": n_threads} if n_threads else {})}
     if is_main_process():
         save_model(out, model.state_dict, spec, p)
-    rows = [("target parameters", f"{spec.num_params():,}"), ("fresh roles (new data)", ", ".join(p["fresh_roles"]) or "none")]
+        _spawn_table(spec, p, no_fit, time.perf_counter() - start)
+        echo(f"model saved to {out}")
+    if as_json:
+        print_json({"command": "spawn", "out": str(out), "spec": spec.to_dict(), "parameters": spec.num_params(), **p,
+                    "seconds": time.perf_counter() - start})
+
+
+def _spawn_table(spec, p: dict, no_fit: bool, seconds: float) -> None:
+    """What `wave spawn` made, as a table (paths stay out of it: a narrow terminal would cut them)."""
+    from rich.table import Table
+
+    rows = [("target parameters", f"{spec.num_params():,}"), ("roles started afresh", ", ".join(p["fresh_roles"]) or "none")]
     if no_fit:
         rows += [("data used", "none")]
     else:
         rows += [
             ("scaler parameters fitted", f"{p['fitted_params']:,}"),
             ("samples / steps", f"{p['fit_samples']:,} / {p['fit_steps']}"),
-            ("fitted against", f"KL to {p['teacher']} + CE" if p["teacher"] else "cross-entropy on labels"),
-            ("held-out accuracy after the fit", f"{100 * p['test_accuracy']:.2f}% on {p['test_samples']:,} {p['data']} test images"),
+            ("fitted against", "KL to the ancestry + CE" if p["teacher"] else "cross-entropy on labels"),
+            ("kept", "the fitted scalers" if p["fit_kept"] == "fitted" else "the data-free start (it scored better held out)"),
+            ("test accuracy", f"{100 * p['test_accuracy']:.2f}% on {p['test_samples']:,} test images"),
         ]
-    rows += [("seconds", f"{time.perf_counter() - start:.2f}")]
-    if is_main_process():
-        from rich.table import Table
-
-        table = Table(title=f"spawned {spec.depth}x{spec.width} ViT ({spec.heads} heads) -> {out}", show_header=False)
-        for name, value in rows:
-            table.add_row(name, value)
-        console().print(table)
-    if as_json:
-        print_json({"command": "spawn", "out": str(out), "spec": spec.to_dict(), "parameters": spec.num_params(), **p,
-                    "seconds": time.perf_counter() - start})
+    rows += [("seconds", f"{seconds:.2f}")]
+    table = Table(title=f"spawned {spec.depth}x{spec.width} ViT ({spec.heads} heads)", show_header=False)
+    for name, value in rows:
+        table.add_row(name, value)
+    console().print(table)
 
 
 @app.command()

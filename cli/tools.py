@@ -16,7 +16,24 @@ import typer
 from waveinit.configs import EVAL_BATCH_SIZE
 from waveinit.errors import WaveError
 
-from .common import BatchSize, DataDir, Device, ImageSize, Json, SkipBadImages, Workers, console, handles_errors, load_data, print_json
+from .common import (
+    BatchSize,
+    DataDir,
+    Device,
+    Force,
+    ImageSize,
+    Json,
+    SkipBadImages,
+    Threads,
+    Workers,
+    check_data_name,
+    console,
+    handles_errors,
+    load_data,
+    print_json,
+    refuse_existing,
+    use_threads,
+)
 
 EXPORT_FORMATS = ("hf",)  # --format choices of `wave export`
 
@@ -41,6 +58,7 @@ def eval_model(
     heads: ModelHeads = None,
     batch_size: BatchSize = EVAL_BATCH_SIZE,
     device: Device = "auto",
+    threads: Threads = None,
     image_size: ImageSize = None,
     workers: Workers = 0,
     skip_bad_images: SkipBadImages = False,
@@ -50,6 +68,8 @@ def eval_model(
     from waveinit.tasks import check_fits, load_vit
     from waveinit.training.evaluation import evaluate
 
+    check_data_name(data)
+    n_threads = use_threads(threads)
     vit, provenance = load_vit(model, heads=heads)
     name = data or provenance.get("data") or "digits"
     try:
@@ -62,22 +82,24 @@ def eval_model(
         raise
     check_fits(vit.spec, dataset, f"model {model}")
     result = evaluate(vit, dataset.test_images, dataset.test_labels, batch_size, device, workers)
-    report = {**result, "data": dataset.name, "model": str(model), "spec": vit.spec.to_dict()}
+    report = {**result, "data": dataset.name, "model": str(model), "spec": vit.spec.to_dict(), "threads": n_threads}
     if as_json:
         print_json(report)
         return
     from rich.table import Table
 
-    table = Table(title=f"{model} on {dataset.name} (test set)", show_header=False)
+    # Paths stay out of the table (a narrow terminal would cut them mid-word): lines before it.
+    out = _stdout_console()
+    out.print(f"model: {model}", soft_wrap=True)
+    out.print(f"data: {dataset.name} (test set)", soft_wrap=True)
+    table = Table(show_header=False)
     table.add_column(style="bold")
-    table.add_column(overflow="fold")
+    table.add_column()
     table.add_row("accuracy", f"{100 * result['accuracy']:.2f}%")
     table.add_row("loss", f"{result['loss']:.4f}")
     table.add_row("samples", f"{result['samples']:,}")
-    table.add_row("data", dataset.name)
-    table.add_row("model", str(model))
     table.add_row("spec", _spec_text(vit.spec.to_dict()))
-    _stdout_console().print(table)
+    out.print(table)
 
 
 # ----------------------------------------------------------------------------- inspect
@@ -127,7 +149,8 @@ def _render(info: dict) -> None:
     from rich.table import Table
 
     console = _stdout_console()
-    summary = Table(title=str(info["path"]), show_header=False)
+    console.print(f"file: {info['path']}", soft_wrap=True)  # outside the table: a narrow terminal would cut it mid-word
+    summary = Table(show_header=False)
     summary.add_column(style="bold")
     summary.add_column()
     summary.add_row("kind", info["kind"])
@@ -212,17 +235,25 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help=f"Output format: {', '.join(EXPORT_FORMATS)} (a Hugging Face ViTForImageClassification folder).")] = "hf",
     out: Annotated[Optional[Path], typer.Option(help="Folder to write (default: MODEL's name with -hf, next to it).")] = None,
     heads: ModelHeads = None,
+    force: Force = False,
 ) -> None:
-    """Write a model for other frameworks: `--format hf` makes a folder for transformers' ViTForImageClassification."""
+    """Write a model for other frameworks: `--format hf` makes a folder for transformers' ViTForImageClassification
+    (config.json with the class names as id2label, model.safetensors, preprocessor_config.json)."""
     from waveinit.io.files import load_model
     from waveinit.io.hf import architecture, save_hf
 
     if fmt not in EXPORT_FORMATS:
         raise WaveError(f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
-    model_file = load_model(model, heads=heads)
     out = out or model.with_name(f"{model.name.removesuffix('.safetensors')}-hf")
-    save_hf(out, model_file.state_dict, model_file.spec, {**model_file.provenance, "exported_from": str(model)})
-    console().print(f"exported {model} ({model_file.spec.depth}x{model_file.spec.width}) to {out}: "
-         f"load it with transformers.{architecture(model_file.spec)}.from_pretrained({str(out)!r}) "
-         f"(or AutoModelForImageClassification)",
+    if out.is_dir():  # a file there is refused by save_hf, as not a folder
+        refuse_existing(out, force)
+    model_file = load_model(model, heads=heads)
+    p = model_file.provenance
+    labels = p.get("labels") if isinstance(p.get("labels"), list) and len(p["labels"]) == model_file.spec.num_classes else None
+    save_hf(out, model_file.state_dict, model_file.spec, {**p, "exported_from": str(model)}, labels=labels,
+            pixel_max=float(p.get("pixel_max", 255.0)))
+    named = "class names from the model's data" if labels else "classes named LABEL_0..."
+    console().print(f"exported {model} ({model_file.spec.depth}x{model_file.spec.width}, {named}) to {out}: "
+                    f"load it with transformers.{architecture(model_file.spec)}.from_pretrained({str(out)!r}) "
+                    f"(or AutoModelForImageClassification), and its preprocessing with AutoImageProcessor",
                     highlight=False, soft_wrap=True)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from waveinit.bench.config import DOWNSTREAM_METHODS, METHODS
 from waveinit.bench.records import images_passed
 from waveinit.spec import ROLE_NAMES
+from waveinit.tasks import FIT_HOLDOUT
 
 # The quick preset made smaller still: one seed, one epoch, a 1x64 size inside the 2x64 ancestry
 # (every method applies) and a 3x32 one deeper than it (weight selection and TLEG do not), a tiny
@@ -65,7 +66,7 @@ def test_every_output_is_written_and_consistent(run):
     for r in (r for r in rows if r["status"] == "ok"):
         assert 0.0 <= float(r["accuracy"]) <= 1.0 and float(r["loss"]) > 0
         assert int(r["compute"]) == int(r["init_compute"]) + int(r["epoch"]) * int(r["train_images"])
-    fit = images_passed(200, 64, 5)  # the scaler fit counts in full: 5 steps of 64 images
+    fit = images_passed(200 - 200 // FIT_HOLDOUT, 64, 5)  # the scaler fit counts in full: 5 steps of 64 of the 160 images it trains on
     assert {int(r["init_compute"]) for r in main if r["method"] in ("wave", "nearest-kron")} == {fit}
     # kd-per-size mirrors the fit: as many steps, batches and images, so the same passes
     assert {int(r["init_compute"]) for r in main if r["method"] == "kd-per-size"} == {fit}
@@ -144,11 +145,12 @@ def test_markdown_reports_every_study(run):
     assert report["compute"]["learngene_compute"] == digits_train and report["compute"]["ancestry_compute"] == 3 * digits_train
     fits = {(f["size"], f["steps"]) for f in report["fit_study"]}
     assert fits == {(size, k) for size in ("1x64", "3x32") for k in (0, 5)}
-    assert all(f["compute"] == (images_passed(200, 64, 5) if f["steps"] else 0) for f in report["fit_study"])
+    fit = images_passed(200 - 200 // FIT_HOLDOUT, 64, 5)  # 5 steps of 64 of the 160 images the fit trains on
+    assert all(f["compute"] == (fit if f["steps"] else 0) for f in report["fit_study"])
     gains = report["downstream"]["fashion-mnist"]["gains"]
     assert set(gains) == set(DOWNSTREAM) - {"random", "scratch"}
     far = report["downstream"]["fashion-mnist"]["compute"]["sizes"]["1x64"]
-    assert set(far) == set(DOWNSTREAM) - {"scratch"} and far["wave"]["compute"] == images_passed(200, 64, 5) + 200
+    assert set(far) == set(DOWNSTREAM) - {"scratch"} and far["wave"]["compute"] == fit + 200
 
 
 def test_downstream_cells_start_the_data_dependent_parameters_afresh(run):

@@ -14,8 +14,10 @@ from helpers import wave
 from waveinit import ViTSpec, load_learngene, save_learngene, save_model
 from waveinit.backends.torch import TemplatedViT, ViT
 from waveinit.cli.main import app
+from waveinit.configs import TrainConfig
 from waveinit.io.datasets import load_dataset
 from waveinit.tasks import load_vit
+from waveinit.training.engine import train
 from waveinit.training.evaluation import evaluate
 
 runner = CliRunner()
@@ -59,7 +61,7 @@ def test_eval_table(work):
 
 
 def test_exported_folder_scores_the_same(work):
-    assert sorted(os.listdir(work / "vit-hf")) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(work / "vit-hf")) == ["config.json", "model.safetensors", "preprocessor_config.json"]
     original, exported = eval_json(work / "vit.safetensors"), eval_json(work / "vit-hf")
     assert exported["accuracy"] == original["accuracy"]
     assert exported["loss"] == pytest.approx(original["loss"], rel=1e-6)
@@ -103,7 +105,12 @@ def test_inspect_model_checkpoint_and_hf_folder(work):
     qkv = next(t for t in model["tensors"] if t["name"] == "blocks.0.attn.qkv.weight")
     assert qkv == {"name": "blocks.0.attn.qkv.weight", "shape": [192, 64], "dtype": "float32", "bytes": 192 * 64 * 4}
 
-    ckpt = inspect_json(work / "vit.safetensors.ckpt")
+    # A finished run deletes its checkpoint: the engine keeps one when called directly.
+    vit, _ = load_vit(work / "vit.safetensors")
+    digits = load_dataset("digits", subset=400)
+    train(vit, digits.train_images, digits.train_labels, TrainConfig(epochs=2, batch_size=64), device="cpu", checkpoint=work / "vit.ckpt",
+          meta={"task": "train", "data": "digits", "spec": vit.spec.to_dict()})
+    ckpt = inspect_json(work / "vit.ckpt")
     assert (ckpt["kind"], ckpt["format"]) == ("checkpoint", "waveinit.checkpoint")
     assert ckpt["spec"] == model["spec"] and ckpt["provenance"]["task"] == "train"
     assert ckpt["checkpoint"]["complete"] is True and ckpt["checkpoint"]["epochs_done"] == 2
@@ -115,7 +122,7 @@ def test_inspect_model_checkpoint_and_hf_folder(work):
     assert hf["provenance"]["exported_from"] == str(work / "vit.safetensors")
     assert hf["tensor_bytes"] == model["tensor_bytes"]  # the same numbers, split differently
 
-    table = invoke("inspect", work / "vit.safetensors.ckpt").stdout
+    table = invoke("inspect", work / "vit.ckpt").stdout
     assert "optim.*.exp_avg" in table and "complete" in table  # optimizer tensors grouped, one row
 
 

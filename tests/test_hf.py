@@ -181,7 +181,7 @@ def test_save_replaces_a_previous_export_and_nothing_else(tmp_path):
     save_hf(folder, second, spec)
     assert np.array_equal(load_hf(folder)[0]["head.weight"], second["head.weight"])
     assert sorted(os.listdir(tmp_path)) == ["hf"]  # no temporary or old folder left behind
-    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "preprocessor_config.json"]
 
     (folder / "notes.txt").write_text("mine")
     with pytest.raises(WaveError, match="holds files other than a previous export"):

@@ -219,19 +219,17 @@ def test_distill_tleg_runs_writes_and_resumes(tmp_path, one_thread):
     assert len(metrics_path(out).read_text().splitlines()) == 3  # the header and one row per epoch
     assert np.abs(gene.b["attn.qkv.weight"]).max() > 0  # B learned
 
-    again = distill_tleg(teacher, data, config, kd, out=out, device="cpu", resume=True)  # complete: returns at once
-    assert again.train.steps == result.train.steps and again.train.resumed_from == result.train.steps
+    assert not out.with_name(out.name + ".ckpt").exists()  # a finished run deletes its checkpoint
 
     split = tmp_path / "split" / "tleg.safetensors"
     with pytest.raises(_Stop):
         distill_tleg(teacher, data, config, kd, out=split, device="cpu", on_progress=_stop_after_first_epoch)
     assert not split.exists() and split.with_name(split.name + ".ckpt").exists()
+    with pytest.raises(WaveError, match="other settings"):  # another distillation setting is refused
+        distill_tleg(teacher, data, config, DistillConfig(temperature=3.0), out=split, device="cpu", resume=True)
     resumed = distill_tleg(teacher, data, config, kd, out=split, device="cpu", resume=True)
     assert resumed.train.resumed_from == result.train.steps // 2
     back = load_tleg(split)
     for mine, theirs in ((gene.a, back.a), (gene.b, back.b), (gene.shared, back.shared)):
         assert all(np.array_equal(mine[k], theirs[k]) for k in mine)  # bit-identical to the uninterrupted run
     assert len(metrics_path(split).read_text().splitlines()) == 3
-
-    with pytest.raises(WaveError, match="other settings"):  # another distillation setting is refused
-        distill_tleg(teacher, data, config, DistillConfig(temperature=3.0), out=split, device="cpu", resume=True)

@@ -29,6 +29,8 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from torch import nn  # noqa: E402
 
+from waveinit import ViTSpec  # noqa: E402
+from waveinit.backends.torch import TemplatedViT  # noqa: E402
 from waveinit.configs import TrainConfig  # noqa: E402
 from waveinit.errors import WaveError  # noqa: E402
 from waveinit.io.datasets import load_dataset  # noqa: E402
@@ -225,6 +227,7 @@ def test_devices_and_processes():
             resolve_device("cuda:0")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_training_with_bf16_autocast_learns_and_is_deterministic(digits):
     config = TrainConfig(epochs=5, batch_size=64, lr=1e-2)  # amp=None: bf16 autocast on CUDA
@@ -528,3 +531,35 @@ def test_augmenting_digits_is_refused_in_one_line(tmp_path):
     result = wave("train", "--data", "digits", "--augment", "--epochs", "1", "--out", tmp_path / "m.safetensors", cwd=tmp_path)
     assert result.returncode == 2 and "turns digits into other symbols" in result.stderr and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- torch.compile
+
+
+@pytest.mark.slow
+def test_a_compiled_run_resumes_bit_identical(digits, tmp_path):
+    config = TrainConfig(epochs=2, batch_size=64, lr=1e-2, checkpoint_every=5, compile=True)
+    reference, _ = fit(digits, config, checkpoint=tmp_path / "a.ckpt")
+
+    def stop_in_epoch_2(progress):
+        if progress.event == "checkpoint" and progress.epoch == 1:
+            raise Interrupt
+
+    path = tmp_path / "b.ckpt"
+    with pytest.raises(Interrupt):
+        fit(digits, config, checkpoint=path, on_progress=stop_in_epoch_2)
+    resumed, result = fit(digits, config, model=mlp(seed=99), checkpoint=path, resume=True)
+    assert result.resumed_from == 25
+    assert_bit_identical(state(resumed), state(reference))
+
+
+@pytest.mark.slow
+def test_compiled_templated_training_matches_eager(digits):
+    spec = ViTSpec(depth=1, width=64, patch_size=2, image_size=8, channels=1, num_classes=10)
+    runs = []
+    for compiled in (False, True):
+        model = TemplatedViT(spec, 64, 2, seed=0)
+        train(model, digits.train_images, digits.train_labels, TrainConfig(max_steps=8, batch_size=64, lr=1e-3, compile=compiled), device="cpu")
+        runs.append(state(model))
+    for key in runs[0]:
+        torch.testing.assert_close(runs[1][key], runs[0][key], rtol=1e-4, atol=1e-5)

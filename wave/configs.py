@@ -44,6 +44,9 @@ class TrainConfig:
     # Each training batch randomly shifted (up to side / 10 pixels, edges
     # repeated) and flipped left-right. Not for data where left and right differ (digits, text).
     augment: bool = False
+    # torch.compile the model for the training steps (evaluation and checkpoints use the model
+    # itself). Off by default: benchmarks/bench_engine.py measures what it buys (README).
+    compile: bool = False
 
     def __post_init__(self):
         _check([
@@ -63,6 +66,11 @@ class TrainConfig:
 # What `wave train` and `wave distill` run with unless told otherwise: tuned on digits, where the
 # default ancestry (6x192, 20 epochs) reaches about 91% and its learngene about 95%.
 COMMAND_TRAIN = TrainConfig(epochs=20, batch_size=64, lr=2e-3)
+# What `wave train --init` runs with: an inherited start wants a lower rate. 3e-4 is the rate the
+# bench's sweep chose for every inherited start (wave, wave-nofit, tleg, weight selection; 2e-3
+# undid a spawned 2x128's start: 42% -> 30% after one epoch); 5 epochs is a quarter of the
+# from-scratch budget (the bench measured 1 epoch, not longer ones).
+COMMAND_FINETUNE = TrainConfig(epochs=5, batch_size=64, lr=3e-4)
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,7 @@ class SpawnConfig:
     temperature: float = 2.0  # for distillation from the ancestry, when there is one
     kd_weight: float = 0.5  # KL to the ancestry, the rest cross-entropy on labels
     seed: int = 0
+    compile: bool = False  # torch.compile the templated model for the fit (TrainConfig.compile)
 
     def __post_init__(self):
         _check([

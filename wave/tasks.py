@@ -168,13 +168,28 @@ def train_vit(
         save_vit(out, model, {
             **(provenance or {}),
             "data": data.name,
+            **_labels(data),
             "train_size": int(len(data.train_labels)),
             "config": asdict(config),
             "test_accuracy": final["accuracy"] if final else None,
             "test_loss": final["loss"] if final else None,
             "seconds": time.perf_counter() - start,
         })
+    _remove_checkpoint(out)
     return result
+
+
+def _labels(data: Dataset) -> dict:
+    """What each class index means (an export's id2label), when known, and the pixel scaling (its
+    preprocessor), for the output's provenance."""
+    return {**({"labels": list(data.class_names)} if data.class_names is not None else {}), "pixel_max": data.pixel_max}
+
+
+def _remove_checkpoint(out: str | Path) -> None:
+    """A finished run's output is written: its checkpoint (3x the model's size) is no longer needed."""
+    if distributed_context()[0] == 0:
+        checkpoint_path(out).unlink(missing_ok=True)
+    barrier()
 
 
 @contextmanager
@@ -284,6 +299,7 @@ def _distilled(provenance: dict | None, teacher: ViT, teacher_eval: dict, data: 
         "teacher_spec": teacher.spec.to_dict(),
         "teacher_test_accuracy": teacher_eval["accuracy"],
         "data": data.name,
+        **_labels(data),
         "train_size": int(len(data.train_labels)),
         "epochs": config.epochs,
         "steps": result.steps,
@@ -302,6 +318,7 @@ def _save_on_rank0(out: str | Path, save, gene) -> None:
         if distributed_context()[0] == 0:
             save(out, gene)
         barrier()
+    _remove_checkpoint(out)
 
 
 # ----------------------------------------------------------------------------- distill TLEG
@@ -383,11 +400,24 @@ class SpawnResult:
     factors: TemplatedViT  # the templates and fitted scalers it was built from
     fresh_roles: set  # roles initialised fresh because the target data differs from the learngene's
     fitted_params: int  # parameters the fit trained (scalers, and fresh templates)
-    samples: int  # training images the fit used
+    samples: int  # training images the fit trained on (held-out ones not counted)
     steps: int  # optimizer steps of the fit
     teacher: str | None  # the ancestry distilled from during the fit, if any
     eval: dict | None  # held-out accuracy and loss after the fit
     seconds: float
+    kept: str | None = None  # "fitted", or "start" when the data-free start scored better on the held-out fit images
+    holdout: dict | None = None  # the held-out fit images' count and the start's and the fit's accuracy and loss there
+
+    def judgement(self) -> str:
+        """One line: which of start and fit was kept, and on what evidence."""
+        if self.holdout is None:
+            return "kept the fitted scalers (too few fit images to hold any out)"
+        h = self.holdout
+        scores = (f"{100 * h['start_accuracy']:.2f}% at the start, {100 * h['fitted_accuracy']:.2f}% after {self.steps} steps "
+                  f"on {h['samples']:,} held-out fit images")
+        if self.kept == "start":
+            return f"kept the data-free start, not the fit: {scores}"
+        return f"kept the fitted scalers: {scores}"
 
 
 def fit_scalers(
@@ -406,7 +436,11 @@ def fit_scalers(
     """Initialise a ViT of shape `target` from a learngene: scalers by the data-free rule
     (`spawning.spawn_factors`), then, with `data`, fitted for `config.fit_steps` steps with the
     templates frozen (KL to `teacher` plus cross-entropy when a teacher is given, else
-    cross-entropy). Without data the data-free weights are returned as they are."""
+    cross-entropy). Without data the data-free weights are returned as they are.
+
+    The fit never ends worse than it started: of the `fit_samples` images it draws, a fifth is
+    held out, scored before and after the fit (accuracy, then loss on a tie), and the better of
+    start and end is kept (`SpawnResult.kept`)."""
     start = time.perf_counter()
     templates, scalers, fresh = spawn_factors(learngene, target, config.seed, refresh)
     model = TemplatedViT.from_factors(target, learngene.side, templates, scalers)
@@ -415,26 +449,33 @@ def fit_scalers(
         t.requires_grad_(name in fresh)  # learned templates stay frozen; fresh ones must learn
     trainable = [p for p in model.parameters() if p.requires_grad]
     samples = steps = 0
-    evaluation = None
+    evaluation = kept = holdout = None
     if data is not None:
         check_fits(target, data, "target model")
-        n = min(config.fit_samples, len(data.train_labels))
-        pick = np.random.default_rng(config.seed).permutation(len(data.train_labels))[:n]
-        images, labels = data.train_images[pick], data.train_labels[pick]
         dev = resolve_device(device)
+        (images, labels), held = fit_images(data, config)
+        loss_fn = cross_entropy_loss
         if teacher is not None:
             check_fits(teacher.spec, data, "teacher")
             loss_fn = teacher_kd_loss(_frozen(teacher, dev), images, config.temperature, config.kd_weight, config.batch_size, dev,
                                       workers=workers)
-        else:
-            loss_fn = cross_entropy_loss
+        before = evaluate(model, *held, EVAL_BATCH_SIZE, dev, workers) if held is not None else None
+        start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         fit = train(
             model, images, labels,
-            TrainConfig(batch_size=config.batch_size, lr=config.lr, weight_decay=0.0, max_steps=config.fit_steps, seed=config.seed),
+            TrainConfig(batch_size=config.batch_size, lr=config.lr, weight_decay=0.0, max_steps=config.fit_steps, seed=config.seed,
+                        compile=config.compile),
             loss_fn=loss_fn, param_groups=[{"params": trainable, "weight_decay": 0.0}], device=device, on_progress=on_progress,
             workers=workers,
         )
-        samples, steps = n, fit.steps
+        samples, steps, kept = len(labels), fit.steps, "fitted"
+        if held is not None:
+            after = evaluate(model, *held, EVAL_BATCH_SIZE, dev, workers)
+            if (before["accuracy"], -before["loss"]) > (after["accuracy"], -after["loss"]):
+                model.load_state_dict(start_state)
+                kept = "start"
+            holdout = {"samples": before["samples"], "start_accuracy": before["accuracy"], "start_loss": before["loss"],
+                       "fitted_accuracy": after["accuracy"], "fitted_loss": after["loss"]}
         evaluation = evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, dev, workers)
     dense = load_state_dict(ViT(target), {k: v.detach().cpu() for k, v in model.dense_state_dict().items()})
     return SpawnResult(
@@ -447,21 +488,42 @@ def fit_scalers(
         teacher=teacher_name if (teacher is not None and data is not None) else None,
         eval=evaluation,
         seconds=time.perf_counter() - start,
+        kept=kept,
+        holdout=holdout,
     )
 
 
-def find_teacher(teacher, learngene: Learngene, data: Dataset) -> tuple[ViT | None, str | None]:
-    """The ancestry to distil from while fitting scalers: `teacher` if given (it must fit the
-    data), else the learngene's own ancestry if its file is still there and fits the data."""
+FIT_HOLDOUT = 5  # one in this many of the fit's images is held out to judge the fit
+
+
+def fit_images(data: Dataset, config: SpawnConfig):
+    """The fit's (images, labels), a fixed seeded draw of `fit_samples` training images, and the
+    held-out fifth of that draw (None when the draw is too small to spare one)."""
+    n = min(config.fit_samples, len(data.train_labels))
+    pick = np.random.default_rng(config.seed).permutation(len(data.train_labels))[:n]
+    m = n // FIT_HOLDOUT
+    held = (data.train_images[pick[:m]], data.train_labels[pick[:m]]) if m else None
+    return (data.train_images[pick[m:]], data.train_labels[pick[m:]]), held
+
+
+def find_teacher(teacher, learngene: Learngene, data: Dataset) -> tuple[ViT | None, str | None, str]:
+    """The ancestry to distil from while fitting scalers, its name, and why there is none:
+    `teacher` if given (it must fit the data), else the learngene's own ancestry if its file is
+    still there and fits the data."""
     if teacher is not None:
         model, _ = load_vit(teacher)
         check_fits(model.spec, data, "teacher")
-        return model, str(teacher)
+        return model, str(teacher), ""
     recorded = learngene.provenance.get("teacher")
-    if not recorded or not Path(recorded).exists():  # a file, or a Hugging Face folder
-        return None, None
+    if not recorded:
+        return None, None, "the learngene records no ancestry; pass --teacher to distil from one"
+    if not Path(recorded).exists():  # a file, or a Hugging Face folder
+        return None, None, f"the learngene's ancestry {recorded} is not on this machine; pass --teacher to distil from a copy"
     if learngene.provenance.get("data") not in (None, data.name):
-        return None, None  # an ancestry of other data cannot teach this one, even with as many classes
+        # an ancestry of other data cannot teach this one, even with as many classes
+        return None, None, f"the learngene's ancestry was trained on {learngene.provenance.get('data')}, not {data.name}"
     model, _ = load_vit(recorded)
     fits = (model.spec.image_size, model.spec.channels, model.spec.num_classes) == (data.image_size, data.channels, data.num_classes)
-    return (model, recorded) if fits else (None, None)
+    if not fits:
+        return None, None, f"the learngene's ancestry {recorded} takes other images or classes than {data.name}"
+    return model, recorded, ""

@@ -30,13 +30,13 @@ import numpy as np
 
 from ..api import spawn
 from ..backends.torch import ViT, dense_numpy, load_state_dict
-from ..configs import EVAL_BATCH_SIZE, DistillConfig, TrainConfig
+from ..configs import EVAL_BATCH_SIZE, DistillConfig, SpawnConfig, TrainConfig
 from ..errors import WaveError
 from ..io.datasets import Dataset
 from ..mimetic import mimetic
 from ..selection import check_applicable, weight_selection
 from ..spec import ViTSpec
-from ..tasks import random_vit, teacher_kd_loss
+from ..tasks import fit_images, random_vit, teacher_kd_loss
 from ..tleg import expand
 from ..training.distributed import resolve_device
 from ..training.engine import train
@@ -111,12 +111,12 @@ def initialise(method: str, spec: ViTSpec, seed: int, family: Family, data: Data
             raise WaveError("kd-per-size needs the ancestry's logits on the training data: not on other data")
         if lr is None:
             raise WaveError("kd-per-size trains from its first step: give its learning rate")
-        # wave's fit, mirrored: the same steps, batch and number of images (a seeded draw), so
-        # the same image passes, on the ancestry's logits instead of through the templates.
+        # wave's fit, mirrored: the same steps, batch and images (its seeded draw, less the part
+        # it holds out), so the same image passes, on the ancestry's logits instead of through
+        # the templates.
         model, steps = random_vit(spec, seed), config.fit_steps
-        n = min(config.fit_samples, len(data.train_labels))
-        pick = np.random.default_rng(seed).permutation(len(data.train_labels))[:n]
-        images, labels = data.train_images[pick], data.train_labels[pick]
+        (images, labels), _ = fit_images(data, SpawnConfig(fit_samples=config.fit_samples, seed=seed))
+        n = len(labels)
         train(model, images, labels, TrainConfig(batch_size=config.batch_size, lr=lr, max_steps=steps, seed=seed),
               loss_fn=kd_loss_for(family, images, device), device=device)
         return done(model, compute=images_passed(n, config.batch_size, steps), images=n, teacher_forward=n)

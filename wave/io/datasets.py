@@ -31,6 +31,8 @@ from .images import ImageFiles, unreadable, unreadable_error
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist/"
 CHOICES = ("digits", "fashion-mnist", "idx:DIR", "folder:DIR")
+# Fashion-MNIST's label names, by index (its README).
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
 # Datasets without an official test split get one drawn with this seed, never with the caller's
@@ -53,6 +55,8 @@ class Dataset:
     test_labels: np.ndarray
     num_classes: int
     skipped_images: int = 0  # unreadable image files left out (--skip-bad-images)
+    class_names: tuple[str, ...] | None = None  # what each class index means (a folder's class folders), if known
+    pixel_max: float = 255.0  # the raw pixel value that maps to 1 (0 maps to -1): 255 for 8-bit images
 
     def __post_init__(self):
         for split, images, labels in (("train", self.train_images, self.train_labels), ("test", self.test_images, self.test_labels)):
@@ -85,14 +89,17 @@ class Dataset:
 
 
 def load_dataset(name: str, *, data_dir: str | None = None, subset: int | None = None, seed: int = 0,
-                 image_size: int | None = None, augment: bool = False, skip_bad_images: bool = False) -> Dataset:
+                 image_size: int | None = None, augment: bool = False, skip_bad_images: bool = False,
+                 channels: int | None = None) -> Dataset:
     """Load a dataset by name (see the module docstring for the names).
 
     data_dir only applies to fashion-mnist. subset=N keeps N training images drawn by a permutation
     seeded with `seed`; the test set is never subsampled. Same arguments give identical arrays.
-    image_size, augment and skip_bad_images apply to folder:DIR, whose images stay on disk
-    (`images.ImageFiles`) and are decoded per batch at image_size (default: their own size).
+    image_size, augment, skip_bad_images and channels apply to folder:DIR, whose images stay on disk
+    (`images.ImageFiles`) and are decoded per batch at image_size (default: their own size) and
+    with `channels` (default: 1 if every image is grey, else 3).
     """
+    check_name(name)
     if not name.startswith("folder:") and (image_size is not None or augment or skip_bad_images):
         what = "--image-size" if image_size is not None else "--augment" if augment else "--skip-bad-images"
         raise WaveError(f"{what} applies to image folders (folder:DIR), not to {name}: drop it")
@@ -103,10 +110,26 @@ def load_dataset(name: str, *, data_dir: str | None = None, subset: int | None =
     elif name.startswith("idx:") and name[4:]:
         ds = _load_idx_dir(name, Path(name[4:]).expanduser())
     elif name.startswith("folder:") and name[7:]:
-        ds = _load_folder(name, Path(name[7:]).expanduser(), image_size, augment, skip_bad_images)
-    else:
-        raise WaveError(f"unknown dataset {name!r}: choose one of {', '.join(CHOICES)}")
+        ds = _load_folder(name, Path(name[7:]).expanduser(), image_size, augment, skip_bad_images, channels)
     return ds if subset is None else _subset(ds, subset, seed)
+
+
+def check_name(name: str) -> None:
+    """WaveError unless `name` is a dataset name `load_dataset` knows (checked before slow work):
+    with the nearest known name for a typo, and `folder:` or `idx:` for a bare folder path."""
+    import difflib
+
+    if name in ("digits", "fashion-mnist") or (name.startswith(("idx:", "folder:")) and name.split(":", 1)[1]):
+        return
+    hint = f"choose one of {', '.join(CHOICES)}"
+    close = difflib.get_close_matches(name.lower(), ["digits", "fashion-mnist"], n=1, cutoff=0.75)
+    if close:
+        hint = f"did you mean {close[0]}? (the names: {', '.join(CHOICES)})"
+    elif name and ":" not in name and Path(name).expanduser().is_dir():
+        folder = Path(name).expanduser()
+        kind = "folder" if _find_idx_files(folder)[1] else "idx"  # all four IDX files there: an MNIST-format folder
+        hint = f"for the folder {name}, pass {kind}:{name}"
+    raise WaveError(f"unknown dataset {name!r}: {hint}")
 
 
 def split_validation(ds: Dataset, fraction: float = 0.1, seed: int = 0) -> tuple[Dataset, Dataset]:
@@ -178,7 +201,8 @@ def _load_digits() -> Dataset:
     images = _to_unit_range(bunch.images, 16)[:, None]  # (1797, 1, 8, 8), raw values 0..16
     labels = bunch.target.astype(np.int64)
     train_idx, test_idx = _stratified_split(labels, _TEST_FRACTION, _SPLIT_SEED)
-    return Dataset("digits", images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], 10)
+    return Dataset("digits", images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], 10,
+                   class_names=tuple(str(d) for d in range(10)), pixel_max=16.0)
 
 
 # ----------------------------------------------------------------------------- IDX
@@ -256,7 +280,7 @@ def _load_fashion_mnist(folder: Path) -> Dataset:
     if missing:
         raise WaveError(f"Fashion-MNIST not found in {folder} (missing {', '.join(missing)}): install it with "
                         f"`apt-get install dataset-fashion-mnist` or pass --data-dir DIR holding the four IDX files")
-    return _load_idx_files("fashion-mnist", files, num_classes=10)
+    return dataclasses.replace(_load_idx_files("fashion-mnist", files, num_classes=10), class_names=FASHION_MNIST_CLASSES)
 
 
 def _load_idx_dir(name: str, folder: Path) -> Dataset:
@@ -308,7 +332,7 @@ def _headers(paths: list[Path], skip_bad: bool) -> tuple[list[bool], list[tuple[
 
 
 def _load_folder(name: str, root: Path, image_size: int | None = None, augment: bool = False,
-                 skip_bad_images: bool = False) -> Dataset:
+                 skip_bad_images: bool = False, channels: int | None = None) -> Dataset:
     """One sub-folder of images per class, in `train/` and `val/` (or `test/`) when both exist,
     else one folder split 80/20 by class. Images stay on disk (`images.ImageFiles`): they are
     decoded per batch, converted to grey (if all are) or RGB and brought to `image_size`
@@ -356,7 +380,10 @@ def _load_folder(name: str, root: Path, image_size: int | None = None, augment: 
             raise WaveError(f"{name}: the images are {sizes[first][0]}x{sizes[first][1]}, not square: "
                             f"pass --image-size N to centre-crop and resize them")
         image_size = sizes[first][0]
-    channels = 1 if all(gray[i] for i in keep) else 3
+    if channels is None:
+        channels = 1 if all(gray[i] for i in keep) else 3
+    elif channels not in (1, 3):
+        raise WaveError(f"{name}: images can be read with 1 (grey) or 3 (RGB) channels, not {channels}")
     if test is None:
         train_idx, test_idx = _stratified_split(y_train, _TEST_FRACTION, _SPLIT_SEED)
         test_paths, y_test = [train_paths[i] for i in test_idx], y_train[test_idx]
@@ -370,4 +397,4 @@ def _load_folder(name: str, root: Path, image_size: int | None = None, augment: 
         return ImageFiles(tuple(str(p) for p in ps), channels, int(image_size), aug)
 
     return Dataset(name, files(train_paths, augment), y_train, files(test_paths, False), y_test, len(classes),
-                   skipped_images=skipped)
+                   skipped_images=skipped, class_names=tuple(classes))

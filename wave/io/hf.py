@@ -52,7 +52,8 @@ from .storage import read_file, tensor_dtypes
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 SHARD_INDEX_FILE = "model.safetensors.index.json"
-_EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE})
+PREPROCESSOR_FILE = "preprocessor_config.json"
+_EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, PREPROCESSOR_FILE})
 # Formats HF folders may hold that we never load: pickles run code when read.
 _UNSAFE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 
@@ -185,6 +186,25 @@ def hf_config(spec: ViTSpec, labels: list[str] | None = None, dtype: str = "floa
     }
 
 
+def preprocessor_config(spec: ViTSpec, pixel_max: float = 255.0) -> dict:
+    """The preprocessor_config.json of `transformers.ViTImageProcessor` that scales images as our
+    datasets do: resized to the model's side (bilinear), each value v mapped to 2 v / pixel_max - 1
+    in [-1, 1] (rescale by 1 / pixel_max, then mean 0.5 and std 0.5 per channel). `pixel_max` is
+    255 for 8-bit images, 16 for scikit-learn's digits. Our image folders take the central square
+    before resizing; give this processor square images for the same pixels."""
+    return {
+        "image_processor_type": "ViTImageProcessor",
+        "do_resize": True,
+        "size": {"height": spec.image_size, "width": spec.image_size},
+        "resample": 2,  # PIL's bilinear
+        "do_rescale": True,
+        "rescale_factor": 1.0 / pixel_max,
+        "do_normalize": True,
+        "image_mean": [0.5] * spec.channels,
+        "image_std": [0.5] * spec.channels,
+    }
+
+
 def from_hf(hf_state_dict: dict, config: dict, source: str = "Hugging Face model") -> tuple[dict[str, np.ndarray], ViTSpec]:
     """(timm-keyed state dict, ViTSpec) of a `ViTForImageClassification`, a `DeiTForImageClassification`
     or a `DeiTForImageClassificationWithTeacher`: the inverse of `to_hf`. A DeiT keeps its
@@ -311,8 +331,9 @@ def is_hf_folder(path: str | os.PathLike) -> bool:
 
 
 def save_hf(folder: str | os.PathLike, state_dict: dict, spec: ViTSpec, provenance: dict | None = None,
-            labels: list[str] | None = None) -> None:
-    """Write our ViT as a Hugging Face model folder (`config.json`, `model.safetensors`).
+            labels: list[str] | None = None, pixel_max: float = 255.0) -> None:
+    """Write our ViT as a Hugging Face model folder (`config.json` with `labels` as id2label,
+    `model.safetensors`, and `preprocessor_config.json`: `preprocessor_config`).
 
     `transformers.ViTForImageClassification.from_pretrained(folder)` then computes what our ViT
     does. Atomic: both files are written into a temporary folder next to `folder`, which is then
@@ -332,6 +353,7 @@ def save_hf(folder: str | os.PathLike, state_dict: dict, spec: ViTSpec, provenan
         tmp.mkdir()  # mkdir, not mkdtemp: the folder gets the user's usual permissions, not 0700
         _write_synced(tmp / CONFIG_FILE, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
         _write_synced(tmp / WEIGHTS_FILE, weights)
+        _write_synced(tmp / PREPROCESSOR_FILE, (json.dumps(preprocessor_config(spec, pixel_max), indent=2, sort_keys=True) + "\n").encode())
         _fsync_dir(tmp)
         _swap_in(tmp, folder)
     except BaseException as e:

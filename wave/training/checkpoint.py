@@ -68,12 +68,13 @@ def fingerprint(config: TrainConfig, amp: bool, meta: dict | None, images: np.nd
                  model: nn.Module, groups: list[dict]) -> dict:
     """Everything a resumed run must share with the checkpoint for the result to be the same.
 
-    Not included: checkpoint_every, the device, the process count (they change no number
-    beyond rounding), the DataLoader workers. The data are identified by their shape, all labels
+    Not included: checkpoint_every, the device, the process count, torch.compile (they change no
+    number beyond rounding), the DataLoader workers. The data are identified by their shape, all labels
     and up to 1,024 image rows (image files: by their paths, sizes and transform).
     """
     settings = asdict(config)
     settings.pop("checkpoint_every")
+    settings.pop("compile")
     if not settings["augment"]:
         settings.pop("augment")  # checkpoints written before the field existed still resume
     settings["amp"] = amp

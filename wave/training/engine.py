@@ -33,6 +33,7 @@ Progress and checkpoints come from rank 0 only; every rank returns the same `Tra
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -265,6 +266,10 @@ class _Run:
         self.on_progress = on_progress if self.rank == 0 else None
         self.net = model if self.world == 1 else nn.parallel.DistributedDataParallel(
             model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if config.compile:  # the training step only: evaluation and checkpoints read the model itself
+            # Dynamo traces through array_api_compat's lru_cache'd helpers (pure, so safe) and says so once per helper.
+            warnings.filterwarnings("ignore", message=r"Dynamo detected a call to a `functools.lru_cache`")
+            self.net = torch.compile(self.net)
         self.last_saved: int | None = None  # global step of the newest checkpoint on disk
         self.lr = lr_at(position.global_step, self.total_steps, config)
         self.start = time.perf_counter()
