@@ -31,11 +31,15 @@ Lr = Annotated[float, typer.Option(min=0.0, help="Peak learning rate (AdamW, war
 WeightDecay = Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.", rich_help_panel=TRAINING)]
 Seed = Annotated[int, typer.Option(min=0, help="Random seed: the same seed gives the same result on the same machine.", rich_help_panel=TRAINING)]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=RUN)]
+Revision = Annotated[Optional[str], typer.Option(help="Hub models: the branch, tag or commit to use (default: main).")]
 Threads = Annotated[Optional[int], typer.Option(min=1, help=(
     "PyTorch CPU threads (default: PyTorch's choice, at most the cores this process may use); recorded in the output's "
     "provenance. On a shared machine, 1 is often fastest."), rich_help_panel=RUN)]
 Compile = Annotated[bool, typer.Option("--compile", help=(
     "torch.compile the model for training (tens of seconds to compile first; see README's benchmarks)."), rich_help_panel=RUN)]
+LogDir = Annotated[Optional[Path], typer.Option(help=(
+    "Also write TensorBoard event files of every epoch here (train/loss, eval/top1, eval/top5, eval/loss, lr; "
+    "needs pip install 'waveinit[tensorboard]')."), rich_help_panel=RUN)]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output (default: refuse).", rich_help_panel=RUN)]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint next to --out.", rich_help_panel=RUN)]
 CheckpointEvery = Annotated[int, typer.Option(min=0, help="Also checkpoint every N steps (0: each epoch only).", rich_help_panel=RUN)]
@@ -49,6 +53,33 @@ SkipBadImages = Annotated[bool, typer.Option("--skip-bad-images", help="folder:D
                                              rich_help_panel=DATA)]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object summarising the result on stdout (and nothing else there).",
                                     rich_help_panel=RUN)]
+
+RECIPE = "DeiT recipe (timm's names; all off by default)"
+Smoothing = Annotated[float, typer.Option(min=0.0, max=0.99, help="Label smoothing of the cross-entropy (DeiT: 0.1).", rich_help_panel=RECIPE)]
+Mixup = Annotated[float, typer.Option(min=0.0, help="Mixup alpha, on when > 0 (DeiT: 0.8).", rich_help_panel=RECIPE)]
+Cutmix = Annotated[float, typer.Option(min=0.0, help="CutMix alpha, on when > 0 (DeiT: 1.0).", rich_help_panel=RECIPE)]
+MixupProb = Annotated[float, typer.Option(min=0.0, max=1.0, help="Probability that a batch is mixed.", rich_help_panel=RECIPE)]
+MixupSwitchProb = Annotated[float, typer.Option(min=0.0, max=1.0, help="With both on: probability of CutMix over mixup.",
+                                                rich_help_panel=RECIPE)]
+Reprob = Annotated[float, typer.Option(min=0.0, max=1.0, help="Random erasing probability per image, per-pixel noise (DeiT: 0.25).",
+                                       rich_help_panel=RECIPE)]
+AutoAugment = Annotated[Optional[str], typer.Option("--aa", help=(
+    "folder:DIR with --augment: timm's RandAugment or AutoAugment policy, e.g. rand-m9-mstd0.5-inc1 (DeiT's); needs timm."),
+    rich_help_panel=RECIPE)]
+DropPath = Annotated[float, typer.Option(min=0.0, max=0.99, help="Stochastic depth rate of the last block, linear from 0 (DeiT-S: 0.1).",
+                                         rich_help_panel=RECIPE)]
+ModelEma = Annotated[bool, typer.Option("--model-ema", help=(
+    "Keep a moving average of the weights: evaluated each epoch, saved beside the output as <stem>.ema.safetensors."),
+    rich_help_panel=RECIPE)]
+ModelEmaDecay = Annotated[float, typer.Option(min=0.0, max=0.999999, help="Decay of --model-ema.", rich_help_panel=RECIPE)]
+
+
+def recipe(smoothing: float, mixup: float, cutmix: float, mixup_prob: float, mixup_switch_prob: float, reprob: float, drop_path: float,
+           model_ema: bool, model_ema_decay: float) -> dict:
+    """The DeiT recipe's options as TrainConfig fields."""
+    return {"smoothing": smoothing, "mixup": mixup, "cutmix": cutmix, "mixup_prob": mixup_prob, "mixup_switch_prob": mixup_switch_prob,
+            "reprob": reprob, "drop_path": drop_path, "model_ema": model_ema, "model_ema_decay": model_ema_decay}
+
 
 # Optional dependencies whose absence is a one-line error naming the install that brings them.
 _EXTRAS = {"torch": "waveinit[torch]", "typer": "waveinit[cli]", "rich": "waveinit[cli]", "sklearn": "waveinit[cli]",

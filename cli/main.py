@@ -21,23 +21,34 @@ from .common import (
     RUN,
     TRAINING,
     Augment,
+    AutoAugment,
     BatchSize,
     CheckpointEvery,
     Compile,
+    Cutmix,
     Data,
     DataDir,
     Depth,
     Device,
+    DropPath,
     Epochs,
     Force,
     Heads,
     ImageSize,
     Json,
+    LogDir,
     Lr,
+    Mixup,
+    MixupProb,
+    MixupSwitchProb,
+    ModelEma,
+    ModelEmaDecay,
     Patch,
+    Reprob,
     Resume,
     Seed,
     SkipBadImages,
+    Smoothing,
     Subset,
     Threads,
     WeightDecay,
@@ -50,6 +61,7 @@ from .common import (
     is_main_process,
     load_data,
     print_json,
+    recipe,
     refuse_existing,
     use_threads,
 )
@@ -105,12 +117,23 @@ def train(
     out: Annotated[Optional[Path], typer.Option(help=(
         "Model file to write (default: runs/trained_d{D}_w{W}.safetensors, or runs/{init stem}-trained.safetensors)."), rich_help_panel=RUN)] = None,
     force: Force = False,
+    log_dir: LogDir = None,
     resume: Resume = False,
     checkpoint_every: CheckpointEvery = 0,
     image_size: ImageSize = None,
     augment: Augment = False,
     workers: Workers = 0,
     skip_bad_images: SkipBadImages = False,
+    smoothing: Smoothing = 0.0,
+    mixup: Mixup = 0.0,
+    cutmix: Cutmix = 0.0,
+    mixup_prob: MixupProb = 1.0,
+    mixup_switch_prob: MixupSwitchProb = 0.5,
+    reprob: Reprob = 0.0,
+    aa: AutoAugment = None,
+    drop_path: DropPath = 0.0,
+    model_ema: ModelEma = False,
+    model_ema_decay: ModelEmaDecay = 0.9998,
     as_json: Json = False,
 ) -> None:
     """Train a plain ViT (an ancestry, or any model) and save it as a model file, with its
@@ -122,7 +145,7 @@ def train(
     from .display import TrainingDisplay
 
     check_data_name(data)
-    model, dataset, shift_flip = _model_and_data(data, data_dir, subset, depth, width, heads, patch, seed, init, image_size, augment,
+    model, dataset, shift_flip = _model_and_data(data, data_dir, subset, depth, width, heads, patch, seed, init, image_size, augment, aa,
                                                  skip_bad_images)
     spec = model.spec
     out = out or Path(f"runs/{init.name.removesuffix('.safetensors')}-trained.safetensors" if init else
@@ -131,13 +154,14 @@ def train(
     refuse_existing(out, force or _resumable(out, resume))
     defaults = _FINETUNE if init is not None else _TRAIN
     config = TrainConfig(epochs=epochs or defaults.epochs, batch_size=batch_size, lr=defaults.lr if lr is None else lr, weight_decay=weight_decay,
-                         seed=seed, checkpoint_every=checkpoint_every, augment=shift_flip, compile=compile_model)
+                         seed=seed, checkpoint_every=checkpoint_every, augment=shift_flip, compile=compile_model,
+                         **recipe(smoothing, mixup, cutmix, mixup_prob, mixup_switch_prob, reprob, drop_path, model_ema, model_ema_decay))
     provenance = {"init": str(init) if init is not None else "random", "threads": use_threads(threads)}
     echo(f"training a {spec.depth}x{spec.width} ViT ({spec.num_params():,} parameters) on {dataset.describe()}, "
          f"{config.epochs} epochs at lr {config.lr:g}")
     with TrainingDisplay("train") as display:
         result = train_vit(model, dataset, config, out=out, device=device, resume=resume, workers=workers,
-                           on_progress=TrainingDisplay.callback_for_main_process(display), provenance=provenance)
+                           on_progress=TrainingDisplay.callback_for_main_process(display), provenance=provenance, log_dir=log_dir)
     final = result.history[-1]["eval"]
     echo(f"test accuracy {100 * final['accuracy']:.2f}% (loss {final['loss']:.4f}); model saved to {out}, metrics in {metrics_path(out)}")
     if as_json:
@@ -154,7 +178,7 @@ def _resumable(out: Path, resume: bool) -> bool:
     return resume and checkpoint_path(out).exists()
 
 
-def _model_and_data(data, data_dir, subset, depth, width, heads, patch, seed, init, image_size, augment, skip_bad_images):
+def _model_and_data(data, data_dir, subset, depth, width, heads, patch, seed, init, image_size, augment, aa, skip_bad_images):
     """`wave train`'s starting model (from --init, or random of the asked shape), its data, and
     whether the engine shifts and flips in-memory images (folders crop and flip as they load)."""
     from waveinit.tasks import load_vit, random_vit, spec_for
@@ -164,6 +188,7 @@ def _model_and_data(data, data_dir, subset, depth, width, heads, patch, seed, in
     if shift_flip and data == "digits":
         raise WaveError("--augment flips images left-right, which turns digits into other symbols: drop --augment for digits")
     dataset = load_data(data, data_dir=data_dir, subset=subset, seed=seed, augment=augment and not shift_flip, skip_bad_images=skip_bad_images,
+                        auto_augment=aa,
                         image_size=image_size or (initial.spec.image_size if initial is not None and data.startswith("folder:") else None))
     if initial is None:
         return random_vit(spec_for(dataset, depth or _ANCESTRY.depth, width or _ANCESTRY.width, heads, patch), seed), dataset, shift_flip
@@ -190,9 +215,11 @@ DISTILLATION = "Distillation"
 @app.command()
 @handles_errors
 def distill(
-    teacher: Annotated[Optional[Path], typer.Option(rich_help_panel=DISTILLATION, help=(
-        "Ancestry: a model file, a timm-keyed safetensors ViT or a Hugging Face folder "
-        "(default: runs/ancestry.safetensors, trained first if missing)."))] = None,
+    teacher: Annotated[Optional[str], typer.Option(rich_help_panel=DISTILLATION, help=(
+        "Ancestry: a model file, a timm-keyed safetensors ViT, a Hugging Face or timm folder, or a Hub model "
+        "(ORG/NAME, hf-hub:ORG/NAME[@REVISION]) (default: runs/ancestry.safetensors, trained first if missing)."))] = None,
+    revision: Annotated[Optional[str], typer.Option(help="A Hub teacher's branch, tag or commit (default: main).",
+                                                    rich_help_panel=DISTILLATION)] = None,
     teacher_heads: Annotated[Optional[int], typer.Option(help="Heads of a plain safetensors teacher (default: width / 64).",
                                                          rich_help_panel=DISTILLATION)] = None,
     data: Data = "digits",
@@ -218,12 +245,23 @@ def distill(
     compile_model: Compile = False,
     out: Annotated[Path, typer.Option(help="Learngene file to write.", rich_help_panel=RUN)] = DEFAULT_LEARNGENE,
     force: Force = False,
+    log_dir: LogDir = None,
     resume: Resume = False,
     checkpoint_every: CheckpointEvery = 0,
     image_size: ImageSize = None,
     augment: Augment = False,
     workers: Workers = 0,
     skip_bad_images: SkipBadImages = False,
+    smoothing: Smoothing = 0.0,
+    mixup: Mixup = 0.0,
+    cutmix: Cutmix = 0.0,
+    mixup_prob: MixupProb = 1.0,
+    mixup_switch_prob: MixupSwitchProb = 0.5,
+    reprob: Reprob = 0.0,
+    aa: AutoAugment = None,
+    drop_path: DropPath = 0.0,
+    model_ema: ModelEma = False,
+    model_ema_decay: ModelEmaDecay = 0.9998,
     as_json: Json = False,
 ) -> None:
     """Distil an ancestry (teacher) ViT into a learngene: weight templates for every size (with
@@ -231,7 +269,6 @@ def distill(
     from waveinit.io.metrics import metrics_path
     from waveinit.io.storage import check_writable
     from waveinit.tasks import distill as run_distill
-    from waveinit.tasks import load_vit
 
     from .display import TrainingDisplay
 
@@ -239,26 +276,25 @@ def distill(
     check_writable(out)
     refuse_existing(out, force or _resumable(out, resume))
     n_threads = use_threads(threads)
-    known = teacher if teacher is not None else DEFAULT_ANCESTRY if DEFAULT_ANCESTRY.exists() else None
-    teacher_model = load_vit(known.resolve(), heads=teacher_heads)[0] if known is not None else None
+    teacher_model, teacher_path = _teacher(teacher, teacher_heads, revision)
     if image_size is None and teacher_model is not None and data.startswith("folder:"):
         image_size = teacher_model.spec.image_size  # an image folder comes at the teacher's image size
-    dataset = load_data(data, data_dir=data_dir, subset=subset, seed=seed, image_size=image_size, augment=augment,
+    dataset = load_data(data, data_dir=data_dir, subset=subset, seed=seed, image_size=image_size, augment=augment, auto_augment=aa,
                         skip_bad_images=skip_bad_images)
     if teacher_model is None:
         teacher_model = _default_ancestry(dataset, epochs, batch_size, seed, device, resume, workers, depth, width, heads, side)
-    teacher_path = (teacher or DEFAULT_ANCESTRY).resolve()  # absolute: `wave spawn` finds it from any folder
     t = teacher_model.spec
     aux_spec = auxiliary_spec(t, depth, width, heads, side)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every,
-                         compile=compile_model)
+                         compile=compile_model,
+                         **recipe(smoothing, mixup, cutmix, mixup_prob, mixup_switch_prob, reprob, drop_path, model_ema, model_ema_decay))
     distill_config = DistillConfig(temperature=temperature, kd_weight=kd_weight, side=side, templates=templates, cache_teacher=cache)
     echo(f"distilling {teacher_path} ({t.depth}x{t.width}) into {templates} templates of {side}x{side} per role, "
          f"auxiliary model {aux_spec.depth}x{aux_spec.width}, on {dataset.describe()}")
     with TrainingDisplay("distill") as display:
         result = run_distill(teacher_model, dataset, aux_spec, config, distill_config, out=out, device=device, resume=resume,
                              on_progress=TrainingDisplay.callback_for_main_process(display),
-                             provenance={"teacher": str(teacher_path), "threads": n_threads}, workers=workers)
+                             provenance={"teacher": str(teacher_path), "threads": n_threads}, workers=workers, log_dir=log_dir)
     lg = result.learngene
     echo(
         f"teacher {100 * result.teacher_eval['accuracy']:.2f}%, auxiliary model {100 * lg.provenance['test_accuracy']:.2f}% test accuracy; "
@@ -272,6 +308,20 @@ def distill(
                     "template_params": lg.num_template_params(), "scaler_params": lg.num_scaler_params(),
                     "bytes": out.stat().st_size, "epochs": len(result.train.history), "steps": result.train.steps,
                     "seconds": result.seconds, "threads": n_threads})
+
+
+def _teacher(teacher: str | None, heads: int | None, revision: str | None):
+    """`wave distill`'s teacher and how the learngene's provenance names it: a Hub model as
+    `hf:ORG/NAME@COMMIT`, a local one by its absolute path (`wave spawn` finds it from any
+    folder); without --teacher, runs/ancestry.safetensors if it is there, else (None, its path)."""
+    from waveinit.tasks import load_vit
+
+    if teacher is None:
+        if not DEFAULT_ANCESTRY.exists():
+            return None, DEFAULT_ANCESTRY.resolve()
+        teacher = str(DEFAULT_ANCESTRY)
+    model, provenance = load_vit(teacher, heads=heads, revision=revision)
+    return model, provenance.get("hub") or Path(teacher).resolve()
 
 
 def _default_ancestry(dataset, epochs, batch_size, seed, device, resume, workers, depth, width, heads, side):
@@ -297,9 +347,15 @@ FIT = "Scaler fit"
 @app.command()
 @handles_errors
 def spawn(
-    depth: Annotated[int, typer.Option(help="Blocks of the new model.", rich_help_panel=MODEL)],
-    width: Annotated[int, typer.Option(help="Width of the new model (a multiple of the template side).", rich_help_panel=MODEL)],
+    depth: Annotated[Optional[int], typer.Option(help="Blocks of the new model.", rich_help_panel=MODEL)] = None,
+    width: Annotated[Optional[int], typer.Option(help="Width of the new model (a multiple of the template side).", rich_help_panel=MODEL)] = None,
     heads: Heads = None,
+    size: Annotated[Optional[str], typer.Option(help=(
+        "A size by timm's name: vit_tiny (12 blocks, 192 wide, 3 heads), vit_small (12/384/6), vit_base (12/768/12), "
+        "vit_large (24/1024/16); --depth, --width and --heads override its parts."), rich_help_panel=MODEL)] = None,
+    params: Annotated[Optional[int], typer.Option(min=1, help=(
+        "A parameter budget: the depth and width (a multiple of the template side) whose model is nearest it, for the "
+        "learngene's data shape; the choice is printed."), rich_help_panel=MODEL)] = None,
     learngene: Annotated[Path, typer.Option(rich_help_panel=MODEL, help=(
         "Learngene file (made by `wave distill`), or the name of one that ships with waveinit: fashion-mnist."))] = DEFAULT_LEARNGENE,
     data: Annotated[Optional[str], typer.Option(help="Data to fit on: digits, fashion-mnist, idx:DIR or folder:DIR (default: the learngene's).",
@@ -341,6 +397,7 @@ def spawn(
 
     start = time.perf_counter()
     check_data_name(data)
+    depth, width, heads = _target_size(learngene, depth, width, heads, size, params)
     out = out or Path(f"runs/{learngene.name.removesuffix('.safetensors')}_d{depth}_w{width}.safetensors")
     check_writable(out)
     refuse_existing(out, force)
@@ -358,6 +415,30 @@ def spawn(
     if as_json:
         print_json({"command": "spawn", "out": str(out), "spec": spec.to_dict(), "parameters": spec.num_params(), **p,
                     "seconds": time.perf_counter() - start})
+
+
+def _target_size(learngene: Path, depth, width, heads, size: str | None, params: int | None) -> tuple[int, int, int | None]:
+    """`wave spawn`'s depth, width and heads: given, by timm's name (--size), or nearest a budget (--params)."""
+    if size is not None and params is not None:
+        raise WaveError("--size and --params both choose the size: give one")
+    if size is not None:
+        from waveinit.io.timm import size_named
+
+        d, w, h = size_named(size)
+        return depth or d, width or w, heads or (h if width is None else None)
+    if params is not None:
+        from waveinit.io.files import load_learngene
+        from waveinit.spawning import size_for_params
+
+        gene = load_learngene(learngene)
+        d, w = size_for_params(params, gene.spec, gene.side)
+        count = gene.spec.replace(depth=d, width=w, heads=max(1, w // 64)).num_params()
+        echo(f"--params {params:,}: depth {d}, width {w} ({count:,} parameters), the nearest {params:,} parameters on the "
+             f"learngene's grid (widths in steps of {gene.side})")
+        return depth or d, width or w, heads
+    if depth is None or width is None:
+        raise WaveError("the new model's size is missing: give --depth and --width, or --size NAME (vit_tiny, ...), or --params N")
+    return depth, width, heads
 
 
 def _spawn_table(spec, p: dict, no_fit: bool, seconds: float) -> None:

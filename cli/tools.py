@@ -23,6 +23,7 @@ from .common import (
     Force,
     ImageSize,
     Json,
+    Revision,
     SkipBadImages,
     Threads,
     Workers,
@@ -35,9 +36,11 @@ from .common import (
     use_threads,
 )
 
-EXPORT_FORMATS = ("hf",)  # --format choices of `wave export`
+EXPORT_FORMATS = ("hf", "timm")  # --format choices of `wave export`
 
-ModelPath = Annotated[Path, typer.Argument(help="A model file, a timm-keyed safetensors ViT, or a Hugging Face ViT folder.", show_default=False)]
+ModelPath = Annotated[str, typer.Argument(help=(
+    "A model file, a timm-keyed safetensors ViT, a Hugging Face or timm folder, or a Hub model: ORG/NAME or hf-hub:ORG/NAME[@REVISION]."),
+    show_default=False)]
 ModelHeads = Annotated[Optional[int], typer.Option(help="Heads of a plain safetensors ViT (default: width / 64; model files and HF folders know theirs).")]
 
 
@@ -56,6 +59,7 @@ def eval_model(
         help="Dataset: digits, fashion-mnist, idx:DIR or folder:DIR; default: the data the model was trained on, else digits.")] = None,
     data_dir: DataDir = None,
     heads: ModelHeads = None,
+    revision: Revision = None,
     batch_size: BatchSize = EVAL_BATCH_SIZE,
     device: Device = "auto",
     threads: Threads = None,
@@ -70,7 +74,7 @@ def eval_model(
 
     check_data_name(data)
     n_threads = use_threads(threads)
-    vit, provenance = load_vit(model, heads=heads)
+    vit, provenance = load_vit(model, heads=heads, revision=revision)
     name = data or provenance.get("data") or "digits"
     try:
         folder = name.startswith("folder:")
@@ -106,14 +110,16 @@ def eval_model(
 
 @handles_errors
 def inspect(
-    file: Annotated[Path, typer.Argument(
-        help="A learngene, model file, training checkpoint (.ckpt), safetensors file or Hugging Face folder.", show_default=False)],
+    file: Annotated[str, typer.Argument(help=(
+        "A learngene, model file, training checkpoint (.ckpt), safetensors file, Hugging Face or timm folder, "
+        "or a Hub model (ORG/NAME, hf-hub:ORG/NAME[@REVISION])."), show_default=False)],
+    revision: Revision = None,
     as_json: Json = False,
 ) -> None:
     """Show what a file holds: its kind, format, model spec, templates and scalers, tensors, provenance."""
     from waveinit.io.inspect import describe
 
-    info = describe(file)
+    info = describe(file, revision)
     if as_json:
         print_json(info)
     else:
@@ -232,28 +238,34 @@ def _tensor_table(tensors: list[dict]):
 @handles_errors
 def export(
     model: ModelPath,
-    fmt: Annotated[str, typer.Option("--format", help=f"Output format: {', '.join(EXPORT_FORMATS)} (a Hugging Face ViTForImageClassification folder).")] = "hf",
-    out: Annotated[Optional[Path], typer.Option(help="Folder to write (default: MODEL's name with -hf, next to it).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help=(
+        "hf: a folder for transformers' ViTForImageClassification (config.json with the class names as id2label, "
+        "model.safetensors, preprocessor_config.json); timm: a folder timm.create_model('local-dir:DIR') loads "
+        "(config.json with architecture and model_args, model.safetensors)."))] = "hf",
+    out: Annotated[Optional[Path], typer.Option(help="Folder to write (default: MODEL's name with -hf or -timm, next to it).")] = None,
     heads: ModelHeads = None,
+    revision: Revision = None,
     force: Force = False,
 ) -> None:
-    """Write a model for other frameworks: `--format hf` makes a folder for transformers' ViTForImageClassification
-    (config.json with the class names as id2label, model.safetensors, preprocessor_config.json)."""
+    """Write a model for other frameworks: a Hugging Face (transformers) or a timm folder."""
     from waveinit.io.files import load_model
     from waveinit.io.hf import architecture, save_hf
+    from waveinit.io.timm import architecture_name, save_timm
 
     if fmt not in EXPORT_FORMATS:
         raise WaveError(f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
-    out = out or model.with_name(f"{model.name.removesuffix('.safetensors')}-hf")
-    if out.is_dir():  # a file there is refused by save_hf, as not a folder
+    model_file = load_model(model, heads=heads, revision=revision)
+    out = out or Path(f"{str(model).rstrip('/').removesuffix('.safetensors')}-{fmt}")
+    if out.is_dir():  # a file there is refused as not a folder
         refuse_existing(out, force)
-    model_file = load_model(model, heads=heads)
-    p = model_file.provenance
-    labels = p.get("labels") if isinstance(p.get("labels"), list) and len(p["labels"]) == model_file.spec.num_classes else None
-    save_hf(out, model_file.state_dict, model_file.spec, {**p, "exported_from": str(model)}, labels=labels,
-            pixel_max=float(p.get("pixel_max", 255.0)))
-    named = "class names from the model's data" if labels else "classes named LABEL_0..."
-    console().print(f"exported {model} ({model_file.spec.depth}x{model_file.spec.width}, {named}) to {out}: "
-                    f"load it with transformers.{architecture(model_file.spec)}.from_pretrained({str(out)!r}) "
-                    f"(or AutoModelForImageClassification), and its preprocessing with AutoImageProcessor",
-                    highlight=False, soft_wrap=True)
+    p, spec = model_file.provenance, model_file.spec
+    labels = p.get("labels") if isinstance(p.get("labels"), list) and len(p["labels"]) == spec.num_classes else None
+    save = save_hf if fmt == "hf" else save_timm
+    save(out, model_file.state_dict, spec, {**p, "exported_from": str(model)}, labels=labels, pixel_max=float(p.get("pixel_max", 255.0)))
+    named = "class names from the model's data" if labels else "classes without names"
+    if fmt == "hf":
+        how = (f"load it with transformers.{architecture(spec)}.from_pretrained({str(out)!r}) (or AutoModelForImageClassification), "
+               f"and its preprocessing with AutoImageProcessor")
+    else:
+        how = f"load it with timm.create_model('local-dir:{out}', pretrained=True) ({architecture_name(spec)} with model_args)"
+    console().print(f"exported {model} ({spec.depth}x{spec.width}, {named}) to {out}: {how}", highlight=False, soft_wrap=True)

@@ -39,6 +39,7 @@ def test_train_writes_metrics_and_one_json_object(tmp_path):
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == COLUMNS and [r["epoch"] for r in rows] == ["1", "2"]
     assert float(rows[-1]["eval_top1"]) == pytest.approx(100 * summary["test_accuracy"])
+    assert float(rows[-1]["eval_top1"]) <= float(rows[-1]["eval_top5"]) <= 100
     assert [float(r["train_loss"]) for r in rows] == pytest.approx([h["train_loss"] for h in summary["history"]])
 
 

@@ -47,6 +47,21 @@ class TrainConfig:
     # torch.compile the model for the training steps (evaluation and checkpoints use the model
     # itself). Off by default: benchmarks/bench_engine.py measures what it buys (README).
     compile: bool = False
+    # The DeiT recipe's regularisers, timm's names and meanings (training/recipe.py); all off by default.
+    smoothing: float = 0.0  # label smoothing of the cross-entropy
+    mixup: float = 0.0  # mixup alpha (on when > 0)
+    cutmix: float = 0.0  # cutmix alpha (on when > 0)
+    mixup_prob: float = 1.0  # probability that a batch is mixed at all
+    mixup_switch_prob: float = 0.5  # with both on: probability of cutmix rather than mixup
+    reprob: float = 0.0  # random erasing probability per image (a box of per-pixel noise)
+    drop_path: float = 0.0  # stochastic depth: block l is skipped with probability drop_path * l / (depth - 1)
+    model_ema: bool = False  # keep an exponential moving average of the weights, evaluated and saved beside the model
+    model_ema_decay: float = 0.9998
+
+    @property
+    def changes_inputs(self) -> bool:
+        """Whether the engine changes the images it is given (so a teacher's cached logits would be wrong)."""
+        return bool(self.augment or self.mixup or self.cutmix or self.reprob)
 
     def __post_init__(self):
         _check([
@@ -60,6 +75,12 @@ class TrainConfig:
             (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
             (self.max_steps is None or self.max_steps >= 1, f"max steps must be at least 1, got {self.max_steps}"),
             (self.checkpoint_every >= 0, f"checkpoint every must be >= 0 steps, got {self.checkpoint_every}"),
+            (0 <= self.smoothing < 1, f"label smoothing must be in [0, 1), got {self.smoothing}"),
+            (self.mixup >= 0 and self.cutmix >= 0, f"mixup and cutmix alphas must be >= 0, got {self.mixup} and {self.cutmix}"),
+            (0 <= self.mixup_prob <= 1 and 0 <= self.mixup_switch_prob <= 1, "mixup probabilities must be in [0, 1]"),
+            (0 <= self.reprob <= 1, f"random erasing probability must be in [0, 1], got {self.reprob}"),
+            (0 <= self.drop_path < 1, f"drop-path rate must be in [0, 1), got {self.drop_path}"),
+            (0 < self.model_ema_decay < 1, f"EMA decay must be in (0, 1), got {self.model_ema_decay}"),
         ])
 
 

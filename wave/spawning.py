@@ -27,6 +27,7 @@ from collections.abc import Mapping
 import numpy as np
 from array_api_compat import array_namespace
 
+from .errors import WaveError
 from .learngene import Array, Learngene, materialize
 from .spec import ROLES, ROLES_BY_NAME, ViTSpec, check_side, init_target, resized, scaler_shapes, template_counts, template_shapes
 
@@ -155,3 +156,18 @@ def spawn_state_dict(learngene: Learngene, target: ViTSpec, seed: int = 0, refre
     state = materialize(target, learngene.side, templates, scalers)
     return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}, fresh
 
+
+
+def size_for_params(budget: int, like: ViTSpec, side: int, max_depth: int = 48, max_width: int = 4096) -> tuple[int, int]:
+    """(depth, width) of the model nearest `budget` parameters (ties: the smaller), on the
+    learngene's grid: widths that are multiples of the template side, `like`'s data shape."""
+    if budget < 1:
+        raise WaveError(f"a parameter budget must be at least 1, got {budget}")
+    best = None
+    for width in range(side, max_width + 1, side):
+        for depth in range(1, max_depth + 1):
+            count = like.replace(depth=depth, width=width, heads=max(1, width // 64)).num_params()
+            key = (abs(count - budget), count)
+            if best is None or key < best[0]:
+                best = (key, (depth, width))
+    return best[1]

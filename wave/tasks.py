@@ -32,7 +32,7 @@ from .training.distributed import barrier, distributed_context, resolve_device
 from .training.engine import LossFn, TrainResult, train
 from .training.evaluation import evaluate, predict_logits
 from .training.interrupts import Interrupted
-from .training.objectives import cross_entropy_loss, kd_loss
+from .training.objectives import cross_entropy_loss, kd_loss, smoothed
 
 # ----------------------------------------------------------------------------- models for data
 
@@ -63,9 +63,10 @@ def check_fits(spec: ViTSpec, data: Dataset, what: str) -> None:
         )
 
 
-def load_vit(path: str | Path, heads: int | None = None) -> tuple[ViT, dict]:
-    """A plain ViT (and its provenance) from a model file, a timm-keyed safetensors state dict or a Hugging Face folder."""
-    model_file = load_model(path, heads=heads)
+def load_vit(path: str | Path, heads: int | None = None, revision: str | None = None) -> tuple[ViT, dict]:
+    """A plain ViT (and its provenance) from a model file, a timm-keyed safetensors state dict, a
+    Hugging Face or timm folder, or a Hub model name (`io.files.load_model`)."""
+    model_file = load_model(path, heads=heads, revision=revision)
     return load_state_dict(ViT(model_file.spec), model_file.state_dict), model_file.provenance
 
 
@@ -88,41 +89,70 @@ def checkpoint_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".ckpt")
 
 
-def _logging_metrics(out: str | Path, resume: bool, on_progress):
-    """`on_progress` that also writes each finished epoch to the metrics file beside `out`
-    (the engine calls it on rank 0 only, so only rank 0 writes)."""
+def _logging_metrics(out: str | Path, resume: bool, on_progress, log_dir: str | Path | None = None):
+    """`on_progress` that also writes each finished epoch to the metrics file beside `out`, and
+    to TensorBoard event files in `log_dir` if given (the engine calls it on rank 0 only, so only
+    rank 0 writes)."""
     log = MetricsLog(metrics_path(out), resume)
+    board = _tensorboard(log_dir) if log_dir is not None else None
 
     def report(progress):
         if progress.event == "epoch" and progress.record is not None:
             log.add(progress.record)
+            if board is not None:
+                board(progress.record)
         if on_progress is not None:
             on_progress(progress)
 
     return report
 
 
+def _tensorboard(log_dir: str | Path):
+    """A function writing one finished epoch (an entry of the engine's history) as TensorBoard
+    scalars at step = epoch: train/loss, eval/loss, eval/top1 and eval/top5 (%), lr."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise WaveError("--log-dir writes TensorBoard event files, which needs tensorboard: pip install 'waveinit[tensorboard]'") from None
+    writer = SummaryWriter(str(log_dir))
+
+    def write(record: dict) -> None:
+        epoch, evaluation = int(record["epoch"]), record.get("eval") or {}
+        writer.add_scalar("train/loss", record["train_loss"], epoch)
+        writer.add_scalar("lr", record["lr"], epoch)
+        for key, name, scale in (("loss", "eval/loss", 1), ("accuracy", "eval/top1", 100), ("top5", "eval/top5", 100)):
+            if key in evaluation:
+                writer.add_scalar(name, scale * evaluation[key], epoch)
+        writer.flush()
+
+    return write
+
+
 _CACHE_BYTES = 1 << 28  # the teacher's logits are cached only up to this size (256 MiB)
 
 
 def teacher_kd_loss(teacher: torch.nn.Module, images, temperature: float, kd_weight: float, batch_size: int,
-                    device: torch.device, cache: bool = True, workers: int = 0) -> LossFn:
+                    device: torch.device, cache: bool = True, workers: int = 0, smoothing: float = 0.0,
+                    inputs_change: bool = False) -> LossFn:
     """The distillation loss against `teacher` for training on `images` (indexed by the engine's
     dataset indices): the teacher's logits computed once for all images (`cache`), or per batch.
-    The cache turns itself off where it would be wrong (augmented images differ every epoch) or
-    would grow with the data past 256 MiB (a large image folder)."""
-    augmented = getattr(images, "augment", False)
+    The cache turns itself off where it would be wrong (augmented images differ every epoch; the
+    engine mixes or erases them: `inputs_change`) or would grow with the data past 256 MiB (a
+    large image folder). `smoothing`: label smoothing of the cross-entropy part."""
+    augmented = getattr(images, "augment", False) or inputs_change
     if cache and not augmented and len(images) * teacher.spec.num_classes * 4 <= _CACHE_BYTES:
         cached = predict_logits(teacher, images, batch_size, device, workers).to(device)  # (n, classes)
 
         def loss_fn(logits, batch, labels, indices):
-            return kd_loss(logits, cached[indices.to(device)].to(logits.dtype), labels, temperature, kd_weight)
+            return kd_loss(logits, cached[indices.to(device)].to(logits.dtype), labels, temperature, kd_weight, smoothing)
     else:
+        last: dict = {}
 
         def loss_fn(logits, batch, labels, indices):
-            with torch.no_grad():
-                teacher_logits = teacher(batch)
-            return kd_loss(logits, teacher_logits.to(logits.dtype), labels, temperature, kd_weight)
+            if last.get("batch") is not batch:  # mixup scores one batch against two label sets: one teacher pass
+                with torch.no_grad():
+                    last.update(batch=batch, logits=teacher(batch))
+            return kd_loss(logits, last["logits"].to(logits.dtype), labels, temperature, kd_weight, smoothing)
 
     return loss_fn
 
@@ -148,9 +178,11 @@ def train_vit(
     on_progress=None,
     provenance: dict | None = None,
     workers: int = 0,
+    log_dir: str | Path | None = None,
 ) -> TrainResult:
     """Train `model` on `data` with cross-entropy and save it as a model file at `out`
-    (`workers`: processes decoding an image folder's batches ahead).
+    (`workers`: processes decoding an image folder's batches ahead; `log_dir`: TensorBoard event
+    files of every epoch there too).
 
     A checkpoint next to `out` (`<out>.ckpt`) is written each epoch; `resume` continues from it.
     Each finished epoch is also a row of the metrics file `<out stem>.metrics.csv`.
@@ -158,25 +190,39 @@ def train_vit(
     check_fits(model.spec, data, "model")
     start = time.perf_counter()
     result = train(
-        model, data.train_images, data.train_labels, config,
+        model, data.train_images, data.train_labels, config, loss_fn=smoothed(config.smoothing),
         device=device, checkpoint=checkpoint_path(out), resume=resume,
-        eval_data=(data.test_images, data.test_labels), on_progress=_logging_metrics(out, resume, on_progress), workers=workers,
+        eval_data=(data.test_images, data.test_labels), on_progress=_logging_metrics(out, resume, on_progress, log_dir), workers=workers,
         meta={"task": "train", "data": data.name, "train_size": len(data.train_labels), "spec": model.spec.to_dict()},
     )
-    final = result.history[-1]["eval"] if result.history else None
+    final = result.history[-1] if result.history else {}
+    common = {**(provenance or {}), "data": data.name, **_labels(data), "train_size": int(len(data.train_labels)), "config": asdict(config)}
     with _keeping(checkpoint_path(out)):
-        save_vit(out, model, {
-            **(provenance or {}),
-            "data": data.name,
-            **_labels(data),
-            "train_size": int(len(data.train_labels)),
-            "config": asdict(config),
-            "test_accuracy": final["accuracy"] if final else None,
-            "test_loss": final["loss"] if final else None,
-            "seconds": time.perf_counter() - start,
-        })
+        save_vit(out, model, {**common, **_scores(final.get("eval")), "seconds": time.perf_counter() - start})
+        if result.ema is not None:  # the moving average, beside the model: <out stem>.ema.safetensors
+            ema = _with_state(model, result.ema)
+            save_vit(ema_path(out), ema, {**common, **_scores(final.get("ema_eval")), "ema_decay": config.model_ema_decay})
     _remove_checkpoint(out)
     return result
+
+
+def ema_path(out: str | Path) -> Path:
+    """Where the moving average of a run's weights goes (TrainConfig.model_ema): `<out stem>.ema.safetensors`."""
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".safetensors") + ".ema.safetensors")
+
+
+def _scores(evaluation: dict | None) -> dict:
+    return {"test_accuracy": evaluation["accuracy"] if evaluation else None, "test_loss": evaluation["loss"] if evaluation else None}
+
+
+def _with_state(model: torch.nn.Module, state: dict) -> torch.nn.Module:
+    """A copy of `model` holding `state` (the moving average of its weights)."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    twin.load_state_dict({k: v.to(twin.state_dict()[k].dtype) for k, v in state.items()})
+    return twin
 
 
 def _labels(data: Dataset) -> dict:
@@ -241,10 +287,12 @@ def distill(
     on_progress=None,
     provenance: dict | None = None,
     workers: int = 0,
+    log_dir: str | Path | None = None,
 ) -> DistillResult:
     """Distil `teacher` into a learngene: train an auxiliary `TemplatedViT` of shape `aux_spec`
     by knowledge distillation on `data`, and save its templates and scalers at `out` (with a
-    checkpoint `<out>.ckpt` each epoch and a row of `<out stem>.metrics.csv`)."""
+    checkpoint `<out>.ckpt` each epoch, a row of `<out stem>.metrics.csv` and, with `log_dir`,
+    TensorBoard event files)."""
     check_fits(teacher.spec, data, "teacher")
     check_fits(aux_spec, data, "auxiliary model")
     start = time.perf_counter()
@@ -261,7 +309,7 @@ def distill(
     result = train(
         model, data.train_images, data.train_labels, config,
         loss_fn=loss_fn, param_groups=groups, device=device, checkpoint=checkpoint_path(out), resume=resume,
-        eval_data=(data.test_images, data.test_labels), on_progress=_logging_metrics(out, resume, on_progress), workers=workers,
+        eval_data=(data.test_images, data.test_labels), on_progress=_logging_metrics(out, resume, on_progress, log_dir), workers=workers,
         meta={
             "task": "distill",
             "data": data.name,
@@ -273,7 +321,12 @@ def distill(
         },
     )
     learngene = model.to_learngene(_distilled(provenance, teacher, teacher_eval, data, config, asdict(distill_config), result, start))
-    _save_on_rank0(out, save_learngene, learngene)
+    beside = ()
+    if result.ema is not None:  # the moving average of the templates and scalers: <out stem>.ema.safetensors
+        ema_eval = result.history[-1].get("ema_eval") if result.history else None
+        averaged = _with_state(model, result.ema).to_learngene({**learngene.provenance, **_scores(ema_eval), "ema_decay": config.model_ema_decay})
+        beside = ((ema_path(out), averaged),)
+    _save_on_rank0(out, save_learngene, learngene, beside)
     return DistillResult(learngene, model, result, teacher_eval, time.perf_counter() - start)
 
 
@@ -285,7 +338,8 @@ def _teaching(teacher: ViT, data: Dataset, config: TrainConfig, distill_config: 
     teacher = _frozen(teacher, dev)
     teacher_eval = evaluate(teacher, data.test_images, data.test_labels, config.batch_size, dev, workers)
     loss_fn = teacher_kd_loss(teacher, data.train_images, distill_config.temperature, distill_config.kd_weight,
-                              config.batch_size, dev, cache=distill_config.cache_teacher, workers=workers)
+                              config.batch_size, dev, cache=distill_config.cache_teacher, workers=workers, smoothing=config.smoothing,
+                              inputs_change=config.changes_inputs)
     return teacher, teacher_eval, loss_fn
 
 
@@ -312,10 +366,13 @@ def _distilled(provenance: dict | None, teacher: ViT, teacher_eval: dict, data: 
     }
 
 
-def _save_on_rank0(out: str | Path, save, gene) -> None:
-    """Rank 0 writes the learngene file, the other ranks wait; an interrupt meanwhile keeps the complete checkpoint."""
+def _save_on_rank0(out: str | Path, save, gene, beside: tuple = ()) -> None:
+    """Rank 0 writes the learngene file (and the (path, learngene) pairs `beside` it), the other
+    ranks wait; an interrupt meanwhile keeps the complete checkpoint."""
     with _keeping(checkpoint_path(out)):
         if distributed_context()[0] == 0:
+            for path, other in beside:
+                save(path, other)
             save(out, gene)
         barrier()
     _remove_checkpoint(out)
@@ -509,7 +566,7 @@ def fit_images(data: Dataset, config: SpawnConfig):
 def find_teacher(teacher, learngene: Learngene, data: Dataset) -> tuple[ViT | None, str | None, str]:
     """The ancestry to distil from while fitting scalers, its name, and why there is none:
     `teacher` if given (it must fit the data), else the learngene's own ancestry if its file is
-    still there and fits the data."""
+    still there (a Hub ancestry, `hf:ORG/NAME@COMMIT`: in the Hugging Face cache) and fits the data."""
     if teacher is not None:
         model, _ = load_vit(teacher)
         check_fits(model.spec, data, "teacher")
@@ -517,12 +574,18 @@ def find_teacher(teacher, learngene: Learngene, data: Dataset) -> tuple[ViT | No
     recorded = learngene.provenance.get("teacher")
     if not recorded:
         return None, None, "the learngene records no ancestry; pass --teacher to distil from one"
-    if not Path(recorded).exists():  # a file, or a Hugging Face folder
+    hub = recorded.startswith("hf:")
+    if not hub and not Path(recorded).exists():  # a file, or a Hugging Face folder
         return None, None, f"the learngene's ancestry {recorded} is not on this machine; pass --teacher to distil from a copy"
     if learngene.provenance.get("data") not in (None, data.name):
         # an ancestry of other data cannot teach this one, even with as many classes
         return None, None, f"the learngene's ancestry was trained on {learngene.provenance.get('data')}, not {data.name}"
-    model, _ = load_vit(recorded)
+    try:
+        model, _ = load_vit("hf-hub:" + recorded[3:] if hub else recorded)
+    except WaveError as e:
+        if not hub:
+            raise
+        return None, None, f"the learngene's ancestry {recorded} cannot be had ({e}); pass --teacher"
     fits = (model.spec.image_size, model.spec.channels, model.spec.num_classes) == (data.image_size, data.channels, data.num_classes)
     if not fits:
         return None, None, f"the learngene's ancestry {recorded} takes other images or classes than {data.name}"

@@ -59,6 +59,15 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth (timm's drop_path): in training, each sample's branch is zeroed with
+    probability p and the rest scaled by 1 / (1 - p); draws from torch's generator."""
+    if p == 0.0 or not training:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - p)  # (B, 1, 1)
+    return x * keep.div_(1.0 - p)
+
+
 class Block(nn.Module):
     def __init__(self, spec: ViTSpec):
         super().__init__()
@@ -66,10 +75,11 @@ class Block(nn.Module):
         self.attn = Attention(spec)
         self.norm2 = nn.LayerNorm(spec.width, eps=spec.layer_norm_eps)
         self.mlp = Mlp(spec)
+        self.drop_prob = 0.0  # drop-path probability of both branches (ViT.set_drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + drop_path(self.attn(self.norm1(x)), self.drop_prob, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_prob, self.training)
 
 
 class ViT(nn.Module):
@@ -98,6 +108,11 @@ class ViT(nn.Module):
                 nn.init.constant_(p, mean)
             else:
                 nn.init.trunc_normal_(p, mean=mean, std=std, a=mean - 2 * std, b=mean + 2 * std)
+
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth as timm sets it: block l of L drops with probability rate * l / (L - 1)."""
+        for block, p in zip(self.blocks, torch.linspace(0, rate, self.spec.depth).tolist()):
+            block.drop_prob = p
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(images)  # (B, n, D)
@@ -163,6 +178,14 @@ class TemplatedViT(nn.Module):
         """Every parameter of the plain ViT, built from templates and scalers (timm keys)."""
         templates, scalers = self.role_tensors()
         return materialize(self.spec, self.side, templates, scalers)
+
+    def set_drop_path(self, rate: float) -> None:
+        self._network.set_drop_path(rate)
+
+    def train(self, mode: bool = True) -> TemplatedViT:
+        super().train(mode)
+        self._network.train(mode)  # outside the module tree, so nn.Module.train would not reach it (drop-path reads it)
+        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.func.functional_call(self._network, self.dense_state_dict(), (images,))

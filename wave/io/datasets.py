@@ -90,16 +90,19 @@ class Dataset:
 
 def load_dataset(name: str, *, data_dir: str | None = None, subset: int | None = None, seed: int = 0,
                  image_size: int | None = None, augment: bool = False, skip_bad_images: bool = False,
-                 channels: int | None = None) -> Dataset:
+                 channels: int | None = None, auto_augment: str | None = None) -> Dataset:
     """Load a dataset by name (see the module docstring for the names).
 
     data_dir only applies to fashion-mnist. subset=N keeps N training images drawn by a permutation
     seeded with `seed`; the test set is never subsampled. Same arguments give identical arrays.
     image_size, augment, skip_bad_images and channels apply to folder:DIR, whose images stay on disk
     (`images.ImageFiles`) and are decoded per batch at image_size (default: their own size) and
-    with `channels` (default: 1 if every image is grey, else 3).
+    with `channels` (default: 1 if every image is grey, else 3); `auto_augment` (with augment): timm's
+    RandAugment or AutoAugment policy on the training images.
     """
     check_name(name)
+    if auto_augment and not augment:
+        raise WaveError(f"--aa {auto_augment} augments training images after their random crop: add --augment")
     if not name.startswith("folder:") and (image_size is not None or augment or skip_bad_images):
         what = "--image-size" if image_size is not None else "--augment" if augment else "--skip-bad-images"
         raise WaveError(f"{what} applies to image folders (folder:DIR), not to {name}: drop it")
@@ -110,7 +113,7 @@ def load_dataset(name: str, *, data_dir: str | None = None, subset: int | None =
     elif name.startswith("idx:") and name[4:]:
         ds = _load_idx_dir(name, Path(name[4:]).expanduser())
     elif name.startswith("folder:") and name[7:]:
-        ds = _load_folder(name, Path(name[7:]).expanduser(), image_size, augment, skip_bad_images, channels)
+        ds = _load_folder(name, Path(name[7:]).expanduser(), image_size, augment, skip_bad_images, channels, auto_augment)
     return ds if subset is None else _subset(ds, subset, seed)
 
 
@@ -332,7 +335,7 @@ def _headers(paths: list[Path], skip_bad: bool) -> tuple[list[bool], list[tuple[
 
 
 def _load_folder(name: str, root: Path, image_size: int | None = None, augment: bool = False,
-                 skip_bad_images: bool = False, channels: int | None = None) -> Dataset:
+                 skip_bad_images: bool = False, channels: int | None = None, auto_augment: str | None = None) -> Dataset:
     """One sub-folder of images per class, in `train/` and `val/` (or `test/`) when both exist,
     else one folder split 80/20 by class. Images stay on disk (`images.ImageFiles`): they are
     decoded per batch, converted to grey (if all are) or RGB and brought to `image_size`
@@ -394,7 +397,7 @@ def _load_folder(name: str, root: Path, image_size: int | None = None, augment: 
                         f"{held_out.name if held_out is not None else 'val'}/ image) to be scored on")
 
     def files(ps: list[Path], aug: bool) -> ImageFiles:
-        return ImageFiles(tuple(str(p) for p in ps), channels, int(image_size), aug)
+        return ImageFiles(tuple(str(p) for p in ps), channels, int(image_size), aug, auto_augment if aug else None)
 
     return Dataset(name, files(train_paths, augment), y_train, files(test_paths, False), y_test, len(classes),
                    skipped_images=skipped, class_names=tuple(classes))

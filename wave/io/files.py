@@ -158,15 +158,27 @@ def save_model(path: str | os.PathLike, state_dict: dict[str, np.ndarray], spec:
     write_safetensors(path, tensors, header_metadata(MODEL_FORMAT, {"spec": spec.to_dict(), "provenance": provenance or {}}))
 
 
-def load_model(path: str | os.PathLike, heads: int | None = None) -> ModelFile:
+def load_model(path: str | os.PathLike, heads: int | None = None, revision: str | None = None) -> ModelFile:
     """A model file of this project, any safetensors ViT state dict with timm's key names
-    (its spec is then read off the tensor shapes; `heads` defaults to width / 64), or a
-    Hugging Face ViTForImageClassification folder (see `hf.py`; its config gives the heads).
+    (its spec is then read off the tensor shapes; `heads` defaults to width / 64), a Hugging
+    Face ViTForImageClassification folder (see `hf.py`; its config gives the heads), a timm
+    folder (`timm.py`), or a model on the Hugging Face Hub by name (`hub.py`: `ORG/NAME`,
+    `hf-hub:ORG/NAME`, `@REVISION` or `revision`; its provenance's "hub" is `hf:ORG/NAME@COMMIT`).
     WaveError for a tensor holding NaN or infinity."""
-    if Path(path).is_dir():
-        from .hf import load_hf_model
+    from .hub import describe, hub_reference, resolve
 
-        model = load_hf_model(path)
+    reference = hub_reference(path, revision)
+    if reference is not None:
+        folder, commit = resolve(*reference)
+        model = load_model(folder, heads)
+        return ModelFile(model.state_dict, model.spec, {**model.provenance, "hub": describe(reference[0], commit)})
+    if revision is not None:
+        raise WaveError(f"--revision applies to Hub model names, and {path} is a local path: drop --revision")
+    if Path(path).is_dir():
+        from .hf import load_hf_model, read_config
+        from .timm import is_timm_config, load_timm_model
+
+        model = load_timm_model(path) if is_timm_config(read_config(path)) else load_hf_model(path)
         check_finite(path, model.state_dict, "model")
         if heads is not None and heads != model.spec.heads:
             raise WaveError(f"heads {heads} contradicts {path}, whose config.json says {model.spec.heads}: drop the heads option")

@@ -336,24 +336,39 @@ def save_hf(folder: str | os.PathLike, state_dict: dict, spec: ViTSpec, provenan
     `model.safetensors`, and `preprocessor_config.json`: `preprocessor_config`).
 
     `transformers.ViTForImageClassification.from_pretrained(folder)` then computes what our ViT
-    does. Atomic: both files are written into a temporary folder next to `folder`, which is then
-    renamed into place; a previous export at `folder` is replaced, anything else there is refused.
-    A crash or error never leaves a half-written folder.
+    does. Written atomically by `write_folder`.
     """
-    folder = Path(folder)
     hf_state, config = to_hf(state_dict, spec, labels)
-    _check_replaceable(folder)
-    # "format": "pt" is what transformers expects of a safetensors checkpoint; "waveinit" keeps
-    # our spec and provenance, which transformers ignores.
+    write_folder(folder, {
+        CONFIG_FILE: json_bytes(config),
+        WEIGHTS_FILE: weights_bytes(hf_state, spec, provenance),
+        PREPROCESSOR_FILE: json_bytes(preprocessor_config(spec, pixel_max)),
+    })
+
+
+def json_bytes(obj: dict) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def weights_bytes(tensors: dict, spec: ViTSpec, provenance: dict | None) -> bytes:
+    """model.safetensors for a model folder. "format": "pt" is what transformers and timm expect
+    of a safetensors checkpoint; "waveinit" keeps our spec and provenance, which they ignore."""
     metadata = {"format": "pt", "waveinit": json.dumps({"spec": spec.to_dict(), "provenance": provenance or {}})}
-    weights = _safetensors_bytes({k: np.ascontiguousarray(v) for k, v in hf_state.items()}, metadata=metadata)
+    return _safetensors_bytes({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata)
+
+
+def write_folder(folder: str | os.PathLike, files: dict[str, bytes]) -> None:
+    """Write a model folder of `files` (name -> bytes) atomically: into a temporary folder next
+    to `folder`, then renamed into place. A previous export there (only export files) is
+    replaced, anything else is refused; a crash or error never leaves a half-written folder."""
+    folder = Path(folder)
+    _check_replaceable(folder)
     tmp = folder.parent / f".{folder.name}.{secrets.token_hex(4)}.tmp"
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()  # mkdir, not mkdtemp: the folder gets the user's usual permissions, not 0700
-        _write_synced(tmp / CONFIG_FILE, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
-        _write_synced(tmp / WEIGHTS_FILE, weights)
-        _write_synced(tmp / PREPROCESSOR_FILE, (json.dumps(preprocessor_config(spec, pixel_max), indent=2, sort_keys=True) + "\n").encode())
+        for name, data in files.items():
+            _write_synced(tmp / name, data)
         _fsync_dir(tmp)
         _swap_in(tmp, folder)
     except BaseException as e:
@@ -432,7 +447,7 @@ def load_hf_model(folder: str | os.PathLike) -> ModelFile:
     files = weight_files(folder)
     tensors, provenance = {}, {"source": str(folder)}
     for path in files:
-        metadata, part = _read_weights(path)
+        metadata, part = read_weights(path)
         tensors.update(part)
         if "waveinit" in metadata:
             try:
@@ -482,7 +497,8 @@ def weight_files(folder: str | os.PathLike) -> list[Path]:
     raise WaveError(f"{folder} has a {CONFIG_FILE} but no {WEIGHTS_FILE}: the export is incomplete; write it again")
 
 
-def _read_weights(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+def read_weights(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """(metadata, tensors) of one safetensors file of a model folder; bfloat16 is refused by name."""
     bf16 = [name for name, (_, dtype) in tensor_dtypes(path).items() if dtype == "BF16"]
     if bf16:
         raise WaveError(

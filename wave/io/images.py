@@ -10,12 +10,15 @@ Every image is converted to grey or RGB and brought to S x S pixels in [-1, 1]:
   resized (bilinear) to S (an S x S image is taken as it is);
 - training with `augment`: a random-resized crop (area 8-100% of the image, aspect ratio 3/4 to
   4/3) and a horizontal flip with probability 1/2, the usual ViT recipe, drawn from
-  (seed, epoch, image index): the same seed gives the same pixels, in any process.
+  (seed, epoch, image index): the same seed gives the same pixels, in any process; with
+  `auto_augment` (timm's policy strings: `rand-m9-mstd0.5-inc1` for RandAugment, `augmix-...`,
+  `original` for AutoAugment) timm's own transform follows, its draws seeded from the same triple.
 16-bit grey images keep their full range.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -36,6 +39,7 @@ class ImageFiles:
     channels: int  # 1 (grey) or 3 (RGB)
     size: int  # side S of the square images delivered
     augment: bool = False  # random-resized crop and flip (training); else centre crop
+    auto_augment: str | None = None  # with augment: timm's RandAugment / AutoAugment policy (needs timm)
 
     # -- what makes it look like an array
 
@@ -70,7 +74,7 @@ class ImageFiles:
         return self.view(key)
 
     def view(self, indices) -> ImageFiles:
-        return ImageFiles(tuple(self.paths[int(i)] for i in indices), self.channels, self.size, self.augment)
+        return ImageFiles(tuple(self.paths[int(i)] for i in indices), self.channels, self.size, self.augment, self.auto_augment)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self.load(range(len(self)))
@@ -84,7 +88,8 @@ class ImageFiles:
 
     def digest(self) -> str:
         """What identifies these images for a resumed run: the files, their sizes and the transform."""
-        h = hashlib.sha256(f"{self.channels}:{self.size}:{self.augment}:".encode())
+        policy = f"{self.auto_augment}:" if self.auto_augment else ""  # absent: digests of older runs stay valid
+        h = hashlib.sha256(f"{self.channels}:{self.size}:{self.augment}:{policy}".encode())
         for path in self.paths:
             h.update(path.encode())
             h.update(str(os.path.getsize(path)).encode())
@@ -98,11 +103,11 @@ class ImageFiles:
         out = np.empty((len(indices), self.channels, self.size, self.size), np.float32)
         for row, i in enumerate(indices):
             rng = np.random.default_rng([seed, epoch, int(i)]) if self.augment else None
-            out[row] = decode(self.paths[int(i)], self.channels, self.size, rng)
+            out[row] = decode(self.paths[int(i)], self.channels, self.size, rng, self.auto_augment if self.augment else None)
         return out
 
 
-def decode(path: str, channels: int, size: int, rng: np.random.Generator | None = None) -> np.ndarray:
+def decode(path: str, channels: int, size: int, rng: np.random.Generator | None = None, auto_augment: str | None = None) -> np.ndarray:
     """One image as (channels, size, size) float32 in [-1, 1] (module docstring: the transforms)."""
     from PIL import Image
 
@@ -118,6 +123,8 @@ def decode(path: str, channels: int, size: int, rng: np.random.Generator | None 
                 img = img.resize((size, size), Image.BILINEAR, box=box)
             if rng is not None and rng.random() < 0.5:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            if rng is not None and auto_augment:
+                img = apply_auto_augment(img, auto_augment, size, int(rng.integers(2**32)))
             x = np.asarray(img, np.float32)
     except unreadable() as e:
         raise unreadable_error(path, e) from None
@@ -125,6 +132,40 @@ def decode(path: str, channels: int, size: int, rng: np.random.Generator | None 
     if x.shape[0] != channels:  # a grey 16-bit image among RGB ones
         x = np.repeat(x[:1], channels, axis=0)
     return x / np.float32(127.5) - np.float32(1.0)
+
+
+def apply_auto_augment(img, policy: str, size: int, seed: int):
+    """timm's transform for the policy string, on a PIL image, drawing from Python's and NumPy's
+    global generators seeded with `seed` (their states are put back after)."""
+    import random
+
+    transform = _auto_augment_transform(policy, size)
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        return transform(img)
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+@functools.cache
+def _auto_augment_transform(policy: str, size: int):
+    """As timm's `create_transform` builds it for images in [0, 255] with mean 0.5 (our scaling)."""
+    try:
+        from timm.data import auto_augment as timm_aa
+    except ImportError:
+        raise WaveError(f"--aa {policy} is timm's transform, and timm is not installed: pip install 'waveinit[timm]'") from None
+    hparams = {"translate_const": int(size * 0.45), "img_mean": (128, 128, 128)}
+    try:
+        if policy.startswith("rand"):
+            return timm_aa.rand_augment_transform(policy, hparams)
+        if policy.startswith("augmix"):
+            return timm_aa.augment_and_mix_transform(policy, hparams)
+        return timm_aa.auto_augment_transform(policy, hparams)
+    except (AssertionError, KeyError, ValueError) as e:
+        raise WaveError(f"--aa {policy!r} is not a policy timm knows ({e}): try rand-m9-mstd0.5-inc1") from None
 
 
 def unreadable() -> tuple[type[Exception], ...]:

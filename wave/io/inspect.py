@@ -14,12 +14,12 @@ from pathlib import Path
 from ..errors import WaveError
 from ..keys import check_state_dict, spec_from_state_dict
 from ..spec import ROLES, ViTSpec
-from . import hf
+from . import hf, timm
 from .files import learngene_path, load_learngene, load_model, load_tleg, read_checkpoint_header
 from .storage import CHECKPOINT_FORMAT, LEARNGENE_FORMAT, MODEL_FORMAT, TLEG_FORMAT, read_file, read_header, read_metadata, tensor_dtypes
 
 
-def describe(path: str | os.PathLike) -> dict:
+def describe(path: str | os.PathLike, revision: str | None = None) -> dict:
     """A JSON-able description of a WAVE file or Hugging Face folder (what `wave inspect` shows).
 
     Keys: path, kind (learngene | tleg | model | checkpoint | safetensors | huggingface), format,
@@ -27,11 +27,19 @@ def describe(path: str | os.PathLike) -> dict:
     tensor_bytes, provenance; a learngene adds side, roles, template_params, scaler_params;
     a TLEG learngene's parameters are those it stores (A, B and the shared ones);
     a checkpoint adds checkpoint (task, position, history); a folder adds config; anything
-    that is not a ViT we can load adds note (why).
+    that is not a ViT we can load adds note (why); a Hub model (`ORG/NAME`, `hf-hub:ORG/NAME`)
+    is described from its cached snapshot, with hub `hf:ORG/NAME@COMMIT`.
     """
+    from .hub import describe as hub_name
+    from .hub import hub_reference, resolve
+
+    reference = hub_reference(path, revision)
+    if reference is not None:
+        folder, commit = resolve(*reference)
+        return {**_describe_folder(folder), "hub": hub_name(reference[0], commit)}
     path = learngene_path(path)  # a shipped learngene's name, or the path as it is
     if path.is_dir():
-        return _describe_hf(path)
+        return _describe_folder(path)
     tensors = _tensor_list(path)
     metadata = read_metadata(path)
     fmt = metadata.get("format")
@@ -70,15 +78,18 @@ def describe(path: str | os.PathLike) -> dict:
     return info
 
 
-def _describe_hf(folder: Path) -> dict:
+def _describe_folder(folder: Path) -> dict:
+    """A Hugging Face (transformers) or timm model folder."""
     config = hf.read_config(folder)
     tensors = [t for path in hf.weight_files(folder) for t in _tensor_list(path)]
     info = {"path": str(folder), "kind": "huggingface", "format": f"huggingface {config.get('model_type')}",
             "format_version": config.get("transformers_version"), "architectures": config.get("architectures"),
             "spec": None, "provenance": {}, "tensors": tensors, "tensor_bytes": sum(t["bytes"] for t in tensors),
             "config": config}
+    if timm.is_timm_config(config):
+        info.update(kind="timm", format=f"timm {config['architecture']}", format_version=None, architectures=[config["architecture"]])
     try:
-        model = hf.load_hf_model(folder)
+        model = timm.load_timm_model(folder) if info["kind"] == "timm" else hf.load_hf_model(folder)
         info.update(spec=model.spec.to_dict(), provenance=model.provenance, parameters=model.spec.num_params())
     except WaveError as e:  # still worth showing what it holds, with the reason it does not load
         info["note"] = f"not a ViT waveinit can load: {e}"

@@ -1,7 +1,7 @@
 """The per-epoch metrics file that `wave train` and `wave distill` keep beside their output.
 
 A CSV with timm's `summary.csv` column names where they apply (`epoch`, `train_loss`,
-`eval_loss`, `eval_top1` in percent, `lr`) plus `images_per_second` and `seconds`, one row per
+`eval_loss`, `eval_top1` and `eval_top5` in percent, `lr`) plus `images_per_second` and `seconds`, one row per
 finished epoch. It is rewritten atomically after every epoch; a resumed run keeps the rows of
 the epochs before it and never writes an epoch twice.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .storage import atomic_write_bytes
 
-COLUMNS = ("epoch", "train_loss", "eval_loss", "eval_top1", "lr", "images_per_second", "seconds")
+COLUMNS = ("epoch", "train_loss", "eval_loss", "eval_top1", "eval_top5", "lr", "images_per_second", "seconds")
 
 
 def metrics_path(out: str | os.PathLike) -> Path:
@@ -46,6 +46,7 @@ class MetricsLog:
             "train_loss": record["train_loss"],
             "eval_loss": evaluation.get("loss", ""),
             "eval_top1": 100 * evaluation["accuracy"] if "accuracy" in evaluation else "",
+            "eval_top5": 100 * evaluation["top5"] if "top5" in evaluation else "",
             "lr": record["lr"],
             "images_per_second": record["images_per_second"],
             "seconds": record["seconds"],

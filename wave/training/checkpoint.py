@@ -35,6 +35,7 @@ class Position:
     complete: bool = False
     epoch_seconds: float = 0.0  # training time of the current epoch before this session
     loss_sum: float = 0.0  # float64 sum of per-sample losses of the current epoch so far (all ranks)
+    ema: dict | None = None  # the weights' moving average (TrainConfig.model_ema), key -> tensor
 
 
 def resume_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, fingerprint: dict) -> Position:
@@ -47,9 +48,10 @@ def resume_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optim
         raise WaveError(f"{path} was made with other settings ({key}: {_short(saved)} there, {_short(now)} now): "
                         f"drop --resume to start over, or resume with the same settings")
     restore(path, tensors, model, optimizer)
+    ema = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
     return Position(epoch=header["epoch"], step=header["step"], global_step=header["global_step"],
                     history=header["history"], complete=header["complete"],
-                    epoch_seconds=header["epoch_seconds"], loss_sum=float(tensors["train.loss_sum"]))
+                    epoch_seconds=header["epoch_seconds"], loss_sum=float(tensors["train.loss_sum"]), ema=ema or None)
 
 
 def _digest(*parts: bytes | str) -> str:
@@ -64,6 +66,11 @@ def jsonable(x):
     return json.loads(json.dumps(x, sort_keys=True, default=str))
 
 
+# The DeiT recipe's settings at their defaults (off) stay out of the fingerprint.
+_RECIPE_DEFAULTS = {name: getattr(TrainConfig(), name) for name in
+                    ("smoothing", "mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "reprob", "drop_path", "model_ema", "model_ema_decay")}
+
+
 def fingerprint(config: TrainConfig, amp: bool, meta: dict | None, images: np.ndarray, labels: np.ndarray,
                  model: nn.Module, groups: list[dict]) -> dict:
     """Everything a resumed run must share with the checkpoint for the result to be the same.
@@ -75,6 +82,9 @@ def fingerprint(config: TrainConfig, amp: bool, meta: dict | None, images: np.nd
     settings = asdict(config)
     settings.pop("checkpoint_every")
     settings.pop("compile")
+    for name, default in _RECIPE_DEFAULTS.items():  # checkpoints written before the recipe's fields still resume
+        if settings[name] == default:
+            settings.pop(name)
     if not settings["augment"]:
         settings.pop("augment")  # checkpoints written before the field existed still resume
     settings["amp"] = amp
@@ -138,12 +148,14 @@ def _host_copy(t: Tensor) -> Tensor:
     return t.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
 
 
-def checkpoint_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, loss_sum: Tensor, header: dict) -> bytes:
+def checkpoint_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, loss_sum: Tensor, header: dict,
+                     ema: dict[str, Tensor] | None = None) -> bytes:
     """The checkpoint file's bytes; raises _NonFinite rather than serialise a NaN or inf.
 
     Tensors: `model.{key}` (the state dict), `optim.{param index}.{key}` (AdamW's exp_avg,
     exp_avg_sq, step, indexed as in optimizer.state_dict()), `train.loss_sum` (float64 sum of the
-    per-sample losses of the epoch so far). Everything else is JSON in the metadata.
+    per-sample losses of the epoch so far), `ema.{key}` (the weights' moving average, if kept).
+    Everything else is JSON in the metadata.
     """
     tensors = {}
     for key, value in model.state_dict().items():
@@ -154,6 +166,8 @@ def checkpoint_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, loss_su
         for key, value in state.items():
             tensors[f"optim.{index}.{key}"] = _host_copy(torch.as_tensor(value))
     tensors["train.loss_sum"] = _host_copy(loss_sum)
+    for key, value in (ema or {}).items():
+        tensors[f"ema.{key}"] = _host_copy(value)
     bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
         raise NonFinite(f"{bad[0]} holds NaN or inf")

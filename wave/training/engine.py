@@ -32,6 +32,7 @@ Progress and checkpoints come from rank 0 only; every rank returns the same `Tra
 
 from __future__ import annotations
 
+import random
 import time
 import warnings
 from collections.abc import Callable
@@ -52,11 +53,12 @@ from ..io.storage import atomic_write_bytes
 from . import interrupts
 from .batches import is_lazy, shard_batches
 from .checkpoint import NonFinite, Position, checkpoint_bytes, fingerprint, jsonable, resume_checkpoint
-from .determinism import deterministic, seed_step, set_deterministic_cublas
+from .determinism import deterministic, mix, seed_step, set_deterministic_cublas
 from .distributed import broadcast_floats, distributed_context, resolve_device
 from .evaluation import evaluate
 from .interrupts import Interrupted
 from .objectives import LossFn, cross_entropy_loss, default_param_groups, lr_at
+from .recipe import ModelEma, mix_batch, random_erase
 
 _PROGRESS_SECONDS = 0.5  # report "step" progress at most this often (wall time, rank 0)
 _HEALTH_EVERY = 20  # at most this many steps between non-finite checks: each costs a host sync (and an all_reduce)
@@ -91,6 +93,7 @@ class TrainResult:
     steps: int  # optimizer steps done in total (this call and the ones it resumed)
     seconds: float  # wall time of this call
     resumed_from: int | None = None  # global step the call resumed from; None for a fresh start
+    ema: dict | None = None  # TrainConfig.model_ema: the weights' moving average, key -> tensor
 
 
 def _check_data(images: np.ndarray, labels: np.ndarray) -> int:
@@ -206,6 +209,10 @@ def train(
         set_deterministic_cublas()
 
     model.to(device)
+    if config.drop_path:
+        if not hasattr(model, "set_drop_path"):
+            raise WaveError(f"drop-path needs a model with blocks to drop ({type(model).__name__} has none): drop --drop-path")
+        model.set_drop_path(config.drop_path)
     groups = _check_groups(model, default_param_groups(model, config.weight_decay) if param_groups is None else param_groups)
     optimizer = torch.optim.AdamW([{**g, "lr": config.lr} for g in groups], lr=config.lr, weight_decay=config.weight_decay)
     params = [p for g in groups for p in g["params"] if p.requires_grad]
@@ -222,7 +229,7 @@ def train(
     if world > 1:
         dist.barrier()  # every rank has read the checkpoint before rank 0 may replace it
     if position.complete:
-        return TrainResult(position.history, position.global_step, 0.0, resumed_from)
+        return TrainResult(position.history, position.global_step, 0.0, resumed_from, position.ema)
 
     run = _Run(model=model, optimizer=optimizer, params=params, config=config, loss_fn=loss_fn, plan=plan, path=path,
                fingerprint=run_fingerprint, eval_data=eval_data, on_progress=on_progress, position=position, workers=workers)
@@ -266,6 +273,9 @@ class _Run:
         self.on_progress = on_progress if self.rank == 0 else None
         self.net = model if self.world == 1 else nn.parallel.DistributedDataParallel(
             model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.ema = ModelEma(model, config.model_ema_decay) if config.model_ema else None
+        if self.ema is not None and position.ema is not None:
+            self.ema.state = {k: v.to(self.device) for k, v in position.ema.items()}
         if config.compile:  # the training step only: evaluation and checkpoints read the model itself
             # Dynamo traces through array_api_compat's lru_cache'd helpers (pure, so safe) and says so once per helper.
             warnings.filterwarnings("ignore", message=r"Dynamo detected a call to a `functools.lru_cache`")
@@ -306,7 +316,7 @@ class _Run:
                 raise Interrupted(signum, self.kept())
 
         seconds = broadcast_floats([time.perf_counter() - self.start], self.device, self.world)[0]
-        return TrainResult(pos.history, pos.global_step, seconds, resumed_from)
+        return TrainResult(pos.history, pos.global_step, seconds, resumed_from, self.ema.state if self.ema else None)
 
     def _run_epoch(self, epoch: int, x_all: Tensor, y_all: Tensor) -> None:
         config, pos, bs = self.config, self.position, self.config.batch_size
@@ -364,12 +374,15 @@ class _Run:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * group["lr_scale"]
         seed_step(self.config.seed, g, self.rank, self.device)
-        if self.config.augment and not empty:
-            x = shift_and_flip(x)
+        lam = 1.0
+        if not empty:
+            x, lam = self._transform(x, g)
 
         with self.autocast():
             logits = self.net(x)  # (b, classes)
             losses = self.loss_fn(logits, x, y, idx)
+            if lam != 1.0:  # mixup / cutmix: the targets mix as the images did
+                losses = lam * losses + (1.0 - lam) * self.loss_fn(logits, x, y.flip(0), idx.flip(0))
         if losses.shape != (len(idx),):
             raise WaveError(f"the loss function must return per-sample losses of shape ({len(idx)},), got {tuple(losses.shape)}")
         shard_sum = losses.float().sum()
@@ -381,6 +394,8 @@ class _Run:
         if self.config.grad_clip is not None:
             signal = signal + nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)  # inf/NaN in either stays
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
 
         self.health[self.health_len] = signal
         self.health_len += 1
@@ -389,6 +404,19 @@ class _Run:
             self.local_seen += len(idx)
         self.session_steps += 1
         self.session_images += size
+
+    def _transform(self, x: Tensor, g: int) -> tuple[Tensor, float]:
+        """This step's changes to the images, each drawn from (seed, step, rank): shifts and
+        flips, random erasing, then mixup or cutmix (as timm orders them); and the mixing weight."""
+        config = self.config
+        if config.augment:
+            x = shift_and_flip(x)
+        if config.reprob:
+            x = random_erase(x, random.Random(mix(config.seed, g, self.rank, 1)), config.reprob)
+        if config.mixup or config.cutmix:
+            draws = np.random.RandomState(mix(config.seed, g, self.rank, 2) % 2**32)
+            return mix_batch(x, draws, config.mixup, config.cutmix, config.mixup_prob, config.mixup_switch_prob)
+        return x, 1.0
 
     def autocast(self):
         """bf16 autocast for forward and loss when amp is on (no GradScaler: bf16 has float32's range)."""
@@ -478,7 +506,8 @@ class _Run:
         status, error = 0, None
         if self.rank == 0:
             try:
-                data = checkpoint_bytes(self.model, self.optimizer, torch.tensor(pos.loss_sum, dtype=torch.float64), header)
+                data = checkpoint_bytes(self.model, self.optimizer, torch.tensor(pos.loss_sum, dtype=torch.float64), header,
+                                        self.ema.state if self.ema else None)
                 atomic_write_bytes(self.path, data)
             except NonFinite as e:
                 status, error = 1, e
@@ -502,12 +531,15 @@ class _Run:
         samples = min(steps * self.config.batch_size, self.n)
         train_loss = self._epoch_loss_sum() / samples
         seconds = broadcast_floats([time.perf_counter() - self.epoch_start], self.device, self.world)[0]
-        result = None
+        result = ema_result = None
         if self.eval_data is not None:
             result = evaluate(self.model, *self.eval_data, self.config.batch_size, self.device, workers=self.workers)
+            if self.ema is not None:
+                ema_result = evaluate(self.ema.copy_of(self.model), *self.eval_data, self.config.batch_size, self.device, workers=self.workers)
         pos.history.append({
             "epoch": epoch + 1, "train_loss": train_loss, "lr": self.lr, "seconds": seconds,
             "images_per_second": samples / seconds if seconds > 0 else float("inf"), "eval": result,
+            **({"ema_eval": ema_result} if ema_result is not None else {}),
         })
         pos.epoch, pos.step, pos.loss_sum, pos.epoch_seconds = epoch + 1, 0, 0.0, 0.0
         pos.complete = epoch + 1 == self.epochs

@@ -79,7 +79,8 @@ def predict_logits(model: nn.Module, images, batch_size: int, device: str | torc
 
 def evaluate(model: nn.Module, images, labels: np.ndarray | Tensor, batch_size: int, device: str | torch.device,
              workers: int = 0) -> dict:
-    """{"accuracy": fraction correct in [0, 1], "loss": mean cross-entropy, "samples": n}
+    """{"accuracy": fraction correct in [0, 1], "top5": fraction whose label is among the 5
+    highest logits (all of them with 5 classes or fewer), "loss": mean cross-entropy, "samples": n}
     (images: an array, a tensor, or image files decoded `workers` processes ahead).
 
     Under torch.distributed each rank scores images[rank::world] and the sums are all-reduced,
@@ -94,11 +95,13 @@ def evaluate(model: nn.Module, images, labels: np.ndarray | Tensor, batch_size: 
         raise WaveError(f"evaluate needs as many labels as images, at least one: got {n} images and {len(labels)} labels")
     logits = _shard_logits(model, images, batch_size, device, rank, world, workers)  # (n_rank, classes)
     y = labels[rank::world].to(device)
+    top5 = logits.topk(min(5, logits.shape[-1]), dim=-1).indices  # (n_rank, 5)
     stats = torch.stack([
         F.cross_entropy(logits, y, reduction="none").double().sum(),
         (logits.argmax(-1) == y).double().sum(),
+        (top5 == y[:, None]).any(-1).double().sum(),
     ])
     if world > 1:
         dist.all_reduce(stats)
-    loss_sum, correct = stats.tolist()
-    return {"accuracy": correct / n, "loss": loss_sum / n, "samples": n}
+    loss_sum, correct, correct5 = stats.tolist()
+    return {"accuracy": correct / n, "top5": correct5 / n, "loss": loss_sum / n, "samples": n}

@@ -49,24 +49,34 @@ def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def cross_entropy_loss(logits: Tensor, images: Tensor, labels: Tensor, indices: Tensor) -> Tensor:
-    """Per-sample cross-entropy (B,), in float32 whatever the autocast dtype of the logits."""
-    return F.cross_entropy(logits.float(), labels, reduction="none")
+def cross_entropy_loss(logits: Tensor, images: Tensor, labels: Tensor, indices: Tensor, smoothing: float = 0.0) -> Tensor:
+    """Per-sample cross-entropy (B,), in float32 whatever the autocast dtype of the logits;
+    `smoothing`: against (1 - smoothing) * one-hot + smoothing / classes (timm's --smoothing)."""
+    return F.cross_entropy(logits.float(), labels, reduction="none", label_smoothing=smoothing)
 
 
-def kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float, alpha: float) -> Tensor:
+def smoothed(smoothing: float) -> LossFn:
+    """`cross_entropy_loss` with label smoothing (itself when `smoothing` is 0)."""
+    if not smoothing:
+        return cross_entropy_loss
+    return lambda logits, images, labels, indices: cross_entropy_loss(logits, images, labels, indices, smoothing)
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float, alpha: float,
+            smoothing: float = 0.0) -> Tensor:
     """Per-sample distillation loss (B,), float32:
 
         alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels)
 
-    The T^2 keeps the KL term's gradient on the scale of the CE term's (Hinton et al., 2015).
+    The T^2 keeps the KL term's gradient on the scale of the CE term's (Hinton et al., 2015);
+    the CE term takes label `smoothing` as `cross_entropy_loss` does.
     """
     if not temperature > 0:
         raise WaveError(f"distillation temperature must be positive, got {temperature}")
     if not 0 <= alpha <= 1:
         raise WaveError(f"distillation weight (alpha) must be in [0, 1], got {alpha}")
     student = student_logits.float()
-    ce = F.cross_entropy(student, labels, reduction="none") if alpha < 1 else None
+    ce = F.cross_entropy(student, labels, reduction="none", label_smoothing=smoothing) if alpha < 1 else None
     if alpha == 0:
         return ce
     log_p_student = F.log_softmax(student / temperature, dim=-1)  # (B, classes)

@@ -1,0 +1,76 @@
+"""Models on the Hugging Face Hub, by name: `facebook/deit-base-distilled-patch16-224`,
+`hf-hub:timm/vit_small_patch16_224.augreg_in21k_ft_in1k` (timm's prefix), either with `@REVISION`.
+
+`huggingface_hub` fetches the config and safetensors files into its cache (`HF_HOME`,
+`HF_HUB_CACHE`; offline with `HF_HUB_OFFLINE=1`, reading only what is cached) and gives the
+snapshot folder, whose name is the resolved commit. The folder is then read like any local
+model folder (`files.load_model`). Pickled weights are never fetched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ..errors import WaveError
+
+HUB_PREFIX = "hf-hub:"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_FILES = ["*.json", "*.safetensors"]  # configs, weights and shard indexes; never pickles
+
+
+def hub_reference(text: str | os.PathLike, revision: str | None = None) -> tuple[str, str | None] | None:
+    """(repo id, revision) when `text` names a Hub model rather than a local path, else None.
+
+    `hf-hub:org/name[@rev]` always names the Hub; a bare `org/name[@rev]` does when no file or
+    folder of that name exists here (a local path wins)."""
+    text = str(text)
+    prefixed = text.startswith(HUB_PREFIX)
+    name = text[len(HUB_PREFIX):] if prefixed else text
+    if not prefixed and (Path(name).exists() or name.endswith(".safetensors") or name.startswith((".", "/", "~"))):
+        return None
+    repo, _, at = name.partition("@")
+    if not _REPO_ID.match(repo):
+        if prefixed:
+            raise WaveError(f"{text!r} is not a Hub model name: write hf-hub:ORG/NAME (optionally @REVISION)")
+        return None
+    if at and revision and at != revision:
+        raise WaveError(f"{text!r} names revision {at} and --revision says {revision}: give one")
+    return repo, (at or revision)
+
+
+def resolve(repo: str, revision: str | None = None) -> tuple[Path, str]:
+    """The local snapshot folder of a Hub model (fetched into the cache if needed) and its commit."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+    except ImportError:
+        raise WaveError(f"{repo} is a Hub model name and huggingface_hub is not installed: pip install huggingface_hub") from None
+    where = f"{repo}" + (f"@{revision}" if revision else "")
+    try:
+        folder = Path(snapshot_download(repo, revision=revision, allow_patterns=_FILES))
+    except RevisionNotFoundError:
+        raise WaveError(f"{where}: no such revision on the Hub: check --revision") from None
+    except GatedRepoError:
+        raise WaveError(f"{where} is gated: accept its terms on the Hub and log in (huggingface-cli login)") from None
+    except RepositoryNotFoundError:
+        raise WaveError(f"{where}: no such model on the Hub (or it is private): check the name, or log in") from None
+    except LocalEntryNotFoundError:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
+        raise WaveError(f"{where} is not in the Hugging Face cache and {why}: fetch it once online, or point HF_HUB_CACHE at a cache "
+                        f"that holds it") from None
+    except OSError as e:
+        raise WaveError(f"{where}: cannot fetch it ({e}): check the network and the cache folder") from None
+    return folder, folder.name
+
+
+def describe(repo: str, commit: str) -> str:
+    """How a resolved Hub model is named in provenance: `hf:ORG/NAME@COMMIT`."""
+    return f"hf:{repo}@{commit}"
