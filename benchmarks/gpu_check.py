@@ -185,7 +185,7 @@ class Check:
     def torchrun(self) -> dict:
         s = self.scale.spec
         out = self.work / "torchrun.safetensors"
-        command = ["torchrun", "--standalone", "--nproc_per_node", "1", "-m", "waveinit.cli", "train",
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "waveinit.cli", "train",
                    "--data", f"folder:{self.folder_root}", "--depth", str(s.depth), "--width", str(s.width), "--heads", str(s.heads),
                    "--patch", str(s.patch_size), "--epochs", "1", "--batch-size", str(self.scale.batch),
                    "--device", "cuda" if self.cuda else "cpu", "--workers", str(self.scale.workers), "--out", str(out), "--json"]

@@ -9,7 +9,7 @@ from helpers import run_python, wave
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["spawn", "--depth", "2"], "Missing option '--width'"),
+        (["spawn", "--depth", "2"], "the new model's size is missing: give --depth and --width"),
         (["spawn", "--depth", "2", "--width", "64", "--seed", "-1"], "'--seed'"),
         (["train", "--epochs", "0"], "'--epochs'"),
         (["no-such-command"], "No such command"),
