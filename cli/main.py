@@ -365,7 +365,7 @@ def spawn(
                                                  rich_help_panel=MODEL)] = None,
     fit_steps: Annotated[int, typer.Option(min=1, help="Optimizer steps of the scaler fit.", rich_help_panel=FIT)] = _SPAWN.fit_steps,
     fit_samples: Annotated[int, typer.Option(min=1, help=(
-        "Training images the fit draws; a fifth is held out, and the fit keeps the data-free start if that scores better there."),
+        "Training images the fit draws; a fifth is held out, and the fit keeps the data-free start unless it lowered the loss there."),
         rich_help_panel=FIT)] = _SPAWN.fit_samples,
     batch_size: BatchSize = _SPAWN.batch_size,
     lr: Annotated[float, typer.Option(min=0.0, help="Learning rate of the scaler fit.", rich_help_panel=FIT)] = _SPAWN.lr,
@@ -453,7 +453,7 @@ def _spawn_table(spec, p: dict, no_fit: bool, seconds: float) -> None:
             ("scaler parameters fitted", f"{p['fitted_params']:,}"),
             ("samples / steps", f"{p['fit_samples']:,} / {p['fit_steps']}"),
             ("fitted against", "KL to the ancestry + CE" if p["teacher"] else "cross-entropy on labels"),
-            ("kept", "the fitted scalers" if p["fit_kept"] == "fitted" else "the data-free start (it scored better held out)"),
+            ("kept", "the fitted scalers" if p["fit_kept"] == "fitted" else "the data-free start (the fit raised the held-out loss)"),
             ("test accuracy", f"{100 * p['test_accuracy']:.2f}% on {p['test_samples']:,} test images"),
         ]
     rows += [("seconds", f"{seconds:.2f}")]

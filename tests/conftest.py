@@ -1,11 +1,18 @@
 """Shared fixtures: random templates and scalers for a small ViT."""
 
+import os
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from waveinit import ViTSpec, scaler_shapes, template_shapes
 from waveinit.backends.numpy import kron_sum
+
+# README's test command runs two pytest workers (pytest-xdist) on two cores: one thread each,
+# or PyTorch's threads oversubscribe the cores. Set before any test imports torch.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def reference_expand(scalers: np.ndarray, templates: np.ndarray) -> np.ndarray:
