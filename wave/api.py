@@ -52,9 +52,10 @@ def spawn(
     the learngene's data) with the templates frozen, distilling from the ancestry when one is
     available (`teacher`, or the learngene's own if its file exists and fits the data) and with
     cross-entropy otherwise. A fifth of the fit's images is held out: the fit keeps its start
-    unless the fit lowered the cross-entropy there. The fit needs PyTorch; `fit=False` needs no data and no
-    PyTorch; `compile` runs it under `torch.compile`. Returns the dense weights (timm keys, float32 NumPy), spec and provenance (with the
-    held-out accuracy after a fit); `waveinit.save_model` writes them.
+    unless it lowered the cross-entropy there. The fit needs PyTorch (`compile`: under
+    `torch.compile`); `fit=False` needs no data and no PyTorch. Returns the dense weights (timm
+    keys, float32 NumPy), spec and provenance (with the test accuracy after a fit);
+    `waveinit.save_model` writes them.
 
     The model keeps the learngene's image size and channels: an image folder (`folder:DIR`) is
     read at the learngene's size unless `image_size` says otherwise, `workers` processes

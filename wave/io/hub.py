@@ -41,7 +41,8 @@ def hub_reference(text: str | os.PathLike, revision: str | None = None) -> tuple
 
 
 def resolve(repo: str, revision: str | None = None) -> tuple[Path, str]:
-    """The local snapshot folder of a Hub model (fetched into the cache if needed) and its commit."""
+    """The local snapshot folder of a Hub model (fetched into the cache if needed) and its commit.
+    The errors also say that no local path has the name (a bare ORG/NAME may be a mistyped path)."""
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import (
@@ -52,7 +53,7 @@ def resolve(repo: str, revision: str | None = None) -> tuple[Path, str]:
         )
     except ImportError:
         raise WaveError(f"{repo} is a Hub model name and huggingface_hub is not installed: pip install huggingface_hub") from None
-    where = f"{repo}" + (f"@{revision}" if revision else "")
+    where = f"{repo}" + (f"@{revision}" if revision else "") + " (no local file or folder has that name either)"
     try:
         folder = Path(snapshot_download(repo, revision=revision, allow_patterns=_FILES))
     except RevisionNotFoundError:
