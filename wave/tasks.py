@@ -33,6 +33,7 @@ from .training.engine import LossFn, TrainResult, train
 from .training.evaluation import evaluate, predict_logits
 from .training.interrupts import Interrupted
 from .training.objectives import cross_entropy_loss, kd_loss, smoothed
+from .training.recipe import with_state
 
 # ----------------------------------------------------------------------------- models for data
 
@@ -200,7 +201,7 @@ def train_vit(
     with _keeping(checkpoint_path(out)):
         save_vit(out, model, {**common, **_scores(final.get("eval")), "seconds": time.perf_counter() - start})
         if result.ema is not None:  # the moving average, beside the model: <out stem>.ema.safetensors
-            ema = _with_state(model, result.ema)
+            ema = with_state(model, result.ema)
             save_vit(ema_path(out), ema, {**common, **_scores(final.get("ema_eval")), "ema_decay": config.model_ema_decay})
     _remove_checkpoint(out)
     return result
@@ -215,14 +216,6 @@ def ema_path(out: str | Path) -> Path:
 def _scores(evaluation: dict | None) -> dict:
     return {"test_accuracy": evaluation["accuracy"] if evaluation else None, "test_loss": evaluation["loss"] if evaluation else None}
 
-
-def _with_state(model: torch.nn.Module, state: dict) -> torch.nn.Module:
-    """A copy of `model` holding `state` (the moving average of its weights)."""
-    import copy
-
-    twin = copy.deepcopy(model)
-    twin.load_state_dict({k: v.to(twin.state_dict()[k].dtype) for k, v in state.items()})
-    return twin
 
 
 def _labels(data: Dataset) -> dict:
@@ -324,7 +317,7 @@ def distill(
     beside = ()
     if result.ema is not None:  # the moving average of the templates and scalers: <out stem>.ema.safetensors
         ema_eval = result.history[-1].get("ema_eval") if result.history else None
-        averaged = _with_state(model, result.ema).to_learngene({**learngene.provenance, **_scores(ema_eval), "ema_decay": config.model_ema_decay})
+        averaged = with_state(model, result.ema).to_learngene({**learngene.provenance, **_scores(ema_eval), "ema_decay": config.model_ema_decay})
         beside = ((ema_path(out), averaged),)
     _save_on_rank0(out, save_learngene, learngene, beside)
     return DistillResult(learngene, model, result, teacher_eval, time.perf_counter() - start)

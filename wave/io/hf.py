@@ -444,9 +444,16 @@ def load_hf_model(folder: str | os.PathLike) -> ModelFile:
     """
     folder = Path(folder)
     config = read_config(folder)
-    files = weight_files(folder)
+    tensors, provenance = read_folder_weights(folder)
+    state, spec = from_hf(tensors, config, source=str(folder))
+    return ModelFile(state, spec, provenance)
+
+
+def read_folder_weights(folder: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """(tensors, provenance) of a model folder's safetensors files (a Hugging Face or timm
+    folder): the provenance our own exports stored, else {"source": folder}."""
     tensors, provenance = {}, {"source": str(folder)}
-    for path in files:
+    for path in weight_files(folder):
         metadata, part = read_weights(path)
         tensors.update(part)
         if "waveinit" in metadata:
@@ -454,8 +461,7 @@ def load_hf_model(folder: str | os.PathLike) -> ModelFile:
                 provenance = json.loads(metadata["waveinit"]).get("provenance") or provenance
             except (json.JSONDecodeError, AttributeError):
                 pass  # our own note only: the weights and config are what count
-    state, spec = from_hf(tensors, config, source=str(folder))
-    return ModelFile(state, spec, provenance)
+    return tensors, provenance
 
 
 def read_config(folder: str | os.PathLike) -> dict:

@@ -10,7 +10,6 @@ timm's `vision_transformer.py` and `deit.py`, written down here.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -148,19 +147,11 @@ def load_timm_model(folder: str | os.PathLike) -> ModelFile:
     """A timm folder (`config.json` naming an `architecture`, `model.safetensors` or shards, as
     `timm.models.save_for_hf` writes it) as a ModelFile: the spec from its config (no heads
     option needed), the tensors as they are (timm's keys are ours)."""
-    from .hf import read_config, read_weights, weight_files
+    from .hf import read_config, read_folder_weights
 
     folder = Path(folder)
     spec = spec_from_timm_config(read_config(folder), source=str(folder))
-    tensors, provenance = {}, {"source": str(folder)}
-    for path in weight_files(folder):
-        metadata, part = read_weights(path)
-        tensors.update(part)
-        if "waveinit" in metadata:  # our own export: its provenance travels with it
-            try:
-                provenance = json.loads(metadata["waveinit"]).get("provenance") or provenance
-            except (json.JSONDecodeError, AttributeError):
-                pass
+    tensors, provenance = read_folder_weights(folder)
     check_state_dict(folder, tensors, spec)
     return ModelFile(tensors, spec, provenance)
 

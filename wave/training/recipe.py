@@ -88,8 +88,13 @@ class ModelEma:
 
     def copy_of(self, model: nn.Module) -> nn.Module:
         """A copy of `model` holding the averaged weights (to evaluate or save)."""
-        import copy
+        return with_state(model, self.state)
 
-        twin = copy.deepcopy(model)
-        twin.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.state.items()})
-        return twin
+
+def with_state(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
+    """A copy of `model` holding `state` (e.g. the moving average of its weights), in its dtypes."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    twin.load_state_dict({k: v.to(twin.state_dict()[k].dtype) for k, v in state.items()})
+    return twin
