@@ -232,6 +232,17 @@ def test_spawn_uses_the_learngenes_ancestry_when_its_file_is_there(learngene_fil
     assert free.spec.patch_size == 4 and free.provenance["fresh_roles"] == ["patch_embed.proj.weight", "pos_embed"]
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_spawn_with_a_fit_on_cuda_matches_the_cpu(learngene_file):
+    # The fit scores its data-free start before training moves the model: that scoring must move it too.
+    import waveinit
+
+    runs = {device: waveinit.spawn(learngene_file, 2, 64, fit_steps=3, fit_samples=64, teacher=None, device=device) for device in ("cpu", "cuda")}
+    assert runs["cuda"].provenance["fit_steps"] == 3
+    assert runs["cuda"].provenance["test_accuracy"] == pytest.approx(runs["cpu"].provenance["test_accuracy"], abs=0.05)
+
+
 def test_default_heads_keep_the_learngenes_head_width():
     lg = random_learngene()  # head width 16
     assert target_spec(lg, 2, 64).heads == 4

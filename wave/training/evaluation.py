@@ -40,7 +40,9 @@ def _as_images(images):
 
 @torch.no_grad()
 def _shard_logits(model: nn.Module, images, batch_size: int, device: torch.device, rank: int, world: int, workers: int = 0) -> Tensor:
-    """float32 logits (len(range(rank, n, world)), classes) on `device` of this rank's images[rank::world]."""
+    """float32 logits (len(range(rank, n, world)), classes) on `device` of this rank's images[rank::world]
+    (the model is moved to `device`, as training does)."""
+    model.to(device)
     shard = images[rank::world]
     if len(shard) == 0:  # more ranks than images: one forward to learn the class count
         with eval_mode(model):
