@@ -112,6 +112,9 @@ class AncestryConfig:
         ])
 
 
+DISTILL_INITS = ("random", "nearest-kron")
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     """Knowledge distillation of an ancestry into a learngene (the auxiliary templated model)."""
@@ -121,9 +124,13 @@ class DistillConfig:
     side: int = DEFAULT_TEMPLATE_SIDE  # template side s
     templates: int = 4  # templates per role
     cache_teacher: bool = True  # compute the teacher's logits once (valid: no random augmentation)
+    # The auxiliary's starting factors: "random", or "nearest-kron" (the teacher's own weights'
+    # nearest Kronecker sums, `learngene_from_weights`; the auxiliary must then have the teacher's shape).
+    init: str = "random"
 
     def __post_init__(self):
         _check([
+            (self.init in DISTILL_INITS, f"distillation init must be one of {', '.join(DISTILL_INITS)}, got {self.init!r}"),
             (_positive(self.temperature), f"distillation temperature must be positive, got {self.temperature}"),
             (0 <= self.kd_weight <= 1, f"distillation weight (kd_weight) must be in [0, 1], got {self.kd_weight}"),
             (self.side >= 1, f"template side must be at least 1, got {self.side}"),

@@ -24,7 +24,7 @@ from .errors import WaveError
 from .io.datasets import Dataset
 from .io.files import load_model, save_learngene, save_model, save_tleg
 from .io.metrics import MetricsLog, metrics_path
-from .learngene import Learngene
+from .learngene import Learngene, learngene_from_weights
 from .spawning import spawn_factors
 from .spec import ViTSpec
 from .tleg import TLEGGene
@@ -291,7 +291,7 @@ def distill(
     start = time.perf_counter()
     teacher, teacher_eval, loss_fn = _teaching(teacher, data, config, distill_config, device, workers)
 
-    model = TemplatedViT(aux_spec, distill_config.side, distill_config.templates, seed=config.seed)
+    model = _auxiliary(teacher, aux_spec, distill_config, config.seed)
     templates, scalers = model.role_tensors()
     # Weight decay on the templates only: decaying the scalers would just push the scale
     # (S * T is invariant under S/c, T*c) into the templates.
@@ -321,6 +321,19 @@ def distill(
         beside = ((ema_path(out), averaged),)
     _save_on_rank0(out, save_learngene, learngene, beside)
     return DistillResult(learngene, model, result, teacher_eval, time.perf_counter() - start)
+
+
+def _auxiliary(teacher: ViT, aux_spec: ViTSpec, distill_config: DistillConfig, seed: int) -> TemplatedViT:
+    """The auxiliary model a distillation starts from: random factors, or the nearest Kronecker
+    sums of the teacher's weights (`DistillConfig.init`)."""
+    side, n = distill_config.side, distill_config.templates
+    if distill_config.init == "random":
+        return TemplatedViT(aux_spec, side, n, seed=seed)
+    if aux_spec != teacher.spec.plain():
+        raise WaveError(f"init nearest-kron starts the auxiliary from the teacher's own weights, so it needs the teacher's shape "
+                        f"({teacher.spec.depth}x{teacher.spec.width}): got {aux_spec.depth}x{aux_spec.width}; use init random")
+    gene = learngene_from_weights(dense_numpy(teacher.state_dict()), teacher.spec, side, n)
+    return TemplatedViT.from_factors(aux_spec, side, gene.templates, gene.scalers)
 
 
 def _teaching(teacher: ViT, data: Dataset, config: TrainConfig, distill_config: DistillConfig, device: str,

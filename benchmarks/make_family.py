@@ -1,0 +1,215 @@
+"""The leak-free family on Fashion-MNIST, made once on a GPU: the ancestry of the paper's geometry
+(6x192, larger than most descendants) and the distillation variants of the spawn-rule study.
+
+    python benchmarks/make_family.py --out DIR [--budget SECONDS] [--data-dir D]   # a GPU: minutes
+    python benchmarks/make_family.py --tiny --out DIR                              # any CPU: the steps, tiny
+
+Protocol (docs/bench/protocol-v3.md): the 60,000 training images are split once,
+`split_validation(fraction=1/12, seed=0)`: 5,000 (500 per class) form the validation split that
+no model of the family sees, and the family trains on the other 55,000. Every model here scores
+on the validation split after each epoch, and once on the test set at the end (reported, never
+used to choose).
+
+1. The ancestry: 6x192 (3 heads of 64), patch 7, random init, AdamW lr 1e-3, batch 256, weight
+   decay 0.05, warm-up and cosine, shifts and flips, random erasing 0.25, label smoothing 0.1,
+   drop-path 0.1. Its epoch count is set by the time budget (a few timed steps first), at
+   most 300: a budget, not a choice made on any score.
+2. The distillation variants (auxiliary 6x192, 4 templates of side 64 per role, batch 256, lr
+   2e-3, KL at temperature 1 plus cross-entropy), in this order while the budget lasts, seed 0
+   then seed 1: `base` (KD weight 0.5, teacher logits cached, random factors, 12 epochs), `dense`
+   (a plain 6x192 student, the same recipe: what the Kronecker constraint costs), `nearest-kron`
+   (factors from the ancestry's nearest Kronecker sums), `kd1` (KD weight 1.0), `online` (shifts
+   and flips, the teacher run on every augmented batch), `e3`, `e6`, `e24` (lengths).
+
+Everything lands in `--out`: the files and `family.json` (each model's recipe, seconds, validation
+and test accuracy, and what the budget left out); `--publish DIR` copies them after each step
+(the ancestry, family.json, one tar per seed), so an interrupted run still returns what finished.
+The dense control students are scored, not kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import torch
+
+from waveinit.configs import EVAL_BATCH_SIZE, DistillConfig, TrainConfig
+from waveinit.io.datasets import Dataset, load_dataset, split_validation
+from waveinit.io.files import load_learngene, save_learngene
+from waveinit.io.storage import atomic_write_bytes
+from waveinit.tasks import _teaching, distill, load_vit, random_vit, save_vit, spec_for, train_vit
+from waveinit.training.engine import train
+from waveinit.training.evaluation import evaluate
+from waveinit.training.objectives import cross_entropy_loss
+
+VALIDATION = 5000 / 60000  # of the training images, 500 per class
+ANCESTRY = dict(depth=6, width=192, heads=3, patch=7)
+ANCESTRY_RECIPE = dict(batch_size=256, lr=1e-3, weight_decay=0.05, augment=True, reprob=0.25, smoothing=0.1, drop_path=0.1)
+DISTILL_RECIPE = dict(batch_size=256, lr=2e-3)
+VARIANTS = {  # name: (epochs, DistillConfig changes, dense student)
+    "base": (12, {}, False),
+    "dense": (12, {}, True),
+    "nearest-kron": (12, {"init": "nearest-kron"}, False),
+    "kd1": (12, {"kd_weight": 1.0}, False),
+    "online": (12, {"cache_teacher": False}, False),
+    "e3": (3, {}, False),
+    "e6": (6, {}, False),
+    "e24": (24, {}, False),
+}
+
+
+def splits(data: Dataset) -> tuple[Dataset, Dataset]:
+    """(train part with the real test set, train part with the validation split as its test set)."""
+    train_part, val_part = split_validation(data, VALIDATION, seed=0)
+    return (dataclasses.replace(train_part, name=data.name), dataclasses.replace(val_part, name=data.name))
+
+
+class Maker:
+    def __init__(self, data: Dataset, out: Path, budget: float, device: str, tiny: bool):
+        self.test_data, self.val_data = splits(data)
+        self.out, self.device, self.tiny = out, device, tiny
+        self.deadline = time.perf_counter() + budget
+        self.record = {"validation": {"fraction": VALIDATION, "seed": 0, "images": len(self.val_data.test_labels)},
+                       "train_images": len(self.val_data.train_labels), "device": device, "torch": torch.__version__,
+                       "models": {}, "skipped": []}
+
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def scores(self, model) -> dict:
+        val = evaluate(model, self.val_data.test_images, self.val_data.test_labels, EVAL_BATCH_SIZE, self.device)
+        test = evaluate(model, self.test_data.test_images, self.test_data.test_labels, EVAL_BATCH_SIZE, self.device)
+        return {"validation_accuracy": val["accuracy"], "validation_loss": val["loss"], "test_accuracy": test["accuracy"]}
+
+    def images_per_second(self, model, config: TrainConfig, loss_fn=cross_entropy_loss) -> float:
+        """Training speed over a few steps after a warm-up (the model is a throwaway copy)."""
+        data = self.val_data
+        steps = 3 if self.tiny else 30
+        train(model, data.train_images, data.train_labels, dataclasses.replace(config, max_steps=5), device=self.device, loss_fn=loss_fn)
+        start = time.perf_counter()
+        train(model, data.train_images, data.train_labels, dataclasses.replace(config, max_steps=steps), device=self.device, loss_fn=loss_fn)
+        return steps * config.batch_size / (time.perf_counter() - start)
+
+    def ancestry(self, share: float) -> None:
+        s = ANCESTRY if not self.tiny else dict(depth=2, width=64, heads=1, patch=7)
+        spec = spec_for(self.val_data, s["depth"], s["width"], s["heads"], s["patch"])
+        config = TrainConfig(epochs=1, seed=0, **ANCESTRY_RECIPE)
+        rate = self.images_per_second(random_vit(spec, seed=1), config)
+        per_epoch = len(self.val_data.train_labels) / rate * 1.15  # + the epoch's evaluation and checkpoint
+        epochs = 2 if self.tiny else max(1, min(300, int(share * self.left() / per_epoch)))
+        print(f"ancestry {spec.depth}x{spec.width}: {rate:,.0f} images/s, {epochs} epochs", flush=True)
+        path = self.out / "ancestry.safetensors"
+        start = time.perf_counter()
+        model = random_vit(spec, seed=0)
+        result = train_vit(model, self.val_data, dataclasses.replace(config, epochs=epochs), out=path, device=self.device,
+                           provenance={"made_by": "benchmarks/make_family.py", "split": self.record["validation"]})
+        scores = self.scores(model)
+        _, provenance = load_vit(path)
+        provenance.update(scores, data=self.test_data.name, validation=self.record["validation"])
+        provenance.pop("test_loss", None)
+        save_vit(path, model, provenance)
+        self.teacher = model
+        self.record["models"]["ancestry"] = {"path": path.name, "spec": spec.to_dict(), "epochs": epochs, "images_per_second": rate,
+                                             "seconds": time.perf_counter() - start, "recipe": ANCESTRY_RECIPE, **scores,
+                                             "history": [h["eval"]["accuracy"] for h in result.history]}
+
+    def variant(self, name: str, seed: int) -> None:
+        epochs, changes, dense = VARIANTS[name]
+        epochs = min(epochs, 2) if self.tiny else epochs
+        config = TrainConfig(epochs=epochs, seed=seed, **DISTILL_RECIPE, augment=name == "online")
+        settings = DistillConfig(templates=4, side=64, **changes)
+        key = f"{name}-s{seed}"
+        estimate = self.distill_seconds(settings, config, dense)
+        if estimate > self.left():
+            self.record["skipped"].append(f"{key}: about {estimate:.0f} s, {self.left():.0f} s left")
+            print(f"skipped {key}", flush=True)
+            return
+        start = time.perf_counter()
+        path = self.out / f"{key}.safetensors"
+        if dense:
+            model = self.dense_student(config, settings, path)
+        else:
+            result = distill(self.teacher, self.val_data, self.teacher.spec.plain(), config, settings, out=path, device=self.device)
+            model = result.model
+            gene = load_learngene(path)
+            gene.provenance.update(self.scores(model), data=self.test_data.name, validation=self.record["validation"],
+                                   teacher_test_accuracy=self.record["models"]["ancestry"]["test_accuracy"])
+            gene.provenance.pop("test_loss", None)
+            save_learngene(path, gene)
+        self.record["models"][key] = {"path": path.name, "epochs": epochs, "distill": dataclasses.asdict(settings), "dense": dense,
+                                      "seconds": time.perf_counter() - start, "estimate_seconds": estimate, **self.scores(model)}
+        print(f"{key}: validation {self.record['models'][key]['validation_accuracy']:.4f} "
+              f"({self.record['models'][key]['seconds']:.0f} s)", flush=True)
+
+    def distill_seconds(self, settings: DistillConfig, config: TrainConfig, dense: bool) -> float:
+        if not hasattr(self, "distill_rate"):
+            from waveinit.backends.torch import TemplatedViT
+
+            _, _, loss_fn = _teaching(self.teacher, self.val_data, config, settings, self.device, 0)
+            self.distill_rate = self.images_per_second(TemplatedViT(self.teacher.spec.plain(), 64, 4), config, loss_fn)
+        slower = 1.0 if settings.cache_teacher else 1.5  # the teacher's forward on every batch
+        return config.epochs * len(self.val_data.train_labels) / self.distill_rate * slower * 1.2 + 10
+
+    def dense_student(self, config: TrainConfig, settings: DistillConfig, path: Path):
+        _, _, loss_fn = _teaching(self.teacher, self.val_data, config, settings, self.device, 0)
+        model = random_vit(self.teacher.spec.plain(), seed=config.seed)
+        train(model, self.val_data.train_images, self.val_data.train_labels, config, loss_fn=loss_fn, device=self.device)
+        save_vit(path.with_suffix(".dense"), model, {"made_by": "benchmarks/make_family.py", "task": "dense control", "data": self.test_data.name,
+                               "validation": self.record["validation"], "config": dataclasses.asdict(config),
+                               "distill": dataclasses.asdict(settings), **self.scores(model)})
+        return model
+
+    def save(self, publish: Path | None) -> None:
+        """family.json, and with `publish`: a copy of the ancestry, family.json, and the other files
+        in one tar per seed (each under 16 MiB)."""
+        atomic_write_bytes(self.out / "family.json", (json.dumps(self.record, indent=2) + "\n").encode())
+        if publish is None:
+            return
+        publish.mkdir(parents=True, exist_ok=True)
+        for name in ("ancestry.safetensors", "family.json"):
+            if (self.out / name).exists():
+                shutil.copyfile(self.out / name, publish / f"{name}.tmp")
+                (publish / f"{name}.tmp").replace(publish / name)
+        for seed in (0, 1):
+            files = sorted(self.out.glob(f"*-s{seed}.safetensors")) + sorted(self.out.glob(f"*-s{seed}.metrics.csv"))
+            files += sorted(self.out.glob("ancestry.metrics.csv")) if seed == 0 else []
+            with tarfile.open(publish / f"family-s{seed}.tar.tmp", "w") as tar:
+                for f in files:
+                    tar.add(f, arcname=f.name)
+            (publish / f"family-s{seed}.tar.tmp").replace(publish / f"family-s{seed}.tar")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--budget", type=float, default=400.0, help="seconds for the whole run")
+    parser.add_argument("--data-dir", default=None, help="Fashion-MNIST's four .gz files (default: the system's)")
+    parser.add_argument("--publish", type=Path, default=None, help="copy the results here after each step (the ancestry, "
+                        "family.json and one tar per seed)")
+    parser.add_argument("--tiny", action="store_true", help="a 2x64 ancestry, 2 epochs each, on the CPU (the steps, not the numbers)")
+    args = parser.parse_args()
+    device = "cpu" if args.tiny else "cuda"
+    if not args.tiny and not torch.cuda.is_available():
+        print("no CUDA GPU visible: run with --tiny on a CPU", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset("fashion-mnist", data_dir=args.data_dir, subset=3000 if args.tiny else None)
+    maker = Maker(data, args.out, args.budget, device, args.tiny)
+    maker.ancestry(share=0.6)
+    maker.save(args.publish)
+    for seed in (0, 1):
+        for name in VARIANTS:
+            maker.variant(name, seed)
+            maker.save(args.publish)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
