@@ -44,7 +44,7 @@ from waveinit.configs import EVAL_BATCH_SIZE, DistillConfig, TrainConfig
 from waveinit.io.datasets import Dataset, load_dataset, split_validation
 from waveinit.io.files import load_learngene, save_learngene
 from waveinit.io.storage import atomic_write_bytes
-from waveinit.tasks import _teaching, distill, load_vit, random_vit, save_vit, spec_for, train_vit
+from waveinit.tasks import _teaching, checkpoint_path, distill, load_vit, random_vit, save_vit, spec_for, train_vit
 from waveinit.training.engine import train
 from waveinit.training.evaluation import evaluate
 from waveinit.training.objectives import cross_entropy_loss
@@ -97,19 +97,21 @@ class Maker:
         train(model, data.train_images, data.train_labels, dataclasses.replace(config, max_steps=steps), device=self.device, loss_fn=loss_fn)
         return steps * config.batch_size / (time.perf_counter() - start)
 
-    def ancestry(self, share: float) -> None:
+    def ancestry(self, share: float, epochs: int | None = None) -> None:
+        """Train the ancestry for `epochs`, or for `share` of the time left (a rerun resumes its checkpoint)."""
         s = ANCESTRY if not self.tiny else dict(depth=2, width=64, heads=1, patch=7)
         spec = spec_for(self.val_data, s["depth"], s["width"], s["heads"], s["patch"])
         config = TrainConfig(epochs=1, seed=0, **ANCESTRY_RECIPE)
         rate = self.images_per_second(random_vit(spec, seed=1), config)
         per_epoch = len(self.val_data.train_labels) / rate * 1.15  # + the epoch's evaluation and checkpoint
-        epochs = 2 if self.tiny else max(1, min(300, int(share * self.left() / per_epoch)))
+        if epochs is None:
+            epochs = 2 if self.tiny else max(1, min(300, int(share * self.left() / per_epoch)))
         print(f"ancestry {spec.depth}x{spec.width}: {rate:,.0f} images/s, {epochs} epochs", flush=True)
         path = self.out / "ancestry.safetensors"
         start = time.perf_counter()
         model = random_vit(spec, seed=0)
         result = train_vit(model, self.val_data, dataclasses.replace(config, epochs=epochs), out=path, device=self.device,
-                           provenance={"made_by": "benchmarks/make_family.py", "split": self.record["validation"]})
+                           resume=checkpoint_path(path).exists(), on_progress=_epoch_lines, provenance={"made_by": "benchmarks/make_family.py", "split": self.record["validation"]})
         scores = self.scores(model)
         _, provenance = load_vit(path)
         provenance.update(scores, data=self.test_data.name, validation=self.record["validation"])
@@ -186,6 +188,12 @@ class Maker:
             (publish / f"family-s{seed}.tar.tmp").replace(publish / f"family-s{seed}.tar")
 
 
+def _epoch_lines(progress) -> None:
+    if progress.event == "epoch":
+        print(f"epoch {progress.epoch + 1}/{progress.epochs}: train loss {progress.train_loss:.4f}, validation "
+              f"{progress.eval['accuracy']:.4f}, {progress.images_per_second:,.0f} images/s, {progress.seconds_elapsed:,.0f} s", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -193,17 +201,22 @@ def main() -> int:
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST's four .gz files (default: the system's)")
     parser.add_argument("--publish", type=Path, default=None, help="copy the results here after each step (the ancestry, "
                         "family.json and one tar per seed)")
+    parser.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
+    parser.add_argument("--ancestry-epochs", type=int, default=None, help="fix the ancestry's epochs instead of a time budget")
+    parser.add_argument("--ancestry-only", action="store_true", help="stop after the ancestry")
     parser.add_argument("--tiny", action="store_true", help="a 2x64 ancestry, 2 epochs each, on the CPU (the steps, not the numbers)")
     args = parser.parse_args()
-    device = "cpu" if args.tiny else "cuda"
-    if not args.tiny and not torch.cuda.is_available():
+    device = args.device or ("cpu" if args.tiny else "cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA GPU visible: run with --tiny on a CPU", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     data = load_dataset("fashion-mnist", data_dir=args.data_dir, subset=3000 if args.tiny else None)
     maker = Maker(data, args.out, args.budget, device, args.tiny)
-    maker.ancestry(share=0.6)
+    maker.ancestry(share=0.6, epochs=args.ancestry_epochs)
     maker.save(args.publish)
+    if args.ancestry_only:
+        return 0
     for seed in (0, 1):
         for name in VARIANTS:
             maker.variant(name, seed)
