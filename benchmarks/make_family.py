@@ -111,7 +111,8 @@ class Maker:
         start = time.perf_counter()
         model = random_vit(spec, seed=0)
         result = train_vit(model, self.val_data, dataclasses.replace(config, epochs=epochs), out=path, device=self.device,
-                           resume=checkpoint_path(path).exists(), on_progress=_epoch_lines, provenance={"made_by": "benchmarks/make_family.py", "split": self.record["validation"]})
+                           resume=checkpoint_path(path).exists(), on_progress=_epoch_lines,
+                           provenance={"made_by": "benchmarks/make_family.py", "split": self.record["validation"]})
         scores = self.scores(model)
         _, provenance = load_vit(path)
         provenance.update(scores, data=self.test_data.name, validation=self.record["validation"])

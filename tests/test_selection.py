@@ -11,7 +11,7 @@ from conftest import random_factors
 from waveinit import ViTSpec, WaveError, learngene_from_weights, materialize, state_dict_keys, weight_selection
 from waveinit.backends import numpy as ref
 from waveinit.keys import split_key
-from waveinit.selection import _AXES, uniform_indices
+from waveinit.selection import uniform_indices
 from waveinit.spec import ROLES_BY_NAME
 
 SOURCE = ViTSpec(depth=4, width=64, heads=4, patch_size=2, image_size=4, channels=1, num_classes=3)  # heads of 16
@@ -113,7 +113,7 @@ def _widen(state: dict, spec: ViTSpec, k: int) -> tuple[dict, ViTSpec]:
 
     out = {}
     for key, x in state.items():
-        for axis, kind in enumerate(_AXES[split_key(key)[0]]):
+        for axis, kind in enumerate(ROLES_BY_NAME[split_key(key)[0]].selected()):
             if kind is not None:
                 x = repeat(x, axis, kind)
         out[key] = x

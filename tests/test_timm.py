@@ -110,11 +110,59 @@ def test_a_timm_keyed_state_dict_loads_as_timm_computes(tmp_path):
 
 
 def test_an_unsupported_timm_variant_is_refused_by_name(tmp_path):
-    timm.models.save_for_hf(timm_model(global_pool="avg", class_token=False), tmp_path / "gap", safe_serialization=True)
-    result = invoke("eval", tmp_path / "gap", code=2)
-    assert "class_token=False is not in our ViT" in result.output or "global_pool='avg' is not in our ViT" in result.output
-    shown = invoke("inspect", tmp_path / "gap").output  # inspect still shows what it holds, and why it does not load
+    timm.models.save_for_hf(timm_model(reg_tokens=4), tmp_path / "reg", safe_serialization=True)
+    result = invoke("eval", tmp_path / "reg", code=2)
+    assert "reg_tokens=4 is not in our ViT" in result.output
+    shown = invoke("inspect", tmp_path / "reg").output  # inspect still shows what it holds, and why it does not load
     assert "not a ViT waveinit can load" in shown
+
+
+# ----------------------------------------------------------------------------- a variant through the schema
+
+AVG = {"global_pool": "avg", "class_token": False}  # TLEG's and SWS's descendants
+
+
+@pytest.mark.parametrize("variant", [AVG, {"global_pool": "avg"}], ids=["avg-no-class-token", "avg-with-class-token"])
+def test_timms_average_pooling_variant_round_trips_with_timms_logits(variant, tmp_path):
+    from waveinit.keys import spec_from_state_dict, state_dict_keys
+
+    theirs = timm_model(**variant)
+    state = {k: v.numpy() for k, v in theirs.state_dict().items()}
+    spec = spec_from_state_dict(state, heads=2)
+    assert (spec.global_pool, spec.class_token) == ("avg", variant.get("class_token", True))
+    assert state_dict_keys(spec) == list(theirs.state_dict())  # names and order, as timm registers them
+    assert spec.num_params() == sum(p.numel() for p in theirs.parameters())
+    x = images()
+    model = ours(load_model_from(state, spec, tmp_path / "sd.safetensors"))
+    with torch.no_grad():
+        expected = theirs(x).numpy()
+        np.testing.assert_allclose(model(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(reference.forward(state, spec, x.numpy().astype(np.float64)), expected, rtol=1e-4, atol=1e-4)
+    # timm's own folder reads back as this spec, and our timm export is what timm builds
+    timm.models.save_for_hf(theirs, tmp_path / "theirs", safe_serialization=True)
+    assert load_model(tmp_path / "theirs").spec == spec
+    invoke("export", tmp_path / "sd.safetensors", "--format", "timm", "--out", tmp_path / "ours-timm")
+    back = timm.create_model(f"local-dir:{tmp_path / 'ours-timm'}", pretrained=True).eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(back(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def load_model_from(state, spec, path):
+    save_model(path, state, spec, {})
+    return load_model(path)
+
+
+def test_the_average_pooling_variant_has_no_hf_or_templated_form(tmp_path):
+    from waveinit import ViTSpec, WaveError, template_shapes
+
+    spec = ViTSpec(depth=2, width=64, heads=2, global_pool="avg", class_token=False)
+    save_model(tmp_path / "m.safetensors", {k: v.numpy() for k, v in ViT(spec).state_dict().items()}, spec, {})
+    assert "has no average pooling: export this model with --format timm" in invoke("export", tmp_path / "m.safetensors", "--format", "hf",
+                                                                                  "--out", tmp_path / "hf", code=2).output
+    with pytest.raises(WaveError, match="pools the patches"):
+        template_shapes(spec, 64, 4)
+    with pytest.raises(WaveError, match="global_pool 'token' reads the class token"):
+        ViTSpec(depth=2, width=64, class_token=False)
 
 
 # ----------------------------------------------------------------------------- the Hub, offline

@@ -16,8 +16,8 @@ from .io.datasets import Dataset, load_dataset
 from .io.files import load_learngene
 from .keys import ModelFile
 from .learngene import Learngene
-from .spawning import HEAD_ROLES, spawn_state_dict, target_spec
-from .spec import ViTSpec
+from .spawning import spawn_state_dict, target_spec
+from .spec import HEAD_ROLES, ViTSpec
 
 _FIT = SpawnConfig()  # the fit's defaults
 

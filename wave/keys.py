@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import WaveError
-from .spec import ROLES, ROLES_BY_NAME, ViTSpec
+from .spec import ROLES_BY_NAME, ViTSpec, roles_of
 
 
 @dataclass
@@ -22,11 +22,10 @@ class ModelFile:
 
 
 def state_dict_keys(spec: ViTSpec) -> list[str]:
-    """The keys of a plain ViT's state dict, in timm's order (a distilled DeiT's too)."""
-    first = ["cls_token", "pos_embed", *(["dist_token"] if spec.dist_token else []), "patch_embed.proj.weight", "patch_embed.proj.bias"]
-    blocks = [r.key(layer) for layer in range(spec.depth) for r in ROLES if r.per_layer]
-    last = ["norm.weight", "norm.bias", "head.weight", "head.bias", *(["head_dist.weight", "head_dist.bias"] if spec.head_dist else [])]
-    return first + blocks + last
+    """The keys of a ViT's state dict, in timm's order (`spec.SCHEMA`'s: stem, blocks, tail)."""
+    roles = roles_of(spec)
+    blocks = [r.key(layer) for layer in range(spec.depth) for r in roles if r.per_layer]
+    return [r.name for r in roles if r.place == "stem"] + blocks + [r.name for r in roles if r.place == "tail"]
 
 
 def split_key(key: str) -> tuple[str, int | None]:
@@ -53,7 +52,7 @@ def spec_from_state_dict(state: Mapping[str, Any], heads: int | None = None, sou
     Heads cannot be read off shapes: pass them, or they default to width / 64. LayerNorm eps is
     not stored in a state dict either: timm's 1e-6.
     """
-    required = ("cls_token", "pos_embed", "patch_embed.proj.weight", "head.weight", "blocks.0.mlp.fc1.weight")
+    required = ("pos_embed", "patch_embed.proj.weight", "head.weight", "blocks.0.mlp.fc1.weight")
     missing = [k for k in required if k not in state]
     if missing:
         raise WaveError(f"{source} is not a plain ViT state dict with timm's key names (no {missing[0]}): pass a model file or a timm ViT")
@@ -66,6 +65,7 @@ def spec_from_state_dict(state: Mapping[str, Any], heads: int | None = None, sou
         raise WaveError(f"{source} has tensors a plain ViT does not ({', '.join(extra[:3])}): "
                         f"only plain pre-LayerNorm ViTs with a class token (and DeiT's distillation token) are supported")
     dist_token, head_dist = "dist_token" in state, "head_dist.weight" in state
+    class_token, avg_pool = "cls_token" in state, "fc_norm.weight" in state  # timm's global_pool "avg" has fc_norm
     if head_dist != ("head_dist.bias" in state) or (head_dist and not dist_token):
         raise WaveError(f"{source}: a distilled DeiT has dist_token, head_dist.weight and head_dist.bias together, this state dict "
                         f"has only {', '.join(k for k in ('dist_token', 'head_dist.weight', 'head_dist.bias') if k in state)}: "
@@ -75,7 +75,7 @@ def spec_from_state_dict(state: Mapping[str, Any], heads: int | None = None, sou
         raise WaveError(f"{source}: patch_embed.proj.weight, pos_embed or head.weight has the wrong number of axes for a ViT: "
                         f"pass a plain timm ViT")
     width, channels, patch, _ = shapes["patch_embed.proj.weight"]
-    patches = shapes["pos_embed"][1] - 1 - dist_token
+    patches = shapes["pos_embed"][1] - class_token - dist_token
     grid = round(patches**0.5)
     if grid * grid != patches:
         raise WaveError(f"{source}: {patches} position embeddings (without the class{' and distillation' if dist_token else ''} token) "
@@ -92,6 +92,8 @@ def spec_from_state_dict(state: Mapping[str, Any], heads: int | None = None, sou
             mlp_ratio=int(shapes["blocks.0.mlp.fc1.weight"][0]) // int(width),
             dist_token=dist_token,
             head_dist=head_dist,
+            class_token=class_token,
+            global_pool="avg" if avg_pool else "token",
         )
     except WaveError as e:
         raise WaveError(f"{source}: {e}") from None

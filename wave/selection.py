@@ -29,7 +29,7 @@ from array_api_compat import device as device_of
 from .errors import WaveError
 from .keys import check_state_dict, split_key, state_dict_keys
 from .learngene import Array
-from .spec import ViTSpec
+from .spec import ROLES_BY_NAME, ViTSpec
 
 
 def uniform_indices(n: int, m: int) -> np.ndarray:
@@ -84,35 +84,6 @@ def selected_indices(source: ViTSpec, target: ViTSpec) -> dict[str, np.ndarray]:
     }
 
 
-# Which index set each axis of each parameter takes (None: kept whole). Axes are those of the
-# parameter as timm stores it.
-_AXES: dict[str, tuple[str | None, ...]] = {
-    "cls_token": (None, None, "width"),
-    "dist_token": (None, None, "width"),
-    "pos_embed": (None, None, "width"),
-    "patch_embed.proj.weight": ("width", None, None, None),
-    "patch_embed.proj.bias": ("width",),
-    "norm1.weight": ("width",),
-    "norm1.bias": ("width",),
-    "attn.qkv.weight": ("qkv", "width"),
-    "attn.qkv.bias": ("qkv",),
-    "attn.proj.weight": ("width", "attention"),
-    "attn.proj.bias": ("width",),
-    "norm2.weight": ("width",),
-    "norm2.bias": ("width",),
-    "mlp.fc1.weight": ("mlp", "width"),
-    "mlp.fc1.bias": ("mlp",),
-    "mlp.fc2.weight": ("width", "mlp"),
-    "mlp.fc2.bias": ("width",),
-    "norm.weight": ("width",),
-    "norm.bias": ("width",),
-    "head.weight": (None, "width"),
-    "head.bias": (None,),
-    "head_dist.weight": (None, "width"),
-    "head_dist.bias": (None,),
-}
-
-
 def weight_selection(state_dict: Mapping[str, Array], source: ViTSpec, target: ViTSpec) -> dict[str, Array]:
     """The state dict (timm keys, in timm's order) of the ViT `target`, selected from the
     weights of the larger ViT `source` (see the module docstring). Arrays of the input's library.
@@ -124,7 +95,7 @@ def weight_selection(state_dict: Mapping[str, Array], source: ViTSpec, target: V
         name, _ = split_key(key)
         x = state_dict[key]
         xp = array_namespace(x)
-        for axis, kind in enumerate(_AXES[name]):
+        for axis, kind in enumerate(ROLES_BY_NAME[name].selected()):
             if kind is not None:
                 x = xp.take(x, xp.asarray(indices[kind], device=device_of(x)), axis=axis)
         out[key] = x

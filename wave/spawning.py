@@ -107,23 +107,14 @@ def _resample(s: Array, role, source: ViTSpec, target: ViTSpec, side: int) -> Ar
         if g_s == g_t:
             continue
         s = xp.take(s, xp.asarray([i * g_s // g_t for i in range(g_t)]), axis=first_grid_axis + k)
-        if is_fan_in(role.name, k):
+        if k == role.fan_in:  # a linear layer sums over this axis: keep the sum's scale
             s = s * (g_s / g_t)
     return s
-
-
-def is_fan_in(role: str, axis: int) -> bool:
-    """Whether grid axis `axis` of `role` is summed over by a linear layer (its input axis)."""
-    r = ROLES_BY_NAME[role]
-    return axis == 1 and len(r.axes) == 2 and role.endswith(".weight") and r.axes[1] != "patch"
 
 
 def data_roles_to_refresh(source: ViTSpec, target: ViTSpec, side: int) -> set[str]:
     """Roles whose template shape differs between the learngene's data and the target's."""
     return {r.name for r in ROLES if r.depends_on_data and r.template_shape(source, side) != r.template_shape(target, side)}
-
-
-HEAD_ROLES = frozenset({"head.weight", "head.bias"})
 
 
 def spawn_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset()) -> tuple[dict, dict, set[str]]:

@@ -30,7 +30,7 @@ state dict live in `keys.py`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 from .configs import DEFAULT_TEMPLATE_SIDE
@@ -50,7 +50,9 @@ def _positive_int(name: str, value, hint: str = "") -> None:
 class ViTSpec:
     """The shape of a plain pre-LayerNorm Vision Transformer (class token, learned positions),
     optionally with DeiT's distillation token (`dist_token`, the second token) and its own
-    classifier (`head_dist`; the logits are then the mean of both heads', as DeiT infers)."""
+    classifier (`head_dist`; the logits are then the mean of both heads', as DeiT infers), or
+    with timm's average pooling (`global_pool="avg"`: the head reads the mean of the patch
+    tokens after a LayerNorm `fc_norm`, usually without a class token, as TLEG's descendants)."""
 
     depth: int  # number of transformer blocks
     width: int  # embedding dimension
@@ -63,6 +65,8 @@ class ViTSpec:
     layer_norm_eps: float = LAYER_NORM_EPS  # added to the variance in every LayerNorm
     dist_token: bool = False  # DeiT's distillation token (timm puts it after pos_embed in the state dict)
     head_dist: bool = False  # DeiT's classifier of the distillation token (needs dist_token)
+    class_token: bool = True  # a class token before the patches (timm's class_token)
+    global_pool: str = "token"  # what the head reads: "token" (the class token) or "avg" (the patches' mean, after fc_norm)
 
     def __post_init__(self):
         _positive_int("depth", self.depth, " (number of transformer blocks)")
@@ -86,6 +90,14 @@ class ViTSpec:
                 raise WaveError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.head_dist and not self.dist_token:
             raise WaveError("head_dist needs dist_token: a distillation head reads the distillation token")
+        if not isinstance(self.class_token, bool):
+            raise WaveError(f"class_token must be true or false, got {self.class_token!r}")
+        if self.global_pool not in GLOBAL_POOLS:
+            raise WaveError(f"global_pool must be one of {', '.join(GLOBAL_POOLS)}, got {self.global_pool!r}")
+        if self.global_pool == "token" and not self.class_token:
+            raise WaveError("global_pool 'token' reads the class token: keep class_token, or pool with global_pool 'avg'")
+        if self.dist_token and (self.global_pool != "token"):
+            raise WaveError("DeiT's distillation token goes with the class token's pooling: use global_pool 'token'")
         if self.width % self.heads:
             divisors = [h for h in range(1, self.width + 1) if self.width % h == 0]
             raise WaveError(f"heads {self.heads} does not divide width {self.width}: choose heads from {_short(divisors)}")
@@ -110,12 +122,18 @@ class ViTSpec:
 
     @property
     def tokens(self) -> int:
-        return self.num_patches + 1 + self.dist_token  # patches, the class token and DeiT's distillation token
+        return self.num_patches + self.class_token + self.dist_token  # patches, the class token and DeiT's distillation token
 
     @property
     def is_plain(self) -> bool:
-        """No DeiT distillation token: the ViTs that templates and scalers describe."""
-        return not self.dist_token
+        """A class token read by the head and no DeiT distillation token: the ViTs that templates
+        and scalers describe."""
+        return not self.dist_token and self.class_token and self.global_pool == "token"
+
+    @property
+    def prefix_tokens(self) -> int:
+        """Tokens before the patches: the class token and DeiT's distillation token."""
+        return self.class_token + self.dist_token
 
     def plain(self) -> ViTSpec:
         """The same ViT without DeiT's distillation token and head."""
@@ -151,16 +169,12 @@ class ViTSpec:
         return ViTSpec(**d)
 
     def num_params(self) -> int:
-        total = 0
-        for role in roles_of(self):
-            n = 1
-            for s in role.param_shape(self):
-                n *= s
-            total += n * (self.depth if role.per_layer else 1)
-        return total
+        return sum(role.numel(self) * (self.depth if role.per_layer else 1) for role in roles_of(self))
 
 
-_LATER_FIELDS = {"layer_norm_eps": LAYER_NORM_EPS, "dist_token": False, "head_dist": False}  # field -> default
+_LATER_FIELDS = {"layer_norm_eps": LAYER_NORM_EPS, "dist_token": False, "head_dist": False, "class_token": True,
+                 "global_pool": "token"}  # field -> default
+GLOBAL_POOLS = ("token", "avg")
 
 
 def _short(values: list[int]) -> str:
@@ -168,23 +182,51 @@ def _short(values: list[int]) -> str:
 
 
 # Axis names: how big an axis is for a spec, and how many multiples of the width it holds
-# (0 for axes fixed by the data).
-_WIDTH_MULTIPLE = {"width": lambda s: 1, "3width": lambda s: 3, "mlp": lambda s: s.mlp_ratio}
+# (0 for axes fixed by the data). "heads" is a width-sized axis read as heads x head width (the
+# attention projection's input), "3width" the query, key and value rows of qkv.
+_WIDTH_MULTIPLE = {"width": lambda s: 1, "heads": lambda s: 1, "3width": lambda s: 3, "mlp": lambda s: s.mlp_ratio}
 _FIXED_SIZE = {
     "one": lambda s: 1,
     "tokens": lambda s: s.tokens,
     "patch": lambda s: s.patch_dim,
     "classes": lambda s: s.num_classes,
 }
+# What weight selection keeps along each axis kind (selection.selected_indices); None: the whole axis.
+_SELECTED = {"width": "width", "heads": "attention", "3width": "qkv", "mlp": "mlp"}
+# (mean, std) at initialisation, as timm sets them.
+_INIT = {
+    "normal": lambda s: (0.0, 0.02),  # trunc-normal matrices and embeddings
+    "patch": lambda s: (0.0, 1.0 / math.sqrt(3 * s.patch_dim)),  # PyTorch's default for the patch convolution
+    "one": lambda s: (1.0, 0.0),  # LayerNorm weights
+    "zero": lambda s: (0.0, 0.0),  # biases
+}
+
+
+def _always(spec: ViTSpec) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
 class Role:
-    """One kind of parameter, written as `sum_t kron(scaler_t, template_t)` over its axes."""
+    """One kind of parameter, and everything the library knows about it: where timm keeps it,
+    its shape, its Kronecker form `sum_t kron(scaler_t, template_t)`, its initialisation, which of
+    its axes a linear layer sums over, what weight selection keeps of it, and its Hugging Face
+    name. Every key list, shape check, name map and rule of the library derives from `SCHEMA`."""
 
     name: str  # the timm key (without `blocks.{i}.` for per-layer roles)
-    axes: tuple[str, ...]  # one axis (vector form) or two (matrix form)
-    per_layer: bool  # one scaler set per transformer block, or one for the model
+    axes: tuple[str, ...]  # the Kronecker form's axes: one (vector form) or two (matrix form)
+    place: str  # "stem" (before the blocks in timm's order), "block" (one per block) or "tail"
+    init: str  # a key of _INIT
+    stored: str = "plain"  # timm's shape from the Kronecker form's: "plain", "token" (a leading 1), "conv" (w, C, P, P)
+    fan_in: int | None = None  # the Kronecker axis a linear layer sums over (the spawn rule rescales it)
+    templated: bool = True  # written as templates and scalers in a learngene (else a dense parameter only)
+    present: Callable[[ViTSpec], bool] = _always  # whether a ViT of this spec has the parameter
+    hf: str | None = None  # the Hugging Face checkpoint name ({m}: vit or deit; {head}: the classifier; blocks: within the layer)
+    hf5: str | None = None  # transformers 5's in-memory name within a layer, where it differs
+
+    @property
+    def per_layer(self) -> bool:
+        return self.place == "block"
 
     def kron_shape(self, spec: ViTSpec) -> tuple[int, ...]:
         """The parameter as the 1-D or 2-D array that the Kronecker form builds."""
@@ -192,12 +234,23 @@ class Role:
 
     def param_shape(self, spec: ViTSpec) -> tuple[int, ...]:
         """The parameter's shape in a timm state dict."""
-        shape = self.kron_shape(spec)
-        if self.name == "patch_embed.proj.weight":  # a convolution: (w, C, P, P)
+        if self.stored == "conv":
             return (spec.width, spec.channels, spec.patch_size, spec.patch_size)
-        if self.name in ("cls_token", "dist_token", "pos_embed"):  # timm keeps a leading batch axis
-            return (1, *shape)
-        return shape
+        return (1, *self.kron_shape(spec)) if self.stored == "token" else self.kron_shape(spec)
+
+    def numel(self, spec: ViTSpec) -> int:
+        return math.prod(self.param_shape(spec))
+
+    def init_target(self, spec: ViTSpec) -> tuple[float, float]:
+        """(mean, std) of the parameter at initialisation."""
+        return _INIT[self.init](spec)
+
+    def selected(self) -> tuple[str | None, ...]:
+        """The index set weight selection takes along each axis of the stored parameter."""
+        if self.stored == "conv":
+            return ("width", None, None, None)
+        kinds = tuple(_SELECTED.get(axis) for axis in self.axes)
+        return (None, *kinds) if self.stored == "token" else kinds
 
     def template_shape(self, spec: ViTSpec, side: int) -> tuple[int, ...]:
         """One template: `side` along width axes, the full size along fixed axes."""
@@ -223,47 +276,68 @@ def _axis_size(axis: str, spec: ViTSpec) -> int:
     return _FIXED_SIZE[axis](spec)
 
 
-def _global(name, *axes):
-    return Role(name, axes, per_layer=False)
+def _pair(module: str, axes: tuple[str, ...], place: str, init: str, hf: str | None, hf5: str | None = None, **more) -> tuple[Role, Role]:
+    """The weight and bias roles of a linear layer or LayerNorm `module` (bias: the weight's first axis)."""
+    name5 = (lambda p: f"{hf5}.{p}") if hf5 else (lambda p: None)
+    weight = Role(f"{module}.weight", axes, place, init, hf=f"{hf}.weight" if hf else None, hf5=name5("weight"),
+                  fan_in=1 if len(axes) == 2 else None, **more)
+    bias = Role(f"{module}.bias", axes[:1], place, "zero", hf=f"{hf}.bias" if hf else None, hf5=name5("bias"),
+                **{k: v for k, v in more.items() if k != "stored"})
+    return weight, bias
 
 
-def _block(name, *axes):
-    return Role(name, axes, per_layer=True)
+def _class_token(spec: ViTSpec) -> bool:
+    return spec.class_token
 
 
-# In timm's state-dict order.
-ROLES: tuple[Role, ...] = (
-    _global("cls_token", "one", "width"),
-    _global("pos_embed", "tokens", "width"),
-    _global("patch_embed.proj.weight", "width", "patch"),
-    _global("patch_embed.proj.bias", "width"),
-    _block("norm1.weight", "width"),
-    _block("norm1.bias", "width"),
-    _block("attn.qkv.weight", "3width", "width"),
-    _block("attn.qkv.bias", "3width"),
-    _block("attn.proj.weight", "width", "width"),
-    _block("attn.proj.bias", "width"),
-    _block("norm2.weight", "width"),
-    _block("norm2.bias", "width"),
-    _block("mlp.fc1.weight", "mlp", "width"),
-    _block("mlp.fc1.bias", "mlp"),
-    _block("mlp.fc2.weight", "width", "mlp"),
-    _block("mlp.fc2.bias", "width"),
-    _global("norm.weight", "width"),
-    _global("norm.bias", "width"),
-    _global("head.weight", "classes", "width"),
-    _global("head.bias", "classes"),
+def _token_pool(spec: ViTSpec) -> bool:
+    return spec.global_pool == "token"
+
+
+def _avg_pool(spec: ViTSpec) -> bool:
+    return spec.global_pool == "avg"
+
+
+def _deit_token(spec: ViTSpec) -> bool:
+    return spec.dist_token
+
+
+def _deit_head(spec: ViTSpec) -> bool:
+    return spec.head_dist
+
+
+# Every parameter a ViT may have, in timm's state-dict order (stem, then each block's, then tail).
+SCHEMA: tuple[Role, ...] = (
+    Role("cls_token", ("one", "width"), "stem", "normal", stored="token", present=_class_token, hf="{m}.embeddings.cls_token"),
+    Role("pos_embed", ("tokens", "width"), "stem", "normal", stored="token", hf="{m}.embeddings.position_embeddings"),
+    # DeiT's distillation token and head: dense parameters only (templates describe plain ViTs).
+    Role("dist_token", ("one", "width"), "stem", "normal", stored="token", templated=False, present=_deit_token,
+         hf="deit.embeddings.distillation_token"),
+    Role("patch_embed.proj.weight", ("width", "patch"), "stem", "patch", stored="conv", hf="{m}.embeddings.patch_embeddings.projection.weight"),
+    Role("patch_embed.proj.bias", ("width",), "stem", "zero", hf="{m}.embeddings.patch_embeddings.projection.bias"),
+    *_pair("norm1", ("width",), "block", "one", "layernorm_before"),
+    # qkv: HF splits it into three thirds, {qkv} in query, key, value ({qkv5}: q, k, v).
+    *_pair("attn.qkv", ("3width", "width"), "block", "normal", "attention.attention.{qkv}", "attention.{qkv5}_proj"),
+    *_pair("attn.proj", ("width", "heads"), "block", "normal", "attention.output.dense", "attention.o_proj"),
+    *_pair("norm2", ("width",), "block", "one", "layernorm_after"),
+    *_pair("mlp.fc1", ("mlp", "width"), "block", "normal", "intermediate.dense", "mlp.fc1"),
+    *_pair("mlp.fc2", ("width", "mlp"), "block", "normal", "output.dense", "mlp.fc2"),
+    *_pair("norm", ("width",), "tail", "one", "{m}.layernorm", present=_token_pool),
+    # timm's average pooling: the final LayerNorm comes after pooling, under another name (no HF form).
+    *_pair("fc_norm", ("width",), "tail", "one", None, templated=False, present=_avg_pool),
+    *_pair("head", ("classes", "width"), "tail", "normal", "{head}"),
+    *_pair("head_dist", ("classes", "width"), "tail", "normal", "distillation_classifier", templated=False, present=_deit_head),
 )
-# DeiT's distillation token and head: dense parameters only (templates describe plain ViTs).
-DISTILLATION_ROLES: tuple[Role, ...] = (
-    _global("dist_token", "one", "width"),
-    _global("head_dist.weight", "classes", "width"),
-    _global("head_dist.bias", "classes"),
-)
+SCHEMA_BY_NAME: dict[str, Role] = {r.name: r for r in SCHEMA}
+# The templated roles, those a learngene holds.
+ROLES: tuple[Role, ...] = tuple(r for r in SCHEMA if r.templated)
+DISTILLATION_ROLES: tuple[Role, ...] = tuple(r for r in SCHEMA if not r.templated)
 ROLE_NAMES: tuple[str, ...] = tuple(r.name for r in ROLES)
-ROLES_BY_NAME: dict[str, Role] = {r.name: r for r in ROLES + DISTILLATION_ROLES}
+ROLES_BY_NAME: dict[str, Role] = SCHEMA_BY_NAME
 # The four transformer matrices, the roles the paper's templates are about.
 MATRIX_ROLES: tuple[str, ...] = ("attn.qkv.weight", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.weight")
+# The classifier: a fresh one when the classes or their meaning change.
+HEAD_ROLES = frozenset({"head.weight", "head.bias"})
 
 
 def check_side(spec: ViTSpec, side: int) -> None:
@@ -275,9 +349,12 @@ def check_templated(spec: ViTSpec, side: int) -> None:
     """WaveError unless templates of side `side` can describe `spec`: a plain ViT (no DeiT
     distillation token: that token and its head exist as dense weights only) of a width that
     is a multiple of the side."""
-    if not spec.is_plain:
+    if spec.dist_token:
         raise WaveError("templates and scalers describe plain ViTs, and this one has DeiT's distillation token: "
                         "use its plain() spec (a learngene's auxiliary model drops the token and its head)")
+    if not spec.is_plain:
+        raise WaveError("templates and scalers describe ViTs whose head reads a class token, and this one pools the patches "
+                        "(global_pool 'avg'): spawn a class-token ViT, or use it as a teacher or dense model only")
     check_side(spec, side)
 
 
@@ -340,19 +417,10 @@ def resized(spec: ViTSpec, depth: int, width: int, heads: int | None = None, sid
 
 
 def init_target(role: str, spec: ViTSpec) -> tuple[float, float]:
-    """(mean, std) of a parameter at initialisation, as timm sets them: trunc-normal 0.02 for
-    matrices and embeddings, PyTorch's default scale for the patch convolution, LayerNorm
-    weights 1, biases 0."""
-    if role == "patch_embed.proj.weight":
-        return 0.0, 1.0 / math.sqrt(3 * spec.patch_dim)
-    if role.startswith("norm") and role.endswith(".weight"):  # norm1, norm2, norm
-        return 1.0, 0.0
-    if role.endswith(".bias"):
-        return 0.0, 0.0
-    return 0.0, 0.02
+    """(mean, std) of parameter `role` at initialisation, as timm sets it (`Role.init`)."""
+    return SCHEMA_BY_NAME[role].init_target(spec)
 
 
 def roles_of(spec: ViTSpec) -> tuple[Role, ...]:
-    """The roles of `spec`'s parameters: ROLES, and DeiT's distillation token and head if it has them."""
-    extra = {"dist_token": spec.dist_token, "head_dist.weight": spec.head_dist, "head_dist.bias": spec.head_dist}
-    return ROLES + tuple(r for r in DISTILLATION_ROLES if extra[r.name])
+    """The roles of `spec`'s parameters, in timm's order."""
+    return tuple(r for r in SCHEMA if r.present(spec))

@@ -51,7 +51,8 @@ def check_parts(spec: ViTSpec, a: Mapping[str, Array], b: Mapping[str, Array], s
     """WaveError unless `a`, `b` (block role -> array) and `shared` (key -> array) hold exactly the
     parameters of a TLEG learngene of `spec`'s width, each of its timm shape."""
     if not spec.is_plain:
-        raise WaveError("TLEG describes plain ViTs, and this one has DeiT's distillation token: use its plain() spec")
+        raise WaveError("TLEG describes plain ViTs (a class token read by the head, no DeiT distillation token), and this one is not: "
+                        "use a plain ViT")
     for kind, arrays, names in (("A", a, BLOCK_ROLES), ("B", b, BLOCK_ROLES), ("shared", shared, SHARED_ROLES)):
         missing = [n for n in names if n not in arrays]
         extra = [n for n in arrays if n not in names]
@@ -93,7 +94,8 @@ def check_target(spec: ViTSpec, target: ViTSpec) -> None:
         raise WaveError(f"TLEG cannot change width: its learngene has width {spec.width}, the target {target.width}; "
                         f"TLEG initialises models of any depth at width {spec.width} only (use WAVE for other widths)")
     if not target.is_plain:
-        raise WaveError("TLEG initialises plain ViTs, and the target has DeiT's distillation token: use its plain() spec")
+        raise WaveError("TLEG initialises plain ViTs (a class token read by the head, no DeiT distillation token), and the target is not: "
+                        "use a plain ViT")
     changed = [k for k in _KEPT if getattr(target, k) != getattr(spec, k)]
     if changed:
         k = changed[0]

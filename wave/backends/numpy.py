@@ -76,13 +76,16 @@ def forward(sd: Mapping[str, np.ndarray], spec: ViTSpec, images: np.ndarray) -> 
     images = np.asarray(images, dtype=np.float64)
     kernel = sd["patch_embed.proj.weight"].reshape(spec.width, -1)  # (D, C*P*P)
     x = patchify(images, spec.patch_size) @ kernel.T + sd["patch_embed.proj.bias"]  # (B, n, D)
-    tokens = [sd["cls_token"]] + ([sd["dist_token"]] if spec.dist_token else [])  # DeiT: the distillation token second
+    tokens = ([sd["cls_token"]] if spec.class_token else []) + ([sd["dist_token"]] if spec.dist_token else [])  # DeiT's second
     x = np.concatenate([np.broadcast_to(t, (x.shape[0], 1, spec.width)) for t in tokens] + [x], axis=1) + sd["pos_embed"]  # (B, T, D)
     eps = spec.layer_norm_eps
     for i in range(spec.depth):
         p = f"blocks.{i}."
         x = x + attention(layer_norm(x, sd[p + "norm1.weight"], sd[p + "norm1.bias"], eps), sd, p + "attn.", spec.heads)
         x = x + mlp(layer_norm(x, sd[p + "norm2.weight"], sd[p + "norm2.bias"], eps), sd, p + "mlp.")
+    if spec.global_pool == "avg":  # the patch tokens' mean, then fc_norm
+        pooled = layer_norm(x[:, spec.prefix_tokens:].mean(1), sd["fc_norm.weight"], sd["fc_norm.bias"], eps)  # (B, D)
+        return pooled @ sd["head.weight"].T + sd["head.bias"]
     x = layer_norm(x, sd["norm.weight"], sd["norm.bias"], eps)
     logits = x[:, 0] @ sd["head.weight"].T + sd["head.bias"]  # class token -> (B, classes)
     if spec.head_dist:  # DeiT's inference: the mean of the class and distillation heads

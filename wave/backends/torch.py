@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WaveError
-from ..keys import state_dict_keys
+from ..keys import split_key, state_dict_keys
 from ..learngene import Learngene, check_shapes, materialize
 from ..spawning import fresh_factors
 from ..spec import ROLES, ViTSpec, check_side, init_target
@@ -83,18 +83,24 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    """A plain ViT: class token, learned position embedding, pre-LayerNorm blocks, linear head."""
+    """A plain ViT: class token, learned position embedding, pre-LayerNorm blocks, linear head
+    (or timm's average pooling of the patch tokens, `ViTSpec.global_pool`)."""
 
     def __init__(self, spec: ViTSpec):
         super().__init__()
         self.spec = spec
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.width))
+        if spec.class_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.width))
         self.pos_embed = nn.Parameter(torch.zeros(1, spec.tokens, spec.width))
         if spec.dist_token:  # DeiT: a second token, read by its own head (or by none: transformers' DeiTForImageClassification)
             self.dist_token = nn.Parameter(torch.zeros(1, 1, spec.width))  # registered after pos_embed, as timm does
         self.patch_embed = PatchEmbed(spec)
         self.blocks = nn.ModuleList(Block(spec) for _ in range(spec.depth))
-        self.norm = nn.LayerNorm(spec.width, eps=spec.layer_norm_eps)
+        final_norm = nn.LayerNorm(spec.width, eps=spec.layer_norm_eps)
+        if spec.global_pool == "avg":  # timm's names: the LayerNorm after pooling is fc_norm
+            self.fc_norm = final_norm
+        else:
+            self.norm = final_norm
         self.head = nn.Linear(spec.width, spec.num_classes)
         if spec.head_dist:
             self.head_dist = nn.Linear(spec.width, spec.num_classes)
@@ -103,7 +109,7 @@ class ViT(nn.Module):
     def reset_parameters(self) -> None:
         """timm's default ViT initialisation, drawn from torch's global generator."""
         for name, p in self.named_parameters():
-            mean, std = init_target(_role_of(name), self.spec)
+            mean, std = init_target(split_key(name)[0], self.spec)
             if std == 0:
                 nn.init.constant_(p, mean)
             else:
@@ -116,18 +122,16 @@ class ViT(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(images)  # (B, n, D)
-        tokens = [self.cls_token] + ([self.dist_token] if self.spec.dist_token else [])
+        tokens = ([self.cls_token] if self.spec.class_token else []) + ([self.dist_token] if self.spec.dist_token else [])
         x = torch.cat([t.expand(x.shape[0], -1, -1) for t in tokens] + [x], dim=1) + self.pos_embed  # (B, T, D)
         for block in self.blocks:
             x = block(x)
+        if self.spec.global_pool == "avg":
+            return self.head(self.fc_norm(x[:, self.spec.prefix_tokens:].mean(1)))  # (B, classes)
         x = self.norm(x)
         if self.spec.head_dist:  # DeiT's inference: the mean of both heads
             return (self.head(x[:, 0]) + self.head_dist(x[:, 1])) / 2  # (B, classes)
         return self.head(x[:, 0])  # (B, classes)
-
-
-def _role_of(key: str) -> str:
-    return key.split(".", 2)[2] if key.startswith("blocks.") else key
 
 
 def load_state_dict(model: ViT, state: Mapping[str, np.ndarray | torch.Tensor]) -> ViT:

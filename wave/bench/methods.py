@@ -35,7 +35,7 @@ from ..errors import WaveError
 from ..io.datasets import Dataset
 from ..mimetic import mimetic
 from ..selection import check_applicable, weight_selection
-from ..spec import ViTSpec
+from ..spec import HEAD_ROLES, ViTSpec
 from ..tasks import fit_images, random_vit, teacher_kd_loss
 from ..tleg import expand
 from ..training.distributed import resolve_device
@@ -43,8 +43,6 @@ from ..training.engine import train
 from .config import BenchConfig
 from .family import Family
 from .records import images_passed
-
-DATA_KEYS_HEAD = ("head.weight", "head.bias")  # other data: other classes, even of the same count
 
 
 @dataclass
@@ -82,7 +80,7 @@ def with_fresh_data_keys(state: dict[str, np.ndarray], spec: ViTSpec, seed: int,
     the parameters whose shape differs and the classifier come from a random init of `seed`."""
     fresh = dense_numpy(random_vit(spec, seed).state_dict())
     if not same_data:
-        state = {k: (fresh[k] if (k in DATA_KEYS_HEAD or v.shape != fresh[k].shape) else v) for k, v in state.items()}
+        state = {k: (fresh[k] if (k in HEAD_ROLES or v.shape != fresh[k].shape) else v) for k, v in state.items()}
     return load_state_dict(ViT(spec), state)
 
 

@@ -46,7 +46,7 @@ from safetensors.numpy import save as _safetensors_bytes
 
 from ..errors import WaveError
 from ..keys import ModelFile, check_state_dict, state_dict_keys
-from ..spec import ViTSpec
+from ..spec import SCHEMA, ViTSpec, roles_of
 from .storage import read_file, tensor_dtypes
 
 CONFIG_FILE = "config.json"
@@ -57,37 +57,16 @@ _EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, PREPROCESSOR_FILE})
 # Formats HF folders may hold that we never load: pickles run code when read.
 _UNSAFE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 
-# (our name, HF name): parameters outside the blocks, the same in every transformers version.
-# Names with the backbone's prefix `{m}`: "vit" for ViT, "deit" for DeiT.
-_GLOBAL_NAMES = (
-    ("cls_token", "{m}.embeddings.cls_token"),
-    ("pos_embed", "{m}.embeddings.position_embeddings"),
-    ("patch_embed.proj.weight", "{m}.embeddings.patch_embeddings.projection.weight"),
-    ("patch_embed.proj.bias", "{m}.embeddings.patch_embeddings.projection.bias"),
-    ("norm.weight", "{m}.layernorm.weight"),
-    ("norm.bias", "{m}.layernorm.bias"),
-)
-_DIST_TOKEN = ("dist_token", "deit.embeddings.distillation_token")
-# The classifiers, by the class that holds them. DeiTForImageClassification reads only the
-# class token (its distillation token takes part in attention, and no head reads it);
-# DeiTForImageClassificationWithTeacher averages the two heads, as our head and head_dist do.
-_CLASSIFIERS = {
-    "ViTForImageClassification": (("head", "classifier"),),
-    "DeiTForImageClassification": (("head", "classifier"),),
-    "DeiTForImageClassificationWithTeacher": (("head", "cls_classifier"), ("head_dist", "distillation_classifier")),
+# The classifiers' HF names (`Role.hf`'s {head}), by the class that holds them.
+# DeiTForImageClassification reads only the class token (its distillation token takes part in
+# attention, and no head reads it); DeiTForImageClassificationWithTeacher averages the two heads,
+# as our head and head_dist do.
+_CLASSIFIER = {
+    "ViTForImageClassification": "classifier",
+    "DeiTForImageClassification": "classifier",
+    "DeiTForImageClassificationWithTeacher": "cls_classifier",
 }
-_LAYER_MODULES = (  # per block: (our module, HF checkpoint module, transformers 5's in-memory module)
-    ("norm1", "layernorm_before", "layernorm_before"),
-    ("attn.proj", "attention.output.dense", "attention.o_proj"),
-    ("norm2", "layernorm_after", "layernorm_after"),
-    ("mlp.fc1", "intermediate.dense", "mlp.fc1"),
-    ("mlp.fc2", "output.dense", "mlp.fc2"),
-)
-_QKV_MODULES = (  # the three thirds of our qkv, in order: (HF checkpoint module, transformers 5's)
-    ("attention.attention.query", "attention.q_proj"),
-    ("attention.attention.key", "attention.k_proj"),
-    ("attention.attention.value", "attention.v_proj"),
-)
+_QKV = (("query", "q"), ("key", "k"), ("value", "v"))  # the three thirds of our qkv, in order: (checkpoint, transformers 5)
 _LAYER_PREFIX = "{m}.encoder.layer.{i}."
 _V5_LAYER = re.compile(r"^(vit|deit)\.layers\.(\d+)\.(.*)$")
 # Tensors the classifiers themselves ignore: a pooler (ViTModel's) and a masking token (SimMIM's).
@@ -113,6 +92,9 @@ _CONFIG_DEFAULTS = {
 
 def architecture(spec: ViTSpec) -> str:
     """The transformers class that computes what our ViT `spec` does."""
+    if spec.global_pool != "token":
+        raise WaveError("transformers' ViT classifies from the class token and has no average pooling: "
+                        "export this model with --format timm")
     if not spec.dist_token:
         return "ViTForImageClassification"
     return "DeiTForImageClassificationWithTeacher" if spec.head_dist else "DeiTForImageClassification"
@@ -124,12 +106,21 @@ def _backbone(spec: ViTSpec) -> str:
 
 def _single_names(spec: ViTSpec) -> list[tuple[str, str]]:
     """(our key, HF name) of every tensor outside the blocks."""
-    names = [(ours, theirs.format(m=_backbone(spec))) for ours, theirs in _GLOBAL_NAMES]
-    if spec.dist_token:
-        names.append(_DIST_TOKEN)
-    for ours, theirs in _CLASSIFIERS[architecture(spec)]:
-        names += [(f"{ours}.weight", f"{theirs}.weight"), (f"{ours}.bias", f"{theirs}.bias")]
-    return names
+    names = {"m": _backbone(spec), "head": _CLASSIFIER[architecture(spec)]}
+    return [(r.name, r.hf.format(**names)) for r in roles_of(spec) if not r.per_layer]
+
+
+def _layer_names(spec: ViTSpec, i: int) -> list[tuple[str, list[str]]]:
+    """(our key, HF names) of every tensor of block i; qkv has three, its thirds in order."""
+    prefix = _LAYER_PREFIX.format(m=_backbone(spec), i=i)
+    return [(r.key(i), [prefix + r.hf.format(qkv=qkv) for qkv, _ in _QKV] if "{qkv}" in r.hf else [prefix + r.hf])
+            for r in roles_of(spec) if r.per_layer]
+
+
+def _v5_to_checkpoint() -> dict[str, str]:
+    """transformers 5's in-memory names within a layer -> the checkpoint's (where they differ)."""
+    pairs = [(r.hf5.format(qkv5=q5), r.hf.format(qkv=q)) for r in SCHEMA if r.hf5 for q, q5 in _QKV]
+    return {v5.rpartition(".")[0]: legacy.rpartition(".")[0] for v5, legacy in pairs}
 
 
 def to_hf(state_dict: dict, spec: ViTSpec, labels: list[str] | None = None) -> tuple[dict[str, np.ndarray], dict]:
@@ -143,16 +134,10 @@ def to_hf(state_dict: dict, spec: ViTSpec, labels: list[str] | None = None) -> t
     check_state_dict("state dict", state_dict, spec)
     state = {k: np.asarray(v) for k, v in state_dict.items()}
     hf = {theirs: state[ours] for ours, theirs in _single_names(spec)}
-    w = spec.width
     for i in range(spec.depth):
-        prefix = _LAYER_PREFIX.format(m=_backbone(spec), i=i)
-        for ours, theirs, _ in _LAYER_MODULES:
-            for p in ("weight", "bias"):
-                hf[f"{prefix}{theirs}.{p}"] = state[f"blocks.{i}.{ours}.{p}"]
-        for p in ("weight", "bias"):
-            qkv = state[f"blocks.{i}.attn.qkv.{p}"]  # (3w, w) or (3w,)
-            for third, (theirs, _) in enumerate(_QKV_MODULES):
-                hf[f"{prefix}{theirs}.{p}"] = qkv[third * w:(third + 1) * w]  # (w, w) or (w,)
+        for ours, theirs in _layer_names(spec, i):
+            parts = np.split(state[ours], len(theirs))  # qkv (3w, w) or (3w,): three thirds; others whole
+            hf.update(zip(theirs, parts))
     return hf, hf_config(spec, labels, dtype=str(state["head.weight"].dtype))
 
 
@@ -220,7 +205,7 @@ def from_hf(hf_state_dict: dict, config: dict, source: str = "Hugging Face model
     state = _legacy_names({k: np.asarray(v) for k, v in hf_state_dict.items()})
     if spec.dist_token and "distillation_classifier.weight" in state:
         spec = spec.replace(head_dist=True)
-    head = _CLASSIFIERS[architecture(spec)][0][1] + ".weight"
+    head = _CLASSIFIER[architecture(spec)] + ".weight"
     if head not in state:
         raise WaveError(
             f"{source} has no classifier ({head}): it is a backbone ({'DeiT' if spec.dist_token else 'ViT'}Model) "
@@ -241,14 +226,11 @@ def from_hf(hf_state_dict: dict, config: dict, source: str = "Hugging Face model
 
     ours = {mine: take(theirs) for mine, theirs in _single_names(spec)}
     for i in range(spec.depth):
-        prefix = _LAYER_PREFIX.format(m=_backbone(spec), i=i)
-        for p in ("weight", "bias"):
-            thirds = [take(f"{prefix}{theirs}.{p}") for theirs, _ in _QKV_MODULES]  # 3 x (w, w) or (w,)
-            if len({t.shape for t in thirds}) != 1:
-                raise WaveError(f"{source}: query, key and value of layer {i} differ in shape ({', '.join(str(t.shape) for t in thirds)}): not a standard ViT")
-            ours[f"blocks.{i}.attn.qkv.{p}"] = np.concatenate(thirds, axis=0)  # (3w, w) or (3w,)
-            for mine, theirs, _ in _LAYER_MODULES:
-                ours[f"blocks.{i}.{mine}.{p}"] = take(f"{prefix}{theirs}.{p}")
+        for mine, theirs in _layer_names(spec, i):
+            parts = [take(name) for name in theirs]  # qkv: 3 x (w, w) or (w,)
+            if len({t.shape for t in parts}) != 1:
+                raise WaveError(f"{source}: query, key and value of layer {i} differ in shape ({', '.join(str(t.shape) for t in parts)}): not a standard ViT")
+            ours[mine] = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     extra = sorted(k for k in state if k not in used and not _IGNORED.match(k))
     if extra:
         raise WaveError(
@@ -263,7 +245,7 @@ def from_hf(hf_state_dict: dict, config: dict, source: str = "Hugging Face model
 def _legacy_names(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Rename transformers 5's in-memory names (`vit.layers.{i}.attention.q_proj...`) to the
     checkpoint names `save_pretrained` writes; other keys are kept."""
-    v5_to_legacy = {v5: legacy for _, legacy, v5 in _LAYER_MODULES} | {v5: legacy for legacy, v5 in _QKV_MODULES}
+    v5_to_legacy = _v5_to_checkpoint()
     renamed = {}
     for key, value in state.items():
         m = _V5_LAYER.match(key)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import WaveError
 from ..keys import ModelFile, check_state_dict
-from ..spec import ViTSpec
+from ..spec import GLOBAL_POOLS, ViTSpec
 
 # name -> (depth, width, heads), timm's ViT and DeiT sizes
 SIZES = {
@@ -28,7 +28,7 @@ SIZES = {
 # An architecture this package can hold: timm's vit_* and deit_* (distilled or not) ViTs.
 _ARCHITECTURE = re.compile(r"^(?P<family>vit|deit)_(?P<size>tiny|small|base|large)_(?P<distilled>distilled_)?patch(?P<patch>\d+)_(?P<image>\d+)$")
 # model_args whose value here is the only one our ViT has (anything else is refused by name).
-_FIXED_ARGS = {"class_token": True, "global_pool": "token", "qkv_bias": True, "no_embed_class": False, "reg_tokens": 0,
+_FIXED_ARGS = {"qkv_bias": True, "no_embed_class": False, "reg_tokens": 0,
                "pre_norm": False, "fc_norm": None, "drop_rate": 0.0, "pos_drop_rate": 0.0, "attn_drop_rate": 0.0,
                "proj_drop_rate": 0.0, "drop_path_rate": 0.0, "init_values": None, "qk_norm": False, "dynamic_img_size": False}
 
@@ -54,8 +54,11 @@ def architecture_name(spec: ViTSpec) -> str:
 
 def model_args(spec: ViTSpec) -> dict:
     """timm.create_model keyword arguments that build exactly `spec` from `architecture_name(spec)`."""
-    return {"depth": spec.depth, "embed_dim": spec.width, "num_heads": spec.heads, "mlp_ratio": float(spec.mlp_ratio),
+    args = {"depth": spec.depth, "embed_dim": spec.width, "num_heads": spec.heads, "mlp_ratio": float(spec.mlp_ratio),
             "patch_size": spec.patch_size, "img_size": spec.image_size, "in_chans": spec.channels, "num_classes": spec.num_classes}
+    if spec.global_pool != "token":
+        args.update(class_token=spec.class_token, global_pool=spec.global_pool)
+    return args
 
 
 def timm_config(spec: ViTSpec, labels: list[str] | None = None, pixel_max: float = 255.0) -> dict:
@@ -70,7 +73,7 @@ def timm_config(spec: ViTSpec, labels: list[str] | None = None, pixel_max: float
         "architecture": architecture_name(spec),
         "num_classes": spec.num_classes,
         "num_features": spec.width,
-        "global_pool": "token",
+        "global_pool": spec.global_pool,
         "model_args": model_args(spec),
         "pretrained_cfg": {
             "input_size": [spec.channels, spec.image_size, spec.image_size],
@@ -101,8 +104,9 @@ def is_timm_config(config: dict) -> bool:
 def spec_from_timm_config(config: dict, source: str = "timm model") -> ViTSpec:
     """The ViTSpec of a timm folder's `config.json`: depth, width and heads from the
     architecture's size and `model_args`, image size and channels from `pretrained_cfg`, the
-    classes from `num_classes`, eps timm's 1e-6. Anything our ViT does not have (average pooling,
-    no class token, register tokens, ...) is a one-line error naming it."""
+    classes from `num_classes`, eps timm's 1e-6, the class token and pooling (`class_token`,
+    `global_pool` "token" or "avg") from `model_args`. Anything our ViT does not have (register
+    tokens, max pooling, ...) is a one-line error naming it."""
     name = config["architecture"].split(".")[0]  # a pretrained tag (".augreg_in21k_ft_in1k") names weights, not shapes
     match = _ARCHITECTURE.match(name)
     if match is None:
@@ -112,6 +116,10 @@ def spec_from_timm_config(config: dict, source: str = "timm model") -> ViTSpec:
     if config.get("global_pool") not in (None, "token"):  # timm writes the pooling at the top level too
         args.setdefault("global_pool", config["global_pool"])
     pretrained = config.get("pretrained_cfg") or {}
+    pool = args.get("global_pool", "token")
+    if pool not in GLOBAL_POOLS:
+        raise WaveError(f"{source}: model_args global_pool={pool!r} is not in our ViT (it pools by {' or '.join(GLOBAL_POOLS)}): "
+                        f"this model cannot be a teacher here")
     for key, ours in _FIXED_ARGS.items():
         if key in args and args[key] != ours:
             raise WaveError(f"{source}: model_args {key}={args[key]!r} is not in our ViT (it has {key}={ours!r}): "
@@ -134,6 +142,8 @@ def spec_from_timm_config(config: dict, source: str = "timm model") -> ViTSpec:
         mlp_ratio=_integral(args.get("mlp_ratio", 4), source),
         dist_token=distilled,
         head_dist=distilled,
+        class_token=bool(args.get("class_token", True)),
+        global_pool=pool,
     )
 
 
