@@ -199,16 +199,6 @@ def _model_and_data(data, data_dir, subset, depth, width, heads, patch, seed, in
     return initial, dataset, shift_flip
 
 
-def auxiliary_spec(teacher, depth, width, heads, side):
-    """The auxiliary model: the teacher's shape (a plain ViT, also for a DeiT teacher) unless told
-    otherwise; its width must fit the side."""
-    from waveinit.spec import resized
-
-    depth = teacher.depth if depth is None else depth
-    width = teacher.width if width is None else width
-    return resized(teacher.plain(), depth, width, heads, side=side)  # a DeiT teacher's distillation token stays with it
-
-
 DISTILLATION = "Distillation"
 
 
@@ -268,6 +258,7 @@ def distill(
     per-epoch metrics beside it, <out stem>.metrics.csv)."""
     from waveinit.io.metrics import metrics_path
     from waveinit.io.storage import check_writable
+    from waveinit.spec import resized
     from waveinit.tasks import distill as run_distill
 
     from .display import TrainingDisplay
@@ -284,7 +275,7 @@ def distill(
     if teacher_model is None:
         teacher_model = _default_ancestry(dataset, epochs, batch_size, seed, device, resume, workers, depth, width, heads, side)
     t = teacher_model.spec
-    aux_spec = auxiliary_spec(t, depth, width, heads, side)
+    aux_spec = resized(t.plain(), depth, width, heads, side=side)  # the teacher's shape unless told; a DeiT's token stays with it
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every,
                          compile=compile_model,
                          **recipe(smoothing, mixup, cutmix, mixup_prob, mixup_switch_prob, reprob, drop_path, model_ema, model_ema_decay))
@@ -328,12 +319,13 @@ def _default_ancestry(dataset, epochs, batch_size, seed, device, resume, workers
     """`wave distill` without --teacher and without runs/ancestry.safetensors: train that ancestry first."""
     import dataclasses
 
+    from waveinit.spec import resized
     from waveinit.tasks import load_vit, spec_for, train_ancestry
 
     from .display import TrainingDisplay
 
     recipe = dataclasses.replace(_ANCESTRY, epochs=epochs)
-    auxiliary_spec(spec_for(dataset, recipe.depth, recipe.width), depth, width, heads, side)  # bad options fail now, not after the ancestry
+    resized(spec_for(dataset, recipe.depth, recipe.width), depth, width, heads, side=side)  # bad options fail now, not after the ancestry
     echo(f"no --teacher given and none at {DEFAULT_ANCESTRY}: training a {recipe.depth}x{recipe.width} ancestry on {dataset.name} first")
     with TrainingDisplay("ancestry") as display:
         train_ancestry(dataset, recipe, out=DEFAULT_ANCESTRY, batch_size=batch_size, seed=seed, device=device, resume=resume,

@@ -162,11 +162,8 @@ class ViTSpec:
         return cls(**d)
 
     def replace(self, **changes) -> ViTSpec:
-        d = self.to_dict()
-        if "width" in changes and "heads" not in changes:
-            d["heads"] = None  # the default heads follow the new width
-        d.update(changes)
-        return ViTSpec(**d)
+        """This spec with some fields changed: `resized`'s rule (the heads follow a new width)."""
+        return resized(self, **changes)
 
     def num_params(self) -> int:
         return sum(role.numel(self) * (self.depth if role.per_layer else 1) for role in roles_of(self))
@@ -403,17 +400,28 @@ def scaler_shapes(spec: ViTSpec, side: int, n: int | Mapping[str, int]) -> dict[
     return shapes
 
 
-def resized(spec: ViTSpec, depth: int, width: int, heads: int | None = None, side: int | None = None, **data) -> ViTSpec:
-    """`spec` with another depth and width (and, through `data`, another image_size, patch_size,
-    channels or num_classes). Heads default to keeping `spec`'s head width where the new width
-    allows it, else to width / 64; with `side`, the width must be a multiple of it (checked first,
-    since the default heads would complain less helpfully)."""
+def resized(spec: ViTSpec, depth: int | None = None, width: int | None = None, heads: int | None = None, side: int | None = None,
+            **fields) -> ViTSpec:
+    """The one way a spec is derived from another: `spec` with another depth and width (None
+    keeps them), and any other field through `fields` (image_size, patch_size, channels,
+    num_classes to re-target it to other data; None keeps a field).
+
+    The one head rule: `heads` if given, else `spec`'s head width kept where the new width is a
+    multiple of it (templates stay head-aligned), else width / 64 (ViTSpec's default). With
+    `side`, the width must be a multiple of it (checked first: the head rule complains less
+    helpfully)."""
+    depth = spec.depth if depth is None else depth
+    width = spec.width if width is None else width
     if side is not None:
         check_width(width, side)
-    if heads is None and isinstance(width, int) and width % spec.head_dim == 0:
-        heads = width // spec.head_dim  # keep the head width: templates stay head-aligned
-    return ViTSpec(**{**spec.to_dict(), "depth": depth, "width": width, "heads": heads,
-                      **{k: v for k, v in data.items() if v is not None}})
+    if heads is None and isinstance(width, int) and not isinstance(width, bool) and width % spec.head_dim == 0:
+        heads = width // spec.head_dim
+    return ViTSpec(**{**spec.to_dict(), "depth": depth, "width": width, "heads": heads, **{k: v for k, v in fields.items() if v is not None}})
+
+
+def data_fields(spec: ViTSpec) -> dict:
+    """The fields that follow the data: `resized(other, **data_fields(spec))` re-targets `other` to `spec`'s data."""
+    return {"image_size": spec.image_size, "patch_size": spec.patch_size, "channels": spec.channels, "num_classes": spec.num_classes}
 
 
 def init_target(role: str, spec: ViTSpec) -> tuple[float, float]:

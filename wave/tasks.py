@@ -26,7 +26,7 @@ from .io.files import load_model, save_learngene, save_model, save_tleg
 from .io.metrics import MetricsLog, metrics_path
 from .learngene import Learngene, learngene_from_weights
 from .spawning import spawn_factors
-from .spec import ViTSpec
+from .spec import ViTSpec, resized
 from .tleg import TLEGGene
 from .training.distributed import barrier, distributed_context, resolve_device
 from .training.engine import LossFn, TrainResult, train
@@ -45,14 +45,18 @@ def default_patch(image_size: int) -> int:
     return image_size // 4
 
 
+_FRESH = ViTSpec(depth=1, width=64)  # what a new model is derived from: heads of width 64, as timm's ViTs have
+
+
 def spec_for(data: Dataset, depth: int, width: int, heads: int | None = None, patch: int | None = None) -> ViTSpec:
-    """The ViT of the given depth and width for `data`'s images and classes."""
+    """The ViT of the given depth and width for `data`'s images and classes (`spec.resized`'s
+    head rule: heads of width 64 unless given)."""
     patch = patch or default_patch(data.image_size)
     if data.image_size % patch:
         raise WaveError(f"patch size {patch} does not divide the {data.image_size}x{data.image_size} images of {data.name}: "
                         f"pass --patch with a divisor of {data.image_size}")
-    return ViTSpec(depth=depth, width=width, heads=heads, patch_size=patch, image_size=data.image_size,
-                   channels=data.channels, num_classes=data.num_classes)
+    return resized(_FRESH, depth, width, heads, patch_size=patch, image_size=data.image_size, channels=data.channels,
+                   num_classes=data.num_classes)
 
 
 def check_fits(spec: ViTSpec, data: Dataset, what: str) -> None:

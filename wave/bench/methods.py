@@ -35,7 +35,7 @@ from ..errors import WaveError
 from ..io.datasets import Dataset
 from ..mimetic import mimetic
 from ..selection import check_applicable, weight_selection
-from ..spec import HEAD_ROLES, ViTSpec
+from ..spec import HEAD_ROLES, ViTSpec, data_fields, resized
 from ..tasks import fit_images, random_vit, teacher_kd_loss
 from ..tleg import expand
 from ..training.distributed import resolve_device
@@ -58,7 +58,7 @@ def not_applicable(method: str, spec: ViTSpec, family: Family) -> str | None:
     """Why `method` cannot make a model of `spec` (None: it can)."""
     if method == "weight-selection":
         try:
-            check_applicable(family.ancestry.spec, _on_family_data(spec, family.ancestry.spec))
+            check_applicable(family.ancestry.spec, resized(spec, **data_fields(family.ancestry.spec)))
         except WaveError as e:
             return str(e)
     if method == "tleg":
@@ -67,12 +67,6 @@ def not_applicable(method: str, spec: ViTSpec, family: Family) -> str | None:
             return (f"TLEG makes only its ancestry's width {own.width} ({own.heads} heads): A + l/(L-1) B changes the depth, "
                     f"not the shape of a layer")
     return None
-
-
-def _on_family_data(spec: ViTSpec, family_spec: ViTSpec) -> ViTSpec:
-    """`spec` with the family's data fields (image size, patch, channels, classes)."""
-    return spec.replace(image_size=family_spec.image_size, patch_size=family_spec.patch_size, channels=family_spec.channels,
-                        num_classes=family_spec.num_classes)
 
 
 def with_fresh_data_keys(state: dict[str, np.ndarray], spec: ViTSpec, seed: int, same_data: bool) -> ViT:
@@ -99,7 +93,7 @@ def initialise(method: str, spec: ViTSpec, seed: int, family: Family, data: Data
     if method == "mimetic":
         return done(load_state_dict(ViT(spec), mimetic(dense_numpy(random_vit(spec, seed).state_dict()), spec, seed)))
     if method == "weight-selection":
-        state = weight_selection(dense_numpy(family.ancestry.state_dict()), family.ancestry.spec, _on_family_data(spec, family.ancestry.spec))
+        state = weight_selection(dense_numpy(family.ancestry.state_dict()), family.ancestry.spec, resized(spec, **data_fields(family.ancestry.spec)))
         return done(with_fresh_data_keys(state, spec, seed, same_data))
     if method == "tleg":
         state = expand(family.tleg.a, family.tleg.b, family.tleg.shared, family.tleg.spec, spec.depth)
