@@ -142,3 +142,26 @@ def test_distill_without_the_cache_matches_the_cached_run(ancestry, tmp_path):
     for key in expected:  # the same teacher logits, computed in other batches: equal up to rounding
         rel = np.linalg.norm(actual[key] - expected[key]) / np.linalg.norm(expected[key])
         assert rel < 1e-4, (key, rel)
+
+
+def test_distillation_can_start_from_the_teachers_nearest_kronecker_sums(tmp_path):
+    # init "nearest-kron": before any step, the auxiliary's weights are the teacher's nearest
+    # Kronecker sums (learngene_from_weights); an auxiliary of another shape is refused.
+    from waveinit import learngene_from_weights, materialize
+    from waveinit.backends.torch import dense_numpy
+    from waveinit.configs import DistillConfig, TrainConfig
+    from waveinit.errors import WaveError
+    from waveinit.tasks import distill, random_vit, spec_for
+
+    data = load_dataset("digits", subset=128)
+    teacher = random_vit(spec_for(data, 2, 64, patch=2), 0)
+    settings = DistillConfig(templates=2, side=32, init="nearest-kron")
+    config = TrainConfig(max_steps=1, batch_size=32, lr=1e-12, weight_decay=0.0)  # one step that moves nothing
+    result = distill(teacher, data, teacher.spec, config, settings, out=tmp_path / "lg.safetensors", device="cpu")
+    nearest = learngene_from_weights(dense_numpy(teacher.state_dict()), teacher.spec, 32, 2)
+    got = materialize(teacher.spec, 32, result.learngene.templates, result.learngene.scalers)
+    want = materialize(teacher.spec, 32, nearest.templates, nearest.scalers)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    with pytest.raises(WaveError, match="needs the teacher's shape"):
+        distill(teacher, data, teacher.spec.replace(depth=1), config, settings, out=tmp_path / "other.safetensors", device="cpu")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -264,66 +265,95 @@ def train_ancestry(data: Dataset, recipe: AncestryConfig, *, out: str | Path, ba
 
 @dataclass
 class DistillResult:
-    learngene: Learngene
-    model: TemplatedViT
+    learngene: Learngene | TLEGGene  # what was saved at `out`
+    model: TemplatedViT | TLEGViT  # the auxiliary model it was read from
     train: TrainResult
     teacher_eval: dict
     seconds: float
 
 
-def distill(
-    teacher: ViT,
-    data: Dataset,
-    aux_spec: ViTSpec,
-    config: TrainConfig,
-    distill_config: DistillConfig = DistillConfig(),
-    *,
-    out: str | Path,
-    device: str = "auto",
-    resume: bool = False,
-    on_progress=None,
-    provenance: dict | None = None,
-    workers: int = 0,
-    log_dir: str | Path | None = None,
-) -> DistillResult:
+TLEGResult = DistillResult  # distill_tleg's result: the same fields
+
+
+@dataclass(frozen=True)
+class _Learngene:
+    """What one kind of learngene changes in `_condense`: the auxiliary model, its optimizer
+    groups, the settings it records, and how it becomes the file saved."""
+
+    task: str  # the checkpoint's "task": a resume with the other kind is refused
+    auxiliary: Callable  # (teacher, aux_spec, DistillConfig, seed) -> model
+    groups: Callable  # (model, TrainConfig) -> AdamW parameter groups, or None for the engine's default
+    settings: Callable  # DistillConfig -> the settings recorded (and fingerprinted)
+    to_learngene: Callable  # (model, provenance) -> the learngene
+    save: Callable  # (path, learngene) -> None
+
+
+def _wave_groups(model: TemplatedViT, config: TrainConfig) -> list[dict]:
+    # Weight decay on the templates only: decaying the scalers would just push the scale
+    # (S * T is invariant under S/c, T*c) into the templates.
+    templates, scalers = model.role_tensors()
+    return [{"params": list(templates.values()), "weight_decay": config.weight_decay},
+            {"params": list(scalers.values()), "weight_decay": 0.0}]
+
+
+_WAVE = _Learngene("distill", lambda teacher, spec, settings, seed: _auxiliary(teacher, spec, settings, seed), _wave_groups, asdict,
+                   lambda model, provenance: model.to_learngene(provenance), save_learngene)
+# TLEG: of DistillConfig, the temperature, KD weight and teacher cache apply (side and count are
+# WAVE's); AdamW decays A's, B's and the shared weight matrices, not vectors, position embedding or
+# class token: the engine's default groups.
+_TLEG = _Learngene("distill-tleg", lambda teacher, spec, settings, seed: TLEGViT(spec, seed=seed), lambda model, config: None,
+                   lambda d: {"temperature": d.temperature, "kd_weight": d.kd_weight, "cache_teacher": d.cache_teacher},
+                   lambda model, provenance: model.to_gene({"method": "tleg", **provenance}), save_tleg)
+
+
+def distill(teacher: ViT, data: Dataset, aux_spec: ViTSpec, config: TrainConfig, distill_config: DistillConfig = DistillConfig(), *,
+            out: str | Path, device: str = "auto", resume: bool = False, on_progress=None, provenance: dict | None = None,
+            workers: int = 0, log_dir: str | Path | None = None) -> DistillResult:
     """Distil `teacher` into a learngene: train an auxiliary `TemplatedViT` of shape `aux_spec`
     by knowledge distillation on `data`, and save its templates and scalers at `out` (with a
     checkpoint `<out>.ckpt` each epoch, a row of `<out stem>.metrics.csv` and, with `log_dir`,
     TensorBoard event files)."""
+    return _condense(_WAVE, teacher, data, aux_spec, config, distill_config, out=out, device=device, resume=resume,
+                     on_progress=on_progress, provenance=provenance, workers=workers, log_dir=log_dir)
+
+
+def distill_tleg(teacher: ViT, data: Dataset, config: TrainConfig, distill_config: DistillConfig = DistillConfig(), *,
+                 out: str | Path, device: str = "auto", resume: bool = False, on_progress=None, provenance: dict | None = None,
+                 workers: int = 0, log_dir: str | Path | None = None) -> DistillResult:
+    """Distil `teacher` into a TLEG learngene (Xia et al., AAAI 2024; `tleg.py`): train an
+    auxiliary `TLEGViT` of the teacher's own depth and width (its plain spec) by knowledge
+    distillation on `data`, with WAVE's loss and engine, and save A, B and the shared parameters
+    at `out` (the same files beside it as `distill`). Of `distill_config`, the temperature, KD
+    weight and teacher cache apply."""
+    return _condense(_TLEG, teacher, data, teacher.spec.plain(), config, distill_config, out=out, device=device, resume=resume,
+                     on_progress=on_progress, provenance=provenance, workers=workers, log_dir=log_dir)
+
+
+def _condense(kind: _Learngene, teacher: ViT, data: Dataset, aux_spec: ViTSpec, config: TrainConfig, distill_config: DistillConfig, *,
+              out, device, resume, on_progress, provenance, workers, log_dir) -> DistillResult:
+    """`distill` and `distill_tleg`: the auxiliary model of `kind` trained by knowledge
+    distillation from `teacher`, saved as a learngene at `out` (and its EMA beside it, if any)."""
     check_fits(teacher.spec, data, "teacher")
     check_fits(aux_spec, data, "auxiliary model")
     start = time.perf_counter()
     teacher, teacher_eval, loss_fn = _teaching(teacher, data, config, distill_config, device, workers)
-
-    model = _auxiliary(teacher, aux_spec, distill_config, config.seed)
-    templates, scalers = model.role_tensors()
-    # Weight decay on the templates only: decaying the scalers would just push the scale
-    # (S * T is invariant under S/c, T*c) into the templates.
-    groups = [
-        {"params": list(templates.values()), "weight_decay": config.weight_decay},
-        {"params": list(scalers.values()), "weight_decay": 0.0},
-    ]
+    model = kind.auxiliary(teacher, aux_spec, distill_config, config.seed)
+    settings = kind.settings(distill_config)
     result = train(
         model, data.train_images, data.train_labels, config,
-        loss_fn=loss_fn, param_groups=groups, device=device, checkpoint=checkpoint_path(out), resume=resume,
+        loss_fn=loss_fn, param_groups=kind.groups(model, config), device=device, checkpoint=checkpoint_path(out), resume=resume,
         eval_data=(data.test_images, data.test_labels), on_progress=_logging_metrics(out, resume, on_progress, log_dir), workers=workers,
-        meta={
-            "task": "distill",
-            "data": data.name,
-            "train_size": len(data.train_labels),
-            "spec": aux_spec.to_dict(),
-            "teacher": teacher.spec.to_dict(),
-            "teacher_checksum": _checksum(teacher),
-            "distill": asdict(distill_config),
-        },
+        meta={"task": kind.task, "data": data.name, "train_size": len(data.train_labels), "spec": aux_spec.to_dict(),
+              "teacher": teacher.spec.to_dict(), "teacher_checksum": _checksum(teacher), "distill": settings},
     )
-    learngene = model.to_learngene(_distilled(provenance, teacher, teacher_eval, data, config, asdict(distill_config), result, start))
+    learngene = kind.to_learngene(model, _distilled(provenance, teacher, teacher_eval, data, config, settings, result, start))
     beside = ()
-    if result.ema is not None:  # the moving average of the templates and scalers: <out stem>.ema.safetensors
+    if result.ema is not None:  # the moving average of the auxiliary's weights: <out stem>.ema.safetensors
         ema_eval = result.history[-1].get("ema_eval") if result.history else None
-        averaged = with_state(model, result.ema).to_learngene({**learngene.provenance, **_scores(ema_eval), "ema_decay": config.model_ema_decay})
+        averaged = kind.to_learngene(with_state(model, result.ema), {**learngene.provenance, **_scores(ema_eval),
+                                                                     "ema_decay": config.model_ema_decay})
         beside = ((ema_path(out), averaged),)
-    _save_on_rank0(out, save_learngene, learngene, beside)
+    _save_on_rank0(out, kind.save, learngene, beside)
     return DistillResult(learngene, model, result, teacher_eval, time.perf_counter() - start)
 
 
@@ -386,67 +416,6 @@ def _save_on_rank0(out: str | Path, save, gene, beside: tuple = ()) -> None:
             save(out, gene)
         barrier()
     _remove_checkpoint(out)
-
-
-# ----------------------------------------------------------------------------- distill TLEG
-
-
-@dataclass
-class TLEGResult:
-    gene: TLEGGene
-    model: TLEGViT
-    train: TrainResult
-    teacher_eval: dict
-    seconds: float
-
-
-def distill_tleg(
-    teacher: ViT,
-    data: Dataset,
-    config: TrainConfig,
-    distill_config: DistillConfig = DistillConfig(),
-    *,
-    out: str | Path,
-    device: str = "auto",
-    resume: bool = False,
-    on_progress=None,
-    provenance: dict | None = None,
-    workers: int = 0,
-) -> TLEGResult:
-    """Distil `teacher` into a TLEG learngene (Xia et al., AAAI 2024; `tleg.py`): train an
-    auxiliary `TLEGViT` of the teacher's own depth and width (its plain spec) by knowledge
-    distillation on `data`, with WAVE's loss and engine, and save A, B and the shared parameters
-    at `out` (with a checkpoint `<out>.ckpt` each epoch and a row of `<out stem>.metrics.csv`).
-
-    Of `distill_config`, the temperature, KD weight and teacher cache apply; the template side
-    and count are WAVE's and are ignored. AdamW decays A's, B's and the shared weight matrices,
-    not vectors, position embedding or class token: the engine's default groups.
-    """
-    check_fits(teacher.spec, data, "teacher")
-    aux_spec = teacher.spec.plain()
-    start = time.perf_counter()
-    teacher, teacher_eval, loss_fn = _teaching(teacher, data, config, distill_config, device, workers)
-    settings = {"temperature": distill_config.temperature, "kd_weight": distill_config.kd_weight,
-                "cache_teacher": distill_config.cache_teacher}
-
-    model = TLEGViT(aux_spec, seed=config.seed)
-    result = train(
-        model, data.train_images, data.train_labels, config,
-        loss_fn=loss_fn, device=device, checkpoint=checkpoint_path(out), resume=resume,
-        eval_data=(data.test_images, data.test_labels), on_progress=_logging_metrics(out, resume, on_progress), workers=workers,
-        meta={
-            "task": "distill-tleg",
-            "data": data.name,
-            "train_size": len(data.train_labels),
-            "spec": aux_spec.to_dict(),
-            "teacher": teacher.spec.to_dict(),
-            "teacher_checksum": _checksum(teacher),
-            "distill": settings,
-        },
-    )
-    gene = model.to_gene({"method": "tleg", **_distilled(provenance, teacher, teacher_eval, data, config, settings, result, start)})
-    _save_on_rank0(out, save_tleg, gene)
-    return TLEGResult(gene, model, result, teacher_eval, time.perf_counter() - start)
 
 
 def _checksum(model: torch.nn.Module) -> str:
