@@ -361,9 +361,10 @@ def spawn(
         rich_help_panel=FIT)] = _SPAWN.fit_samples,
     batch_size: BatchSize = _SPAWN.batch_size,
     lr: Annotated[float, typer.Option(min=0.0, help="Learning rate of the scaler fit.", rich_help_panel=FIT)] = _SPAWN.lr,
-    teacher: Annotated[Optional[Path], typer.Option(help=(
-        "Ancestry to distil from while fitting (default: the learngene's, if its file is on this machine and fits the data; "
-        "otherwise the fit uses labels alone, and says so)."), rich_help_panel=FIT)] = None,
+    teacher: Annotated[Optional[str], typer.Option(help=(
+        "Ancestry to distil from while fitting: a model file or folder, hf-hub:ORG/NAME, or 'recorded' (the ancestry the learngene "
+        "records, which must be on this machine). Default: none, the fit trains on labels alone (the same model on every machine)."),
+        rich_help_panel=FIT)] = None,
     no_fit: Annotated[bool, typer.Option("--no-fit", help="Data-free: scalers resampled from the learngene, no data used.",
                                          rich_help_panel=FIT)] = False,
     seed: Seed = 0,

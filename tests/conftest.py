@@ -14,6 +14,16 @@ from waveinit.backends.numpy import kron_sum
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# Fixtures that train something real (an ancestry, a learngene, a whole quick bench): every test
+# that uses one is slow, so `-m "not slow"` never trains them.
+TRAINING_FIXTURES = {"ancestry", "learngene_file", "run"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def reference_expand(scalers: np.ndarray, templates: np.ndarray) -> np.ndarray:
     """The NumPy reference of kron_expand: the loop over np.kron, over every batch index of the scalers."""

@@ -27,3 +27,14 @@ def wave(*args, cwd=None, timeout: float = 300, env: dict | None = None) -> subp
 def start_wave(*args, cwd=None, env: dict | None = None, **popen) -> subprocess.Popen:
     """The real `wave` command started in the background (to be interrupted or killed)."""
     return subprocess.Popen([sys.executable, "-m", "waveinit.cli", *map(str, args)], cwd=cwd, env=ENV if env is None else env, **popen)
+
+
+def add_tensor(path, name: str, array) -> None:
+    """Rewrite the safetensors file at `path` with one more tensor `name`, its metadata and other
+    tensors kept: a file of ours that another tool has added to."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(path), framework="np") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    save_file({**tensors, name: array}, str(path), metadata)

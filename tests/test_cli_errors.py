@@ -1,9 +1,12 @@
 """The command line's contract for bad input, and the house rules on imports."""
 
 
+import numpy as np
 import pytest
 
-from helpers import run_python, wave
+from conftest import random_factors
+from helpers import add_tensor, run_python, wave
+from waveinit import Learngene, ViTSpec, save_learngene
 
 
 @pytest.mark.parametrize(
@@ -26,6 +29,19 @@ def test_an_output_path_that_is_a_folder_is_refused_before_any_work(tmp_path, le
         result = wave(*args, "--out", tmp_path)
         assert result.returncode == 2 and "is a folder" in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_learngene_holding_a_tensor_it_should_not_is_refused_in_one_line(tmp_path):
+    spec = ViTSpec(depth=2, width=64, heads=1, patch_size=4, image_size=8, channels=1, num_classes=10)
+    path = tmp_path / "learngene.safetensors"
+    save_learngene(path, Learngene(*random_factors(spec, 32, 2, dtype=np.float32), spec, 32))
+    add_tensor(path, "foo", np.zeros(3, np.float32))
+    for args in (["inspect", path], ["spawn", "--depth", "2", "--width", "64", "--no-fit", "--learngene", path, "--out", tmp_path / "m.safetensors"]):
+        result = wave(*args)
+        assert result.returncode == 2, result.stderr
+        assert "learngene.safetensors: unexpected tensor 'foo' (not part of a 2x64 ViT's learngene)" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "m.safetensors").exists()
 
 
 def test_distill_checks_its_options_before_training_an_ancestry(tmp_path):

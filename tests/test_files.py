@@ -7,6 +7,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from conftest import random_factors
+from helpers import add_tensor
 from waveinit import Learngene, WaveError, load_learngene, load_model, save_learngene, save_model
 from waveinit.backends import numpy as ref
 from waveinit.io.storage import FORMATS, LEARNGENE_FORMAT, read_header
@@ -122,8 +123,41 @@ def test_plain_timm_state_dict_is_read_with_an_inferred_spec(tmp_path, learngene
     assert model.spec == small_spec
     np.testing.assert_array_equal(model.state_dict["blocks.1.mlp.fc2.weight"], sd["blocks.1.mlp.fc2.weight"])
     save_file({**{k: np.ascontiguousarray(v) for k, v in sd.items()}, "fc_norm.weight": np.ones(16)}, plain)
-    with pytest.raises(WaveError, match="fc_norm.weight"):
+    with pytest.raises(WaveError, match=r"missing tensor fc_norm\.bias"):  # fc_norm means average pooling, and needs both
         load_model(plain, heads=2)
     save_file({"weight": np.ones(3)}, plain)
     with pytest.raises(WaveError, match="not a plain ViT"):
         load_model(plain)
+
+
+def test_a_learngene_with_a_tensor_it_should_not_hold_is_refused_by_name(tmp_path, learngene, small_spec):
+    path = tmp_path / "lg.safetensors"
+    save_learngene(path, learngene)
+    add_tensor(path, "foo", np.zeros(3, np.float32))
+    with pytest.raises(WaveError) as e:
+        load_learngene(path)
+    assert str(e.value) == (f"{path}: unexpected tensor 'foo' (not part of a 2x16 ViT's learngene): "
+                            f"the file was written by another tool or damaged; distil it again")
+    add_tensor(path, "templates.extra.weight", np.zeros((1, 8, 8), np.float32))
+    with pytest.raises(WaveError, match=r"unexpected tensors 'foo', 'templates.extra.weight' \(not part of"):
+        load_learngene(path)
+
+
+def test_a_model_file_with_a_tensor_it_should_not_hold_is_refused_by_name(tmp_path, learngene, small_spec):
+    sd = ref.state_dict(small_spec, 8, learngene.templates, learngene.scalers)
+    path = tmp_path / "m.safetensors"
+    save_model(path, sd, small_spec)
+    add_tensor(path, "blocks.0.ls1.gamma", np.ones(16, np.float32))
+    with pytest.raises(WaveError) as e:
+        load_model(path)
+    assert str(e.value) == (f"{path}: unexpected tensor 'blocks.0.ls1.gamma' (not part of a 2x16 ViT's model file): "
+                            f"the file was written by another tool or damaged; write it again")
+    # Without our header the spec is read off the tensors: fc_norm makes it average pooling,
+    # which has no final `norm`, so the `norm` tensors are left over.
+    plain = tmp_path / "timm.safetensors"
+    save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, plain)
+    add_tensor(plain, "fc_norm.weight", np.ones(16, np.float32))
+    add_tensor(plain, "fc_norm.bias", np.zeros(16, np.float32))
+    with pytest.raises(WaveError, match=r"unexpected tensors 'norm.bias', 'norm.weight' \(not part of a 2x16 ViT's state dict\)") as e:
+        load_model(plain, heads=2)
+    assert "\n" not in str(e.value)

@@ -114,9 +114,11 @@ def test_spawn_says_why_it_fits_without_a_teacher(rgb_gene, tmp_path):
     gene, _ = rgb_gene
     result = invoke("spawn", "--learngene", gene, "--depth", 1, "--width", 64, "--fit-steps", 2, "--fit-samples", 10,
                     "--out", tmp_path / "m.safetensors")
-    assert "fitting without a teacher (cross-entropy on labels only): the learngene's ancestry" in result.output
-    assert "is not on this machine; pass --teacher" in result.output
+    assert "fitting without a teacher (cross-entropy on labels only): no teacher was given (the default)" in result.output
     assert load_model(tmp_path / "m.safetensors").provenance["notes"]
+    result = invoke("spawn", "--learngene", gene, "--depth", 1, "--width", 64, "--fit-steps", 2, "--fit-samples", 10,
+                    "--teacher", "recorded", "--out", tmp_path / "r.safetensors", code=2)
+    assert "is not on this machine; pass --teacher with a copy" in result.output and not (tmp_path / "r.safetensors").exists()
 
 
 # ----------------------------------------------------------------------------- progress

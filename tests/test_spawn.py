@@ -223,11 +223,32 @@ def test_fit_trains_only_scalers_and_fresh_templates(learngene_file):
     assert result.steps == 5 and result.samples == 128 - 128 // 5  # a fifth held out to judge the fit
 
 
-def test_spawn_uses_the_learngenes_ancestry_when_its_file_is_there(learngene_file, ancestry):
-    import waveinit
+def test_the_fits_teacher_is_explicit_and_never_read_off_the_disk(learngene_file, ancestry, tmp_path):
+    import shutil
 
-    model = waveinit.spawn(learngene_file, 2, 64, fit_steps=3, fit_samples=64, device="cpu")
-    assert model.provenance["teacher"] == str(ancestry.resolve())
+    import waveinit
+    from waveinit import WaveError
+
+    # The default is no teacher, though the learngene's recorded ancestry is right there.
+    default = waveinit.spawn(learngene_file, 2, 64, fit_steps=3, fit_samples=64, device="cpu")
+    assert default.provenance["teacher"] is None
+    assert any("fitting without a teacher" in line and "--teacher recorded" in line for line in default.provenance["notes"])
+    recorded = waveinit.spawn(learngene_file, 2, 64, fit_steps=3, fit_samples=64, teacher="recorded", device="cpu")
+    assert recorded.provenance["teacher"] == str(ancestry.resolve())
+    explicit = waveinit.spawn(learngene_file, 2, 64, fit_steps=3, fit_samples=64, teacher=ancestry, device="cpu")
+    np.testing.assert_array_equal(explicit.state_dict["head.weight"], recorded.state_dict["head.weight"])
+    # A learngene whose recorded ancestry is not on this machine: the same default model, and
+    # "recorded" is an error that says so.
+    gene = load_learngene(learngene_file)
+    gene.provenance["teacher"] = str(tmp_path / "gone.safetensors")
+    moved = tmp_path / "moved.safetensors"
+    save_learngene(moved, gene)
+    elsewhere = waveinit.spawn(moved, 2, 64, fit_steps=3, fit_samples=64, device="cpu")
+    for key in default.state_dict:
+        np.testing.assert_array_equal(elsewhere.state_dict[key], default.state_dict[key], err_msg=key)
+    with pytest.raises(WaveError, match="not on this machine"):
+        waveinit.spawn(moved, 2, 64, fit_steps=3, fit_samples=64, teacher="recorded", device="cpu")
+    shutil.rmtree(tmp_path, ignore_errors=True)
     free = waveinit.spawn(learngene_file, 2, 64, fit=False, patch=4)
     assert free.spec.patch_size == 4 and free.provenance["fresh_roles"] == ["patch_embed.proj.weight", "pos_embed"]
 

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import add_tensor
 from waveinit import ViTSpec, WaveError, state_dict_keys
 from waveinit.backends.torch import TLEGViT, ViT, load_state_dict
 from waveinit.configs import DistillConfig, TrainConfig
@@ -152,6 +153,16 @@ def test_gradients_reach_a_b_and_shared(one_thread):
     assert torch.count_nonzero(model.b["mlp_fc2_weight"].grad) > 0
 
 
+def test_parts_are_checked_when_the_model_is_built_not_every_forward(trained_like, monkeypatch):
+    def no_check(*args):
+        raise AssertionError("a parts check ran in the forward pass")
+
+    monkeypatch.setattr("waveinit.tleg.check_parts", no_check)
+    images = torch.randn(2, SPEC.channels, SPEC.image_size, SPEC.image_size, generator=torch.Generator().manual_seed(0))
+    trained_like(images).sum().backward()
+    assert set(trained_like.dense_state_dict(depth=5)) == set(state_dict_keys(SPEC.replace(depth=5)))
+
+
 # --- files -------------------------------------------------------------------------------------
 
 
@@ -185,6 +196,16 @@ def test_wrong_files_are_one_line_errors(tmp_path, trained_like):
         with pytest.raises(WaveError, match=message) as e:
             call(path)
         assert "\n" not in str(e.value)
+
+
+def test_a_tleg_file_with_a_tensor_it_should_not_hold_is_refused_by_name(tmp_path, trained_like):
+    path = tmp_path / "tleg.safetensors"
+    save_tleg(path, trained_like.to_gene())
+    add_tensor(path, "c.norm1.weight", np.ones(SPEC.width, np.float32))  # a third parameter set TLEG does not have
+    with pytest.raises(WaveError) as e:
+        load_tleg(path)
+    assert str(e.value) == (f"{path}: unexpected tensor 'c.norm1.weight' (not part of a 3x8 ViT's TLEG learngene): "
+                            f"the file was written by another tool or damaged; distil it again")
 
 
 # --- distillation ------------------------------------------------------------------------------

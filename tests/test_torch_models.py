@@ -83,6 +83,23 @@ def test_learngene_round_trip(small_spec):
     assert torch.equal(model(x), back(x))
 
 
+def test_factor_shapes_are_checked_when_the_model_is_built_not_every_forward(small_spec, monkeypatch):
+    templates, scalers = random_factors(small_spec, 8, 2, dtype=np.float32)
+    bad = {**templates, "head.weight": templates["head.weight"][:, :1]}
+    with pytest.raises(WaveError, match="templates of head.weight have shape"):
+        TemplatedViT.from_factors(small_spec, 8, bad, scalers)
+    model = TemplatedViT.from_factors(small_spec, 8, templates, scalers)
+    wrong = {**model.state_dict(), "templates.head_weight": torch.zeros(2, 5, 1)}
+    with pytest.raises(RuntimeError, match="size mismatch"):  # PyTorch's own check: the only way a shape could change
+        model.load_state_dict(wrong)
+
+    def no_check(*args):
+        raise AssertionError("a shape check ran in the forward pass")
+
+    monkeypatch.setattr("waveinit.learngene.check_shapes", no_check)
+    model(torch.randn(2, 3, 4, 4)).sum().backward()
+
+
 def test_load_state_dict_copies_and_checks_shapes(small_spec):
     torch.manual_seed(0)
     source = ViT(small_spec)

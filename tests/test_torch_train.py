@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import ENV, run_python
+from helpers import ENV, add_tensor, run_python
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
@@ -39,7 +39,7 @@ from waveinit.io.storage import CHECKPOINT_FORMAT  # noqa: E402
 from waveinit.training.distributed import distributed_context, resolve_device  # noqa: E402
 from waveinit.training.engine import train  # noqa: E402
 from waveinit.training.evaluation import evaluate, predict_logits  # noqa: E402
-from waveinit.training.objectives import cross_entropy_loss, default_param_groups, kd_loss, lr_at  # noqa: E402
+from waveinit.training.objectives import cross_entropy_loss, default_param_groups, distillation_loss, kd_loss, lr_at  # noqa: E402
 
 # 1,438 train images: batch 64 gives 23 steps an epoch, the last one of 30 images.
 CONFIG = TrainConfig(epochs=3, batch_size=64, lr=1e-2)
@@ -195,8 +195,14 @@ def test_kd_loss_matches_a_hand_computation():
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
     assert torch.equal(kd_loss(s, te, y, t, 0.0), cross_entropy_loss(s, None, y, None))
     assert torch.equal(kd_loss(s, s.clone(), y, t, 1.0), torch.zeros(6))  # KL(p || p) = 0
-    with pytest.raises(WaveError, match="temperature"):
-        kd_loss(s, te, y, 0.0, alpha)
+    assert torch.equal(distillation_loss(t, alpha)(s, te, y), got)
+
+
+def test_distillation_settings_are_checked_once_when_the_loss_is_built():
+    with pytest.raises(WaveError, match="distillation temperature must be positive, got 0.0"):
+        distillation_loss(0.0, 0.5)
+    with pytest.raises(WaveError, match=r"distillation weight \(alpha\) must be in \[0, 1\], got 1.5"):
+        distillation_loss(2.0, 1.5)
 
 
 def test_a_loss_that_is_not_per_sample_is_refused(digits):
@@ -314,6 +320,23 @@ def test_resume_with_other_settings_is_refused(digits, tmp_path):
     with pytest.raises(WaveError, match=r"data\.labels"):
         train(mlp(), digits.train_images, digits.train_labels[::-1].copy(), TrainConfig(epochs=1, batch_size=64),
               device="cpu", checkpoint=path, resume=True, meta={"data": "digits"})
+
+
+def test_a_checkpoint_with_a_tensor_it_should_not_hold_is_refused_by_name(digits, tmp_path):
+    path = tmp_path / "run.ckpt"
+    config = TrainConfig(epochs=1, batch_size=64)
+    fit(digits, config, checkpoint=path)
+    written = path.read_bytes()
+    # The MLP has parameters 0 to 3 (1.weight, 1.bias, 3.weight, 3.bias); AdamW keeps no momentum_buffer; no EMA is kept.
+    for name in ("extra", "model.1.weight_orig", "optim.4.exp_avg", "optim.0.momentum_buffer", "ema.1.weight"):
+        path.write_bytes(written)
+        add_tensor(path, name, np.zeros(3, np.float32))
+        with pytest.raises(WaveError) as e:
+            fit(digits, config, checkpoint=path, resume=True)
+        assert str(e.value) == (f"{path}: unexpected tensor {name!r} (not part of a checkpoint of this model and optimizer): "
+                                f"the file was written by another tool or damaged; drop --resume to start over")
+    path.write_bytes(written)
+    assert fit(digits, config, checkpoint=path, resume=True)[1].resumed_from == 23  # as written, it resumes
 
 
 def test_a_file_that_is_not_a_checkpoint_is_never_overwritten(digits, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .configs import SpawnConfig
 from .errors import WaveError
@@ -20,6 +21,25 @@ from .spawning import spawn_state_dict, target_spec
 from .spec import HEAD_ROLES, ViTSpec
 
 _FIT = SpawnConfig()  # the fit's defaults
+TEACHER_RECORDED = "recorded"  # teacher=: the learngene's recorded ancestry, which must be on this machine
+
+
+@dataclass(frozen=True)
+class SpawnPlan:
+    """A spawn resolved once, by `plan_spawn`: everything `run_spawn` needs, in memory. Nothing
+    about it depends on which other files happen to exist."""
+
+    learngene: Learngene
+    spec: ViTSpec  # the model to make
+    data: Dataset | None  # the fit's data; None without a fit and without data
+    fit: bool  # False: the data-free rule alone
+    config: SpawnConfig  # the fit's settings (and the seed of fresh factors)
+    teacher: object | None  # the ancestry the fit distils from (a torch ViT), or None: labels alone
+    teacher_name: str | None
+    refresh: frozenset  # roles started afresh beyond those the data's shape forces (the classifier, for other data)
+    device: str
+    notes: tuple[str, ...]  # one line per role started afresh, and for a fit without a teacher
+    provenance: dict  # what the spawned model records of its inputs
 
 
 def spawn(
@@ -45,17 +65,19 @@ def spawn(
     workers: int = 0,
     compile: bool = False,
 ) -> ModelFile:
-    """A ViT of any depth and width from a learngene: the Python form of `wave spawn`.
+    """A ViT of any depth and width from a learngene: the Python form of `wave spawn`
+    (`plan_spawn`, then `run_spawn`).
 
     Scalers of the target's shapes start from the data-free rule (`spawning.py`); with `fit`,
     they are fitted for `fit_steps` steps on `fit_samples` training images of `data` (default:
-    the learngene's data) with the templates frozen, distilling from the ancestry when one is
-    available (`teacher`, or the learngene's own if its file exists and fits the data) and with
-    cross-entropy otherwise. A fifth of the fit's images is held out: the fit keeps its start
-    unless it lowered the cross-entropy there. The fit needs PyTorch (`compile`: under
-    `torch.compile`); `fit=False` needs no data and no PyTorch. Returns the dense weights (timm
-    keys, float32 NumPy), spec and provenance (with the test accuracy after a fit);
-    `waveinit.save_model` writes them.
+    the learngene's data) with the templates frozen. The fit distils from `teacher` when one is
+    given (a model file, folder or hub name, or "recorded": the ancestry the learngene records,
+    which must then be on this machine); by default it has none and trains on the labels alone,
+    so the same call gives the same model on any machine. A fifth of the fit's images is held
+    out: the fit keeps its start unless it lowered the cross-entropy there. The fit needs
+    PyTorch (`compile`: under `torch.compile`); `fit=False` needs no data and no PyTorch.
+    Returns the dense weights (timm keys, float32 NumPy), spec and provenance (with the test
+    accuracy after a fit); `waveinit.save_model` writes them.
 
     The model keeps the learngene's image size and channels: an image folder (`folder:DIR`) is
     read at the learngene's size unless `image_size` says otherwise, `workers` processes
@@ -68,59 +90,76 @@ def spawn(
     the fit; `waveinit.io.progress.ProgressLines("spawn", count="steps")` prints them as lines.
     """
     config = SpawnConfig(fit_steps=fit_steps, fit_samples=fit_samples, batch_size=batch_size, lr=lr, seed=seed, compile=compile)
+    plan = plan_spawn(learngene, depth, width, heads, data=data, data_dir=data_dir, patch=patch, fit=fit, config=config,
+                      teacher=teacher, device=device, image_size=image_size)
+    return run_spawn(plan, on_progress=on_progress, on_note=on_note, workers=workers)
+
+
+def plan_spawn(
+    learngene: Learngene | str | os.PathLike,
+    depth: int,
+    width: int,
+    heads: int | None = None,
+    *,
+    data: str | Dataset | None = None,
+    data_dir: str | None = None,
+    patch: int | None = None,
+    fit: bool = True,
+    config: SpawnConfig = _FIT,
+    teacher=None,
+    teacher_name: str | None = None,
+    fresh_head: bool | None = None,
+    device: str = "auto",
+    image_size: int | None = None,
+) -> SpawnPlan:
+    """Resolve a spawn once (`spawn`'s arguments, the fit's in `config`): the learngene, data
+    and teacher loaded, the target's spec, the roles to start afresh. `teacher` may also be a
+    torch ViT already in memory (named `teacher_name`); `fresh_head` says whether the classifier
+    starts afresh (default: when the data is not the learngene's recorded data, since other data
+    means other classes even with as many of them)."""
     source = "(in memory)" if isinstance(learngene, Learngene) else str(learngene)
     gene = learngene if isinstance(learngene, Learngene) else load_learngene(learngene)
-    notes: list[str] = []
-
-    def note(message: str) -> None:
-        notes.append(message)
-        if on_note is not None:
-            on_note(message)
-
     recorded = data is None
     data_name = data.name if isinstance(data, Dataset) else (data or gene.provenance.get("data", "digits"))
     dataset = data if isinstance(data, Dataset) else None
     if dataset is None and (fit or data is not None or image_size is not None):
-        dataset = _load(data_name, recorded, source, data_dir=data_dir, seed=seed, image_size=image_size, gene=gene)
+        dataset = _load(data_name, recorded, source, data_dir=data_dir, seed=config.seed, image_size=image_size, gene=gene)
     if not fit and str(device) not in ("auto", "cpu"):
         _check_device(device)
-    shape = {"patch_size": patch}
-    if dataset is not None:
-        if patch is None and dataset.image_size % gene.spec.patch_size:
-            raise WaveError(
-                f"the learngene's patch size {gene.spec.patch_size} does not divide the {dataset.image_size}x{dataset.image_size} "
-                f"images of {dataset.name}: pass --patch (patch=) with a divisor of {dataset.image_size}"
-            )
-        shape.update(image_size=dataset.image_size, channels=dataset.channels, num_classes=dataset.num_classes)
-    spec = target_spec(gene, depth, width, heads, **shape)
-    provenance = {"learngene": source, "data": data_name, "seed": seed}
-    if dataset is not None:
-        provenance.update({"labels": list(dataset.class_names)} if dataset.class_names is not None else {}, pixel_max=dataset.pixel_max)
-    else:
-        provenance.update({k: gene.provenance[k] for k in ("labels", "pixel_max") if k in gene.provenance})
-    # Other data with as many classes still means other classes: the classifier starts afresh.
-    refresh = HEAD_ROLES if gene.provenance.get("data", data_name) != data_name else frozenset()
-    for line in refresh_reasons(gene, spec, refresh, data_name):
-        note(line)
-    if not fit:
-        state, fresh = spawn_state_dict(gene, spec, seed, refresh)
-        return ModelFile(state, spec, {**provenance, "init": "wave-nofit", "fresh_roles": sorted(fresh), "notes": notes})
+    spec = target_spec(gene, depth, width, heads, **_data_shape(gene, dataset, patch))
+    if fresh_head is None:
+        fresh_head = gene.provenance.get("data", data_name) != data_name
+    refresh = HEAD_ROLES if fresh_head else frozenset()
+    notes = refresh_reasons(gene, spec, refresh, data_name)
+    teacher_model = None
+    if fit:
+        teacher_model, teacher_name, why = _teacher(teacher, teacher_name, gene, dataset)
+        if teacher_model is None:
+            notes.append(f"fitting without a teacher (cross-entropy on labels only): {why}")
+    provenance = {"learngene": source, "data": data_name, "seed": config.seed, **_labels(gene, dataset)}
+    return SpawnPlan(gene, spec, dataset, fit, config, teacher_model, teacher_name, refresh, device, tuple(notes), provenance)
 
-    try:
-        from .backends.torch import dense_numpy
-        from .tasks import find_teacher, fit_scalers
-    except ImportError as e:
-        raise WaveError(f"fitting scalers needs PyTorch ({e.name} is missing): pip install 'waveinit[cli]', or spawn with fit=False") from None
 
-    teacher_model, teacher_name, why = find_teacher(teacher, gene, dataset)
-    if teacher_model is None:
-        note(f"fitting without a teacher (cross-entropy on labels only): {why}")
-    result = fit_scalers(gene, spec, dataset, config, teacher=teacher_model, teacher_name=teacher_name, refresh=refresh,
-                         device=device, on_progress=on_progress, workers=workers)
-    note(result.judgement())
-    state = dense_numpy(result.model.state_dict())
-    return ModelFile(state, spec, {
-        **provenance,
+def run_spawn(plan: SpawnPlan, *, on_progress: Callable | None = None, on_note: Callable[[str], None] | None = None,
+              workers: int = 0) -> ModelFile:
+    """The model a plan describes: the data-free rule, and the fit if the plan has one."""
+    notes = list(plan.notes)
+    for line in notes:
+        if on_note is not None:
+            on_note(line)
+    if not plan.fit:
+        state, fresh = spawn_state_dict(plan.learngene, plan.spec, plan.config.seed, plan.refresh)
+        return ModelFile(state, plan.spec, {**plan.provenance, "init": "wave-nofit", "fresh_roles": sorted(fresh), "notes": notes})
+    from .backends.torch import dense_numpy
+    from .tasks import fit_scalers
+
+    result = fit_scalers(plan.learngene, plan.spec, plan.data, plan.config, teacher=plan.teacher, teacher_name=plan.teacher_name,
+                         refresh=plan.refresh, device=plan.device, on_progress=on_progress, workers=workers)
+    notes.append(result.judgement())
+    if on_note is not None:
+        on_note(notes[-1])
+    return ModelFile(dense_numpy(result.model.state_dict()), plan.spec, {
+        **plan.provenance,
         "init": "wave",
         "fit_steps": result.steps,
         "fit_samples": result.samples,
@@ -135,6 +174,34 @@ def spawn(
         "notes": notes,
         "seconds": result.seconds,
     })
+
+
+def _data_shape(gene: Learngene, dataset: Dataset | None, patch: int | None) -> dict:
+    """The target's data fields: the data's images and classes (the learngene's without data)."""
+    if dataset is None:
+        return {"patch_size": patch}
+    if patch is None and dataset.image_size % gene.spec.patch_size:
+        raise WaveError(
+            f"the learngene's patch size {gene.spec.patch_size} does not divide the {dataset.image_size}x{dataset.image_size} "
+            f"images of {dataset.name}: pass --patch (patch=) with a divisor of {dataset.image_size}"
+        )
+    return {"patch_size": patch, "image_size": dataset.image_size, "channels": dataset.channels, "num_classes": dataset.num_classes}
+
+
+def _labels(gene: Learngene, dataset: Dataset | None) -> dict:
+    """The class names and pixel scale the model records: the data's, else the learngene's."""
+    if dataset is None:
+        return {k: gene.provenance[k] for k in ("labels", "pixel_max") if k in gene.provenance}
+    return {**({"labels": list(dataset.class_names)} if dataset.class_names is not None else {}), "pixel_max": dataset.pixel_max}
+
+
+def _teacher(teacher, name: str | None, gene: Learngene, data: Dataset):
+    """(model, name, why there is none) of the fit's teacher: see `plan_spawn`."""
+    try:
+        from .tasks import resolve_teacher
+    except ImportError as e:
+        raise WaveError(f"fitting scalers needs PyTorch ({e.name} is missing): pip install 'waveinit[cli]', or spawn with fit=False") from None
+    return resolve_teacher(teacher, name, gene, data)
 
 
 def refresh_reasons(gene: Learngene, target: ViTSpec, refresh, data_name: str) -> list[str]:

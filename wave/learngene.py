@@ -92,6 +92,12 @@ def materialize(spec: ViTSpec, side: int, templates: Mapping[str, Array], scaler
     per-layer roles are expanded for all blocks at once and then split by block.
     """
     check_shapes(spec, side, templates, scalers)
+    return materialize_unchecked(spec, templates, scalers)
+
+
+def materialize_unchecked(spec: ViTSpec, templates: Mapping[str, Array], scalers: Mapping[str, Array]) -> dict[str, Array]:
+    """`materialize` without its shape check, for factors checked once already: a model's
+    parameters, rebuilt into a state dict every forward pass (`backends/torch.py`)."""
     xp = array_namespace(*templates.values(), *scalers.values())
     expanded = {}
     for role in ROLES:

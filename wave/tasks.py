@@ -33,7 +33,7 @@ from .training.distributed import barrier, distributed_context, resolve_device
 from .training.engine import LossFn, TrainResult, train
 from .training.evaluation import evaluate, predict_logits
 from .training.interrupts import Interrupted
-from .training.objectives import cross_entropy_loss, kd_loss, smoothed
+from .training.objectives import cross_entropy_loss, distillation_loss, smoothed
 from .training.recipe import with_state
 
 # ----------------------------------------------------------------------------- models for data
@@ -145,12 +145,13 @@ def teacher_kd_loss(teacher: torch.nn.Module, images, temperature: float, kd_wei
     The cache turns itself off where it would be wrong (augmented images differ every epoch; the
     engine mixes or erases them: `inputs_change`) or would grow with the data past 256 MiB (a
     large image folder). `smoothing`: label smoothing of the cross-entropy part."""
+    loss = distillation_loss(temperature, kd_weight, smoothing)  # its settings checked once, here
     augmented = getattr(images, "augment", False) or inputs_change
     if cache and not augmented and len(images) * teacher.spec.num_classes * 4 <= _CACHE_BYTES:
         cached = predict_logits(teacher, images, batch_size, device, workers).to(device)  # (n, classes)
 
         def loss_fn(logits, batch, labels, indices):
-            return kd_loss(logits, cached[indices.to(device)].to(logits.dtype), labels, temperature, kd_weight, smoothing)
+            return loss(logits, cached[indices.to(device)].to(logits.dtype), labels)
     else:
         last: dict = {}
 
@@ -158,7 +159,7 @@ def teacher_kd_loss(teacher: torch.nn.Module, images, temperature: float, kd_wei
             if last.get("batch") is not batch:  # mixup scores one batch against two label sets: one teacher pass
                 with torch.no_grad():
                     last.update(batch=batch, logits=teacher(batch))
-            return kd_loss(logits, last["logits"].to(logits.dtype), labels, temperature, kd_weight, smoothing)
+            return loss(logits, last["logits"].to(logits.dtype), labels)
 
     return loss_fn
 
@@ -544,30 +545,33 @@ def fit_images(data: Dataset, config: SpawnConfig):
     return (data.train_images[pick[m:]], data.train_labels[pick[m:]]), held
 
 
-def find_teacher(teacher, learngene: Learngene, data: Dataset) -> tuple[ViT | None, str | None, str]:
-    """The ancestry to distil from while fitting scalers, its name, and why there is none:
-    `teacher` if given (it must fit the data), else the learngene's own ancestry if its file is
-    still there (a Hub ancestry, `hf:ORG/NAME@COMMIT`: in the Hugging Face cache) and fits the data."""
-    if teacher is not None:
-        model, _ = load_vit(teacher)
-        check_fits(model.spec, data, "teacher")
-        return model, str(teacher), ""
+def resolve_teacher(teacher, name: str | None, learngene: Learngene, data: Dataset) -> tuple[ViT | None, str | None, str]:
+    """The ancestry a scaler fit distils from, its name, and why there is none. `teacher`: None
+    (the default: none, whatever lies on the disk), a ViT in memory (named `name`), a model file,
+    folder or hub name, or "recorded": the ancestry the learngene records (a file path, or
+    `hf:ORG/NAME@COMMIT` in the Hugging Face cache), which must be there and fit the data."""
+    if teacher is None:
+        return None, None, "no teacher was given (the default); pass --teacher FILE, or --teacher recorded for the learngene's ancestry"
+    if isinstance(teacher, ViT):
+        check_fits(teacher.spec, data, "teacher")
+        return teacher, name or "(in memory)", ""
+    if str(teacher) == "recorded":
+        teacher = _recorded_teacher(learngene, data)
+    model, _ = load_vit(teacher)
+    check_fits(model.spec, data, "teacher")
+    return model, str(teacher), ""
+
+
+def _recorded_teacher(learngene: Learngene, data: Dataset) -> str:
+    """What `load_vit` reads for the learngene's recorded ancestry; WaveError if it cannot teach `data`."""
     recorded = learngene.provenance.get("teacher")
     if not recorded:
-        return None, None, "the learngene records no ancestry; pass --teacher to distil from one"
-    hub = recorded.startswith("hf:")
-    if not hub and not Path(recorded).exists():  # a file, or a Hugging Face folder
-        return None, None, f"the learngene's ancestry {recorded} is not on this machine; pass --teacher to distil from a copy"
-    if learngene.provenance.get("data") not in (None, data.name):
-        # an ancestry of other data cannot teach this one, even with as many classes
-        return None, None, f"the learngene's ancestry was trained on {learngene.provenance.get('data')}, not {data.name}"
-    try:
-        model, _ = load_vit("hf-hub:" + recorded[3:] if hub else recorded)
-    except WaveError as e:
-        if not hub:
-            raise
-        return None, None, f"the learngene's ancestry {recorded} cannot be had ({e}); pass --teacher"
-    fits = (model.spec.image_size, model.spec.channels, model.spec.num_classes) == (data.image_size, data.channels, data.num_classes)
-    if not fits:
-        return None, None, f"the learngene's ancestry {recorded} takes other images or classes than {data.name}"
-    return model, recorded, ""
+        raise WaveError("--teacher recorded: the learngene records no ancestry; pass --teacher FILE")
+    if learngene.provenance.get("data") not in (None, data.name):  # an ancestry of other data cannot teach this one
+        raise WaveError(f"--teacher recorded: the learngene's ancestry was trained on {learngene.provenance.get('data')}, not {data.name}; "
+                        f"pass --teacher FILE or no teacher")
+    if recorded.startswith("hf:"):
+        return "hf-hub:" + recorded[3:]
+    if not Path(recorded).exists():  # a file, or a Hugging Face folder
+        raise WaveError(f"--teacher recorded: the learngene's ancestry {recorded} is not on this machine; pass --teacher with a copy")
+    return recorded

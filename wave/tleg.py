@@ -75,7 +75,12 @@ def expand(a: Mapping[str, Array], b: Mapping[str, Array], shared: Mapping[str, 
     arrays are returned as they are, not copied.
     """
     check_parts(spec, a, b, shared)
-    target = spec.replace(depth=depth)  # checks the depth; keeps the heads, since the width is the same
+    return expand_unchecked(a, b, shared, spec.replace(depth=depth))  # replace checks the depth and keeps the heads
+
+
+def expand_unchecked(a: Mapping[str, Array], b: Mapping[str, Array], shared: Mapping[str, Array], target: ViTSpec) -> dict[str, Array]:
+    """`expand` to the ViT `target` without checking the parts, for parts checked once already:
+    a model's parameters, expanded every forward pass (`backends/torch.py`)."""
     xp = array_namespace(*a.values(), *b.values(), *shared.values())
     state = {}
     for key in state_dict_keys(target):
@@ -83,7 +88,7 @@ def expand(a: Mapping[str, Array], b: Mapping[str, Array], shared: Mapping[str, 
         if layer is None:
             state[key] = shared[name]
         else:
-            state[key] = xp.add(a[name], coefficient(layer, depth) * b[name])
+            state[key] = xp.add(a[name], coefficient(layer, target.depth) * b[name])
     return state
 
 

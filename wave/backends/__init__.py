@@ -1,1 +1,1 @@
-"""Array-library backends: `numpy` (the reference) and `torch` (training)."""
+"""Array-library backends: `numpy` (the reference) and `torch` (training); docs/design.md, section 4."""

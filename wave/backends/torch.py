@@ -19,10 +19,10 @@ from torch import nn
 
 from ..errors import WaveError
 from ..keys import split_key, state_dict_keys
-from ..learngene import Learngene, check_shapes, materialize
+from ..learngene import Learngene, check_shapes, materialize_unchecked
 from ..spawning import fresh_factors
 from ..spec import ROLES, ViTSpec, check_side, init_target
-from ..tleg import BLOCK_ROLES, SHARED_ROLES, TLEGGene, check_parts, expand
+from ..tleg import BLOCK_ROLES, SHARED_ROLES, TLEGGene, check_parts, expand_unchecked
 
 
 class PatchEmbed(nn.Module):
@@ -156,7 +156,9 @@ class TemplatedViT(nn.Module):
     """The auxiliary model: templates shared by all layers, scalers per layer, nothing else.
 
     Parameters live in two ParameterDicts, `templates` and `scalers`, keyed by role with dots
-    replaced by underscores (`attn_qkv_weight`); `role_tensors` gives them back by role.
+    replaced by underscores (`attn_qkv_weight`); `role_tensors` gives them back by role. Their
+    shapes are checked once, here: afterwards only load_state_dict can change them, and PyTorch
+    refuses a shape that differs, so the forward pass checks nothing.
     """
 
     def __init__(self, spec: ViTSpec, side: int, n_templates: int | Mapping[str, int], seed: int = 0):
@@ -166,6 +168,7 @@ class TemplatedViT(nn.Module):
         templates, scalers = fresh_factors(spec, side, n_templates, seed)  # timm-like statistics
         self.templates = nn.ParameterDict({_key(r.name): nn.Parameter(torch.from_numpy(templates[r.name])) for r in ROLES})
         self.scalers = nn.ParameterDict({_key(r.name): nn.Parameter(torch.from_numpy(scalers[r.name])) for r in ROLES})
+        check_shapes(spec, side, *self.role_tensors())
         # The network the weights are plugged into: on the meta device (no memory), and kept out
         # of the module tree so that .to(), state_dict() and parameters() never see it.
         with torch.device("meta"):
@@ -181,7 +184,7 @@ class TemplatedViT(nn.Module):
     def dense_state_dict(self) -> dict[str, torch.Tensor]:
         """Every parameter of the plain ViT, built from templates and scalers (timm keys)."""
         templates, scalers = self.role_tensors()
-        return materialize(self.spec, self.side, templates, scalers)
+        return materialize_unchecked(self.spec, templates, scalers)  # shapes checked in __init__
 
     def set_drop_path(self, rate: float) -> None:
         self._network.set_drop_path(rate)
@@ -220,7 +223,8 @@ class TLEGViT(nn.Module):
     rest; block l of `depth` blocks is `A + l / (depth - 1) * B` (`tleg.expand`).
 
     Parameters live in three ParameterDicts, `a`, `b` and `shared`, keyed by role with dots
-    replaced by underscores (`attn_qkv_weight`, `patch_embed_proj_weight`).
+    replaced by underscores (`attn_qkv_weight`, `patch_embed_proj_weight`). Their shapes are
+    checked once, here, as TemplatedViT's are.
     """
 
     def __init__(self, spec: ViTSpec, seed: int = 0):
@@ -240,6 +244,7 @@ class TLEGViT(nn.Module):
         self.a = nn.ParameterDict({_key(r): nn.Parameter(dense[f"blocks.0.{r}"].clone()) for r in BLOCK_ROLES})
         self.b = nn.ParameterDict({_key(r): nn.Parameter(torch.zeros_like(dense[f"blocks.0.{r}"])) for r in BLOCK_ROLES})
         self.shared = nn.ParameterDict({_key(k): nn.Parameter(dense[k].clone()) for k in SHARED_ROLES})
+        check_parts(spec, *self.parts())
         with torch.device("meta"):  # as in TemplatedViT: no memory, and outside the module tree
             object.__setattr__(self, "_network", ViT(spec))
 
@@ -253,7 +258,8 @@ class TLEGViT(nn.Module):
 
     def dense_state_dict(self, depth: int | None = None) -> dict[str, torch.Tensor]:
         """Every parameter of the plain ViT of `depth` blocks (default: this model's), timm keys."""
-        return expand(*self.parts(), self.spec, self.spec.depth if depth is None else depth)
+        target = self.spec if depth is None else self.spec.replace(depth=depth)  # replace checks the depth
+        return expand_unchecked(*self.parts(), target)  # the parts were checked in __init__
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.func.functional_call(self._network, self.dense_state_dict(), (images,))

@@ -97,7 +97,7 @@ def _ancestry(config, data, out, path, device, log) -> tuple[ViT, Path, dict]:
         if not path.exists():
             log(f"training the ancestry ({recipe.depth}x{recipe.width}, {recipe.epochs} epochs on {len(data.train_labels):,} images) -> {path}")
             train_ancestry(data, recipe, out=path, batch_size=config.ancestry_batch_size, patch=config.patch,
-                           device=device, resume=True, provenance={"made_by": "wave bench"},
+                           heads=recipe.width // config.side, device=device, resume=True, provenance={"made_by": "wave bench"},
                            augment=config.ancestry_augment)
         model, provenance = load_vit(path)
         shifts = ", random shifts and flips" if config.ancestry_augment else ""
@@ -114,9 +114,9 @@ def _ancestry(config, data, out, path, device, log) -> tuple[ViT, Path, dict]:
 
 
 def _ancestry_spec(config: BenchConfig, data: Dataset) -> ViTSpec:
-    """The ancestry the bench trains (heads of width 64, `spec.resized`'s rule)."""
+    """The ancestry the bench trains: heads as wide as the templates, so they stay head-aligned."""
     check_width(config.ancestry_width, config.side)
-    return spec_for(data, config.ancestry_depth, config.ancestry_width, patch=config.patch)
+    return spec_for(data, config.ancestry_depth, config.ancestry_width, config.ancestry_width // config.side, config.patch)
 
 
 # ----------------------------------------------------------------------------- the learngene's capacity

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..api import spawn
+from ..api import plan_spawn, run_spawn
 from ..backends.torch import ViT, dense_numpy, load_state_dict
 from ..configs import EVAL_BATCH_SIZE, DistillConfig, SpawnConfig, TrainConfig
 from ..errors import WaveError
@@ -116,9 +116,9 @@ def initialise(method: str, spec: ViTSpec, seed: int, family: Family, data: Data
         raise WaveError(f"unknown method {method!r}")
     gene = family.nearest_kron if method == "nearest-kron" else family.learngene
     fit = method != "wave-nofit"
-    spawned = spawn(gene, spec.depth, spec.width, spec.heads, data=data, patch=spec.patch_size, fit=fit,
-                    fit_steps=config.fit_steps, fit_samples=config.fit_samples, batch_size=config.batch_size, lr=config.fit_lr,
-                    teacher=family.ancestry_path if same_data else None, seed=seed, device=device)
+    spawned = run_spawn(plan_spawn(gene, spec.depth, spec.width, spec.heads, data=data, patch=spec.patch_size, fit=fit,
+                                   config=fit_config(config, seed), teacher=family.ancestry if same_data else None,
+                                   teacher_name=str(family.ancestry_path), fresh_head=not same_data, device=device))
     if spawned.spec != spec:
         raise WaveError(f"{method} spawned a {spawned.spec} for the size {spec}: the learngene does not fit the bench's sizes")
     model = load_state_dict(ViT(spec), spawned.state_dict)
@@ -127,6 +127,12 @@ def initialise(method: str, spec: ViTSpec, seed: int, family: Family, data: Data
     samples = spawned.provenance["fit_samples"]
     return done(model, compute=images_passed(samples, config.batch_size, spawned.provenance["fit_steps"]), images=samples,
                 teacher_forward=samples if spawned.provenance.get("teacher") else 0)
+
+
+def fit_config(config: BenchConfig, seed: int, steps: int | None = None) -> SpawnConfig:
+    """The scaler fit of the bench's wave and nearest-kron cells."""
+    return SpawnConfig(fit_steps=steps or config.fit_steps, fit_samples=config.fit_samples, batch_size=config.batch_size,
+                       lr=config.fit_lr, seed=seed)
 
 
 def kd_loss_for(family: Family, images, device: str):

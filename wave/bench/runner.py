@@ -28,7 +28,6 @@ by `report.py`.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import time
@@ -37,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from ..api import spawn
+from ..api import plan_spawn, run_spawn
 from ..backends.torch import ViT, load_state_dict
 from ..configs import EVAL_BATCH_SIZE, TrainConfig
 from ..errors import WaveError
@@ -51,7 +50,7 @@ from ..training.evaluation import evaluate
 from ..training.objectives import cross_entropy_loss
 from .config import DOWNSTREAM_METHODS, METHODS, BenchConfig
 from .family import Family, make_family, planned_family
-from .methods import initialise, kd_loss_for, not_applicable
+from .methods import fit_config, initialise, kd_loss_for, not_applicable
 from .records import RecordFile, images_passed
 from .report import BYTES_PER_PARAM, write_reports
 
@@ -117,11 +116,7 @@ def sweep_learning_rates(config: BenchConfig, family: Family, data: Dataset, siz
     that does not apply at that size takes random's rate (and the report says so)."""
     if len(config.lrs) == 1:
         return {m: config.lrs[0] for m in methods}
-    train_part, val = split_validation(data, config.validation_fraction, seed=0)
-    # The initialisations see the training part only; the name stays the data's, so spawning
-    # knows it is the data the learngene was distilled on.
-    init_data = dataclasses.replace(train_part, name=data.name)
-    val = dataclasses.replace(val, name=data.name)
+    init_data, val = split_validation(data, config.validation_fraction, seed=0)  # the initialisations see the training part only
     chosen = {}
     for method in swept_methods(methods):
         if not_applicable(method, size, family):
@@ -152,7 +147,6 @@ def fit_study(config: BenchConfig, family: Family, data: Dataset, sizes: list[Vi
     """wave's validation accuracy after 0 (the data-free rule) and each of `fit_study_steps` fit
     steps, every size, seed 0, and the fit's cost: one record per (size, steps)."""
     _, val = split_validation(data, config.validation_fraction, seed=0)
-    val = dataclasses.replace(val, name=data.name)  # fit on the training part, scored on the held-out part
     gene = family.learngene
     for spec in sizes:
         for steps in (0, *config.fit_study_steps):
@@ -160,9 +154,9 @@ def fit_study(config: BenchConfig, family: Family, data: Dataset, sizes: list[Vi
             if key in store:
                 continue
             start = time.perf_counter()
-            spawned = spawn(gene, spec.depth, spec.width, spec.heads, data=val, patch=spec.patch_size, fit=steps > 0,
-                            fit_steps=max(steps, 1), fit_samples=config.fit_samples, batch_size=config.batch_size, lr=config.fit_lr,
-                            teacher=family.ancestry_path, seed=0, device=device)
+            spawned = run_spawn(plan_spawn(gene, spec.depth, spec.width, spec.heads, data=val, patch=spec.patch_size, fit=steps > 0,
+                                           config=fit_config(config, 0, max(steps, 1)), teacher=family.ancestry,
+                                           teacher_name=str(family.ancestry_path), fresh_head=False, device=device))
             if steps:
                 accuracy, fitted = spawned.provenance["test_accuracy"], spawned.provenance["fitted_params"]
                 compute = images_passed(spawned.provenance["fit_samples"], config.batch_size, steps)

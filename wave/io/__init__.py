@@ -1,4 +1,2 @@
-"""Files and data on disk: safetensors primitives (storage.py), learngene, model and checkpoint
-files (files.py), Hugging Face folders (hf.py), datasets (datasets.py) and inspection
-(inspect.py). NumPy and safetensors only: nothing here needs torch.
-"""
+"""Files and data on disk, with NumPy and safetensors only: nothing here needs torch.
+Its modules and what each holds: docs/design.md, section 4 ("io")."""

@@ -11,6 +11,9 @@ written atomically, never pickled.
   expansion rule and the provenance.
 - A training checkpoint's header (position, history, fingerprint) is read here without torch;
   the engine writes and restores its tensors.
+
+Reading is strict: a file lacking a tensor its format holds, or holding one it does not (the
+names come from the same functions the writers use), is refused by name.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from .storage import (
     open_safetensors,
     read_file,
     read_header,
+    refuse_unexpected,
     write_safetensors,
 )
 
@@ -46,11 +50,14 @@ _WANT = {
 }
 
 
+def _learngene_tensors() -> dict[str, tuple[str, str]]:
+    """Tensor name -> (part, role) of a learngene file: `templates.{role}` and `scalers.{role}`
+    of every templated role. The writer and the reader both use it, so nothing else is read."""
+    return {f"{part}.{r.name}": (part, r.name) for r in ROLES for part in ("templates", "scalers")}
+
+
 def save_learngene(path: str | os.PathLike, learngene: Learngene) -> None:
-    tensors = {}
-    for name in learngene.templates:
-        tensors[f"templates.{name}"] = np.asarray(learngene.templates[name])
-        tensors[f"scalers.{name}"] = np.asarray(learngene.scalers[name])
+    tensors = {name: np.asarray(getattr(learngene, part)[role]) for name, (part, role) in _learngene_tensors().items()}
     header = {
         "spec": learngene.spec.to_dict(),
         "side": learngene.side,
@@ -93,15 +100,19 @@ def load_learngene(path: str | os.PathLike) -> Learngene:
     metadata, tensors = read_file(path)
     header = read_header(path, metadata)
     expect_format(path, header, LEARNGENE_FORMAT, _WANT[LEARNGENE_FORMAT])
+    names = _learngene_tensors()
+    parts: dict[str, dict] = {"templates": {}, "scalers": {}}
     try:
         spec = ViTSpec.from_dict(header["spec"])
         side = int(header["side"])
-        templates = {r.name: tensors[f"templates.{r.name}"] for r in ROLES}
-        scalers = {r.name: tensors[f"scalers.{r.name}"] for r in ROLES}
+        for name, (part, role) in names.items():
+            parts[part][role] = tensors[name]
     except KeyError as e:
         raise WaveError(f"{path}: learngene file lacks {e.args[0]}: the file is damaged; distil it again") from None
     except (TypeError, ValueError) as e:
         raise WaveError(f"{path}: damaged learngene header ({e}): distil it again") from None
+    refuse_unexpected(path, tensors, names, f"a {spec.depth}x{spec.width} ViT's learngene", "distil it again")
+    templates, scalers = parts["templates"], parts["scalers"]
     try:
         gene = Learngene(templates, scalers, spec, side, header.get("provenance", {}))
     except WaveError as e:
@@ -110,14 +121,20 @@ def load_learngene(path: str | os.PathLike) -> Learngene:
     return gene
 
 
+def _tleg_tensors() -> dict[str, tuple[str, str]]:
+    """Tensor name -> (part, key) of a TLEG learngene file: `a.{role}` and `b.{role}` of every
+    block role, `shared.{key}` of every other parameter. Used by the writer and the reader alike."""
+    return {
+        **{f"a.{r}": ("a", r) for r in BLOCK_ROLES},
+        **{f"b.{r}": ("b", r) for r in BLOCK_ROLES},
+        **{f"shared.{k}": ("shared", k) for k in SHARED_ROLES},
+    }
+
+
 def save_tleg(path: str | os.PathLike, gene: TLEGGene) -> None:
     """Write a TLEG learngene: tensors `a.{role}`, `b.{role}` and `shared.{key}`, the spec and the
     provenance in the header (format `waveinit.tleg`), atomically."""
-    tensors = {
-        **{f"a.{r}": np.asarray(gene.a[r]) for r in BLOCK_ROLES},
-        **{f"b.{r}": np.asarray(gene.b[r]) for r in BLOCK_ROLES},
-        **{f"shared.{k}": np.asarray(gene.shared[k]) for k in SHARED_ROLES},
-    }
+    tensors = {name: np.asarray(getattr(gene, part)[key]) for name, (part, key) in _tleg_tensors().items()}
     header = {
         "spec": gene.spec.to_dict(),
         "expansion": "blocks.{l}.{role} = a.{role} + l / (depth - 1) * b.{role} (depth 1: a.{role})",
@@ -131,15 +148,18 @@ def load_tleg(path: str | os.PathLike) -> TLEGGene:
     metadata, tensors = read_file(path)
     header = read_header(path, metadata)
     expect_format(path, header, TLEG_FORMAT, _WANT[TLEG_FORMAT])
+    names = _tleg_tensors()
+    parts: dict[str, dict] = {"a": {}, "b": {}, "shared": {}}
     try:
         spec = ViTSpec.from_dict(header["spec"])
-        a = {r: tensors[f"a.{r}"] for r in BLOCK_ROLES}
-        b = {r: tensors[f"b.{r}"] for r in BLOCK_ROLES}
-        shared = {k: tensors[f"shared.{k}"] for k in SHARED_ROLES}
+        for name, (part, key) in names.items():
+            parts[part][key] = tensors[name]
     except KeyError as e:
         raise WaveError(f"{path}: TLEG learngene file lacks {e.args[0]}: the file is damaged; distil it again") from None
     except (TypeError, ValueError) as e:
         raise WaveError(f"{path}: damaged TLEG learngene header ({e}): distil it again") from None
+    refuse_unexpected(path, tensors, names, f"a {spec.depth}x{spec.width} ViT's TLEG learngene", "distil it again")
+    a, b, shared = parts["a"], parts["b"], parts["shared"]
     try:
         gene = TLEGGene(a, b, shared, spec, header.get("provenance", {}))
     except WaveError as e:
@@ -188,6 +208,8 @@ def load_model(path: str | os.PathLike, heads: int | None = None, revision: str 
     if not header:
         spec = spec_from_state_dict(tensors, heads, source=str(path))
         check_state_dict(path, tensors, spec)
+        refuse_unexpected(path, tensors, state_dict_keys(spec), f"a {spec.depth}x{spec.width} ViT's state dict",
+                          "keep only the ViT's own tensors in it")
         check_finite(path, tensors, "model")
         return ModelFile(tensors, spec, {"source": str(path)})
     expect_format(path, header, MODEL_FORMAT, _WANT[MODEL_FORMAT])
@@ -196,6 +218,7 @@ def load_model(path: str | os.PathLike, heads: int | None = None, revision: str 
     except (KeyError, TypeError, ValueError) as e:
         raise WaveError(f"{path}: model file has no valid spec in its header ({e}): the file is damaged; write it again") from None
     check_state_dict(path, tensors, spec)
+    refuse_unexpected(path, tensors, state_dict_keys(spec), f"a {spec.depth}x{spec.width} ViT's model file", "write it again")
     check_finite(path, tensors, "model")
     return ModelFile(tensors, spec, header.get("provenance", {}))
 

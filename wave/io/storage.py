@@ -78,6 +78,17 @@ def check_finite(path, tensors: dict, what: str = "file", fix: str | None = None
                             f"{fix or f'use another {what} or make it again'}")
 
 
+def refuse_unexpected(path, names, expected, what: str, fix: str) -> None:
+    """WaveError naming `path` and the first of `names` (a file's tensors) not in `expected`;
+    `what` says whose tensors the file should hold ("a 2x64 ViT's learngene"). A reader that
+    skipped them would take a file another tool wrote, or a damaged one, for a whole file of ours."""
+    extra = sorted(set(names) - set(expected))
+    if extra:
+        shown = ", ".join(repr(name) for name in extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        raise WaveError(f"{path}: unexpected tensor{'s' if len(extra) > 1 else ''} {shown} (not part of {what}): "
+                        f"the file was written by another tool or damaged; {fix}")
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of a safetensors file, its tensors unread."""
     with open_safetensors(path) as f:

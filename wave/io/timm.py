@@ -15,8 +15,9 @@ import re
 from pathlib import Path
 
 from ..errors import WaveError
-from ..keys import ModelFile, check_state_dict
+from ..keys import ModelFile, check_state_dict, state_dict_keys
 from ..spec import GLOBAL_POOLS, ViTSpec
+from .storage import refuse_unexpected
 
 # name -> (depth, width, heads), timm's ViT and DeiT sizes
 SIZES = {
@@ -163,6 +164,8 @@ def load_timm_model(folder: str | os.PathLike) -> ModelFile:
     spec = spec_from_timm_config(read_config(folder), source=str(folder))
     tensors, provenance = read_folder_weights(folder)
     check_state_dict(folder, tensors, spec)
+    refuse_unexpected(folder, tensors, state_dict_keys(spec), f"the {spec.depth}x{spec.width} ViT its config.json describes",
+                      "check its config.json or save it again")
     return ModelFile(tensors, spec, provenance)
 
 

@@ -8,6 +8,7 @@ module writes and restores the tensors.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from ..configs import TrainConfig
 from ..errors import WaveError
 from ..io.files import read_checkpoint_header
-from ..io.storage import CHECKPOINT_FORMAT, check_finite, header_metadata, open_safetensors
+from ..io.storage import CHECKPOINT_FORMAT, check_finite, header_metadata, open_safetensors, refuse_unexpected
 from .batches import is_lazy
 
 
@@ -38,15 +39,19 @@ class Position:
     ema: dict | None = None  # the weights' moving average (TrainConfig.model_ema), key -> tensor
 
 
-def resume_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, fingerprint: dict) -> Position:
+def resume_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, fingerprint: dict,
+                      model_ema: bool = False) -> Position:
     """Restore `model` and `optimizer` from the checkpoint at `path` and return its position;
-    WaveError if the checkpoint was made with another fingerprint."""
+    WaveError if the checkpoint was made with another fingerprint, or holds a tensor that a
+    checkpoint of this run (`model_ema`: with the weights' moving average) does not."""
     header, tensors = read_checkpoint(path)
     diff = first_difference(header.get("fingerprint"), fingerprint)
     if diff:
         key, saved, now = diff
         raise WaveError(f"{path} was made with other settings ({key}: {_short(saved)} there, {_short(now)} now): "
                         f"drop --resume to start over, or resume with the same settings")
+    what = "a checkpoint of this model and optimizer" + (" with a moving average of the weights" if model_ema else "")
+    refuse_unexpected(path, tensors, expected_tensors(model, optimizer, model_ema), what, "drop --resume to start over")
     restore(path, tensors, model, optimizer)
     ema = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}
     return Position(epoch=header["epoch"], step=header["step"], global_step=header["global_step"],
@@ -148,26 +153,55 @@ def _host_copy(t: Tensor) -> Tensor:
     return t.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
 
 
-def checkpoint_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, loss_sum: Tensor, header: dict,
-                     ema: dict[str, Tensor] | None = None) -> bytes:
-    """The checkpoint file's bytes; raises _NonFinite rather than serialise a NaN or inf.
-
-    Tensors: `model.{key}` (the state dict), `optim.{param index}.{key}` (AdamW's exp_avg,
-    exp_avg_sq, step, indexed as in optimizer.state_dict()), `train.loss_sum` (float64 sum of the
-    per-sample losses of the epoch so far), `ema.{key}` (the weights' moving average, if kept).
-    Everything else is JSON in the metadata.
-    """
+def checkpoint_tensors(model_state: dict, optimizer_state: dict, loss_sum: Tensor, ema: dict[str, Tensor] | None) -> dict[str, Tensor]:
+    """The tensors of a checkpoint by name, not yet copied: `model.{key}` (the model's state dict),
+    `optim.{param index}.{key}` (`optimizer_state`, optimizer.state_dict()["state"]: AdamW's
+    exp_avg, exp_avg_sq, step), `train.loss_sum` (float64 sum of the per-sample losses of the
+    epoch so far), `ema.{key}` (the weights' moving average, if kept)."""
     tensors = {}
-    for key, value in model.state_dict().items():
+    for key, value in model_state.items():
         if not isinstance(value, Tensor):
             raise WaveError(f"model state {key!r} is a {type(value).__name__}, not a tensor: the training engine can only checkpoint tensors")
-        tensors[f"model.{key}"] = _host_copy(value)
-    for index, state in optimizer.state_dict()["state"].items():
+        tensors[f"model.{key}"] = value
+    for index, state in optimizer_state.items():
         for key, value in state.items():
-            tensors[f"optim.{index}.{key}"] = _host_copy(torch.as_tensor(value))
-    tensors["train.loss_sum"] = _host_copy(loss_sum)
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value)
+    tensors["train.loss_sum"] = loss_sum
     for key, value in (ema or {}).items():
-        tensors[f"ema.{key}"] = _host_copy(value)
+        tensors[f"ema.{key}"] = value
+    return tensors
+
+
+def expected_tensors(model: nn.Module, optimizer: torch.optim.Optimizer, ema: bool) -> set[str]:
+    """Every tensor name a checkpoint of `model` and `optimizer` may hold: `checkpoint_tensors`'
+    names for the optimizer's state on every parameter and, with `ema`, a moving average of
+    every entry of the model's state (`ModelEma` keeps one per entry)."""
+    state = model.state_dict()
+    indices = [i for group in optimizer.state_dict()["param_groups"] for i in group["params"]]
+    placeholder = torch.zeros(())
+    per_param = dict.fromkeys(_optimizer_state_names(optimizer), placeholder)
+    return set(checkpoint_tensors(state, {i: per_param for i in indices}, placeholder, state if ema else None))
+
+
+def _optimizer_state_names(optimizer: torch.optim.Optimizer) -> list[str]:
+    """The state `optimizer` keeps per parameter (AdamW: step, exp_avg, exp_avg_sq), read off one
+    step of its kind on a one-element parameter: a run about to resume has taken no step, so its
+    own optimizer holds no state yet to read the names from."""
+    accepted = inspect.signature(type(optimizer)).parameters  # AdamW's defaults hold a setting its constructor does not take
+    settings = {k: v for k, v in optimizer.defaults.items() if k in accepted}
+    param = torch.zeros(1, requires_grad=True)
+    param.grad = torch.zeros(1)
+    probe = type(optimizer)([param], **settings)
+    probe.step()
+    return list(probe.state_dict()["state"][0])
+
+
+def checkpoint_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, loss_sum: Tensor, header: dict,
+                     ema: dict[str, Tensor] | None = None) -> bytes:
+    """The checkpoint file's bytes: the tensors of `checkpoint_tensors`, everything else JSON in
+    the metadata; raises NonFinite rather than serialise a NaN or inf."""
+    named = checkpoint_tensors(model.state_dict(), optimizer.state_dict()["state"], loss_sum, ema)
+    tensors = {name: _host_copy(value) for name, value in named.items()}
     bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
         raise NonFinite(f"{bad[0]} holds NaN or inf")

@@ -222,7 +222,7 @@ def train(
     position, resumed_from = Position(), None
     if path is not None and path.exists():
         if resume:
-            position = resume_checkpoint(path, model, optimizer, run_fingerprint)
+            position = resume_checkpoint(path, model, optimizer, run_fingerprint, model_ema=config.model_ema)
             resumed_from = position.global_step
         else:
             read_checkpoint_header(path)  # refuse to replace a file that is not a checkpoint

@@ -62,6 +62,20 @@ def smoothed(smoothing: float) -> LossFn:
     return lambda logits, images, labels, indices: cross_entropy_loss(logits, images, labels, indices, smoothing)
 
 
+def distillation_loss(temperature: float, alpha: float, smoothing: float = 0.0) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """`kd_loss` with these settings, checked once, here, rather than in every training step:
+    (student logits (B, classes), teacher logits (B, classes), labels (B,)) -> losses (B,)."""
+    if not temperature > 0:
+        raise WaveError(f"distillation temperature must be positive, got {temperature}")
+    if not 0 <= alpha <= 1:
+        raise WaveError(f"distillation weight (alpha) must be in [0, 1], got {alpha}")
+
+    def loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> Tensor:
+        return kd_loss(student_logits, teacher_logits, labels, temperature, alpha, smoothing)
+
+    return loss
+
+
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temperature: float, alpha: float,
             smoothing: float = 0.0) -> Tensor:
     """Per-sample distillation loss (B,), float32:
@@ -69,12 +83,9 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, temp
         alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels)
 
     The T^2 keeps the KL term's gradient on the scale of the CE term's (Hinton et al., 2015);
-    the CE term takes label `smoothing` as `cross_entropy_loss` does.
+    the CE term takes label `smoothing` as `cross_entropy_loss` does. The settings are not
+    checked here, in the training step: `distillation_loss` (and DistillConfig) check them once.
     """
-    if not temperature > 0:
-        raise WaveError(f"distillation temperature must be positive, got {temperature}")
-    if not 0 <= alpha <= 1:
-        raise WaveError(f"distillation weight (alpha) must be in [0, 1], got {alpha}")
     student = student_logits.float()
     ce = F.cross_entropy(student, labels, reduction="none", label_smoothing=smoothing) if alpha < 1 else None
     if alpha == 0:
