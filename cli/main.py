@@ -256,7 +256,6 @@ def distill(
 ) -> None:
     """Distil an ancestry (teacher) ViT into a learngene: weight templates for every size (with
     per-epoch metrics beside it, <out stem>.metrics.csv)."""
-    from waveinit.io.metrics import metrics_path
     from waveinit.io.storage import check_writable
     from waveinit.spec import resized
     from waveinit.tasks import distill as run_distill
@@ -286,6 +285,13 @@ def distill(
         result = run_distill(teacher_model, dataset, aux_spec, config, distill_config, out=out, device=device, resume=resume,
                              on_progress=TrainingDisplay.callback_for_main_process(display),
                              provenance={"teacher": str(teacher_path), "threads": n_threads}, workers=workers, log_dir=log_dir)
+    _distilled(result, out, teacher_path, aux_spec, n_threads, as_json)
+
+
+def _distilled(result, out: Path, teacher_path, aux_spec, n_threads, as_json: bool) -> None:
+    """`wave distill`'s closing line, and its --json record."""
+    from waveinit.io.metrics import metrics_path
+
     lg = result.learngene
     echo(
         f"teacher {100 * result.teacher_eval['accuracy']:.2f}%, auxiliary model {100 * lg.provenance['test_accuracy']:.2f}% test accuracy; "
@@ -382,7 +388,7 @@ def spawn(
     """Initialise a ViT of any depth and width from a learngene and save it as a plain model file."""
     import time
 
-    from waveinit.api import spawn as run_spawn
+    from waveinit.api import plan_spawn, run_spawn
     from waveinit.io.files import save_model
     from waveinit.io.storage import check_writable
 
@@ -395,11 +401,11 @@ def spawn(
     check_writable(out)
     refuse_existing(out, force)
     n_threads = None if no_fit else use_threads(threads)
+    config = SpawnConfig(fit_steps=fit_steps, fit_samples=fit_samples, batch_size=batch_size, lr=lr, seed=seed, compile=compile_model)
+    plan = plan_spawn(learngene, depth, width, heads, data=data, data_dir=data_dir, patch=patch, fit=not no_fit, config=config,
+                      teacher=teacher, device=device, image_size=image_size)
     with TrainingDisplay("fit scalers", count="steps") as display:
-        model = run_spawn(learngene, depth, width, heads, data=data, data_dir=data_dir, patch=patch, fit=not no_fit,
-                          fit_steps=fit_steps, fit_samples=fit_samples, batch_size=batch_size, lr=lr, teacher=teacher,
-                          seed=seed, device=device, on_progress=display.update if is_main_process() and not no_fit else None,
-                          on_note=echo, image_size=image_size, workers=workers, compile=compile_model)
+        model = run_spawn(plan, on_progress=display.update if is_main_process() and not no_fit else None, on_note=echo, workers=workers)
     spec, p = model.spec, {**model.provenance, **({"threads": n_threads} if n_threads else {})}
     if is_main_process():
         save_model(out, model.state_dict, spec, p)

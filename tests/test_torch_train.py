@@ -506,7 +506,7 @@ def test_shift_and_flip_moves_each_image_within_its_bound_and_no_further():
     import numpy as np
     import torch
 
-    from waveinit.training.engine import shift_and_flip
+    from waveinit.training.batches import shift_and_flip
 
     torch.manual_seed(0)
     x = torch.randn(64, 2, 20, 20)

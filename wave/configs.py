@@ -143,7 +143,7 @@ class SpawnConfig:
     """The scaler fit of `wave spawn`: templates frozen, scalers (and fresh templates) trained."""
 
     # Optimizer steps of the scaler fit: the fewest of 25-400 within 0.5 points of the best, on
-    # average over six Fashion-MNIST sizes (docs/bench/results.md, "The scaler fit"); 200 before.
+    # average over six Fashion-MNIST sizes (docs/bench/results.md, "The scaler fit").
     fit_steps: int = 400
     fit_samples: int = 1500  # training images the fit may see (a fixed seeded choice)
     batch_size: int = 64

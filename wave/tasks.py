@@ -29,6 +29,7 @@ from .learngene import Learngene, learngene_from_weights
 from .spawning import spawn_factors
 from .spec import ViTSpec, resized
 from .tleg import TLEGGene
+from .training.batches import batch_source
 from .training.distributed import barrier, distributed_context, resolve_device
 from .training.engine import LossFn, TrainResult, train
 from .training.evaluation import evaluate, predict_logits
@@ -146,7 +147,7 @@ def teacher_kd_loss(teacher: torch.nn.Module, images, temperature: float, kd_wei
     engine mixes or erases them: `inputs_change`) or would grow with the data past 256 MiB (a
     large image folder). `smoothing`: label smoothing of the cross-entropy part."""
     loss = distillation_loss(temperature, kd_weight, smoothing)  # its settings checked once, here
-    augmented = getattr(images, "augment", False) or inputs_change
+    augmented = batch_source(images).changes_every_epoch or inputs_change
     if cache and not augmented and len(images) * teacher.spec.num_classes * 4 <= _CACHE_BYTES:
         cached = predict_logits(teacher, images, batch_size, device, workers).to(device)  # (n, classes)
 
@@ -487,49 +488,50 @@ def fit_scalers(
     for name, t in templates_p.items():
         t.requires_grad_(name in fresh)  # learned templates stay frozen; fresh ones must learn
     trainable = [p for p in model.parameters() if p.requires_grad]
-    samples = steps = 0
-    evaluation = kept = holdout = None
+    fit = _Fit()
     if data is not None:
         check_fits(target, data, "target model")
-        dev = resolve_device(device)
-        (images, labels), held = fit_images(data, config)
-        loss_fn = cross_entropy_loss
-        if teacher is not None:
-            check_fits(teacher.spec, data, "teacher")
-            loss_fn = teacher_kd_loss(_frozen(teacher, dev), images, config.temperature, config.kd_weight, config.batch_size, dev,
-                                      workers=workers)
-        before = evaluate(model, *held, EVAL_BATCH_SIZE, dev, workers) if held is not None else None
-        start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        fit = train(
-            model, images, labels,
-            TrainConfig(batch_size=config.batch_size, lr=config.lr, weight_decay=0.0, max_steps=config.fit_steps, seed=config.seed,
-                        compile=config.compile),
-            loss_fn=loss_fn, param_groups=[{"params": trainable, "weight_decay": 0.0}], device=device, on_progress=on_progress,
-            workers=workers,
-        )
-        samples, steps, kept = len(labels), fit.steps, "fitted"
-        if held is not None:
-            after = evaluate(model, *held, EVAL_BATCH_SIZE, dev, workers)
-            if after["loss"] >= before["loss"]:
-                model.load_state_dict(start_state)
-                kept = "start"
-            holdout = {"samples": before["samples"], "start_accuracy": before["accuracy"], "start_loss": before["loss"],
-                       "fitted_accuracy": after["accuracy"], "fitted_loss": after["loss"]}
-        evaluation = evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, dev, workers)
+        fit = _fit_and_judge(model, trainable, data, config, teacher, resolve_device(device), on_progress, workers)
     dense = load_state_dict(ViT(target), {k: v.detach().cpu() for k, v in model.dense_state_dict().items()})
-    return SpawnResult(
-        model=dense,
-        factors=model,
-        fresh_roles=fresh,
-        fitted_params=sum(p.numel() for p in trainable) if data is not None else 0,
-        samples=samples,
-        steps=steps,
-        teacher=teacher_name if (teacher is not None and data is not None) else None,
-        eval=evaluation,
-        seconds=time.perf_counter() - start,
-        kept=kept,
-        holdout=holdout,
-    )
+    return SpawnResult(model=dense, factors=model, fresh_roles=fresh, fitted_params=sum(p.numel() for p in trainable) if data is not None else 0,
+                       samples=fit.samples, steps=fit.steps, teacher=teacher_name if (teacher is not None and data is not None) else None,
+                       eval=fit.evaluation, seconds=time.perf_counter() - start, kept=fit.kept, holdout=fit.holdout)
+
+
+@dataclass
+class _Fit:
+    samples: int = 0  # images trained on
+    steps: int = 0
+    kept: str | None = None  # "fitted" or "start"
+    holdout: dict | None = None  # the held-out images' scores of start and fit
+    evaluation: dict | None = None  # the kept model's test scores
+
+
+def _fit_and_judge(model: TemplatedViT, trainable: list, data: Dataset, config: SpawnConfig, teacher: ViT | None, dev: torch.device,
+                   on_progress, workers: int) -> _Fit:
+    """Train `trainable` on the fit's images, then keep the fitted weights only if they lowered
+    the cross-entropy on the held-out fifth (`fit_scalers`)."""
+    (images, labels), held = fit_images(data, config)
+    loss_fn = cross_entropy_loss
+    if teacher is not None:
+        check_fits(teacher.spec, data, "teacher")
+        loss_fn = teacher_kd_loss(_frozen(teacher, dev), images, config.temperature, config.kd_weight, config.batch_size, dev, workers=workers)
+    before = evaluate(model, *held, EVAL_BATCH_SIZE, dev, workers) if held is not None else None
+    start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    steps = train(model, images, labels, TrainConfig(batch_size=config.batch_size, lr=config.lr, weight_decay=0.0, max_steps=config.fit_steps,
+                                                      seed=config.seed, compile=config.compile),
+                  loss_fn=loss_fn, param_groups=[{"params": trainable, "weight_decay": 0.0}], device=dev, on_progress=on_progress,
+                  workers=workers).steps
+    fit = _Fit(len(labels), steps, "fitted")
+    if held is not None:
+        after = evaluate(model, *held, EVAL_BATCH_SIZE, dev, workers)
+        if after["loss"] >= before["loss"]:
+            model.load_state_dict(start_state)
+            fit.kept = "start"
+        fit.holdout = {"samples": before["samples"], "start_accuracy": before["accuracy"], "start_loss": before["loss"],
+                       "fitted_accuracy": after["accuracy"], "fitted_loss": after["loss"]}
+    fit.evaluation = evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, dev, workers)
+    return fit
 
 
 FIT_HOLDOUT = 5  # one in this many of the fit's images is held out to judge the fit

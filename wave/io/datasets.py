@@ -334,24 +334,44 @@ def _headers(paths: list[Path], skip_bad: bool) -> tuple[list[bool], list[tuple[
     return ok, sizes, gray
 
 
+def _class_folders(name: str, root: Path) -> tuple[dict, dict | None, Path | None]:
+    """(train, test, the test folder) of an image folder: class -> image paths, from train/ and
+    val/ (or test/) when both exist, else (all, None, None)."""
+    if not root.is_dir():
+        raise WaveError(f"{name}: {root} is not a folder: expected one sub-folder of images per class")
+    held_out = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    if not ((root / "train").is_dir() and held_out is not None):
+        return _scan_classes(root), None, None
+    train, test = _scan_classes(root / "train"), _scan_classes(held_out)
+    if set(test) != set(train):
+        only_test, only_train = sorted(set(test) - set(train)), sorted(set(train) - set(test))
+        where = f"{held_out.name}/ classes {', '.join(only_test)} have no train/ folder" if only_test else \
+            f"train/ classes {', '.join(only_train)} have no {held_out.name}/ folder"
+        raise WaveError(f"{name}: {where}: give train/ and {held_out.name}/ the same class folders")
+    return train, test, held_out
+
+
+def _one_square_size(name: str, paths: list[Path], sizes: list[tuple[int, int]], keep: np.ndarray) -> int:
+    """The side of the kept images, which must all be one square size (else: --image-size)."""
+    first = keep[0]
+    other = next((i for i in keep if sizes[i] != sizes[first]), None)
+    if other is not None:
+        (w, h), (w0, h0) = sizes[other], sizes[first]
+        raise WaveError(f"image {paths[other]} is {w}x{h} but {paths[first]} is {w0}x{h0} (width x height): "
+                        f"pass --image-size N to resize them all (centre crop, bilinear)")
+    if sizes[first][0] != sizes[first][1]:
+        raise WaveError(f"{name}: the images are {sizes[first][0]}x{sizes[first][1]}, not square: "
+                        f"pass --image-size N to centre-crop and resize them")
+    return sizes[first][0]
+
+
 def _load_folder(name: str, root: Path, image_size: int | None = None, augment: bool = False,
                  skip_bad_images: bool = False, channels: int | None = None, auto_augment: str | None = None) -> Dataset:
     """One sub-folder of images per class, in `train/` and `val/` (or `test/`) when both exist,
     else one folder split 80/20 by class. Images stay on disk (`images.ImageFiles`): they are
     decoded per batch, converted to grey (if all are) or RGB and brought to `image_size`
     (default: the images' own size, which must then be one square size)."""
-    if not root.is_dir():
-        raise WaveError(f"{name}: {root} is not a folder: expected one sub-folder of images per class")
-    held_out = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
-    if (root / "train").is_dir() and held_out is not None:
-        train, test = _scan_classes(root / "train"), _scan_classes(held_out)
-        if set(test) != set(train):
-            only_test, only_train = sorted(set(test) - set(train)), sorted(set(train) - set(test))
-            where = f"{held_out.name}/ classes {', '.join(only_test)} have no train/ folder" if only_test else \
-                f"train/ classes {', '.join(only_train)} have no {held_out.name}/ folder"
-            raise WaveError(f"{name}: {where}: give train/ and {held_out.name}/ the same class folders")
-    else:
-        train, test = _scan_classes(root), None
+    train, test, held_out = _class_folders(name, root)
     classes = list(train)
     if len(classes) < 2:
         raise WaveError(f"{name}: found {len(classes)} class folder(s) in {root}, need at least 2 (one sub-folder of images per class)")
@@ -373,16 +393,7 @@ def _load_folder(name: str, root: Path, image_size: int | None = None, augment: 
     if not train_paths:
         raise WaveError(f"{name}: no readable training image is left: check the folder")
     if image_size is None:  # the images' own size: one square size for all
-        first = keep[0]
-        other = next((i for i in keep if sizes[i] != sizes[first]), None)
-        if other is not None:
-            (w, h), (w0, h0) = sizes[other], sizes[first]
-            raise WaveError(f"image {paths[other]} is {w}x{h} but {paths[first]} is {w0}x{h0} (width x height): "
-                            f"pass --image-size N to resize them all (centre crop, bilinear)")
-        if sizes[first][0] != sizes[first][1]:
-            raise WaveError(f"{name}: the images are {sizes[first][0]}x{sizes[first][1]}, not square: "
-                            f"pass --image-size N to centre-crop and resize them")
-        image_size = sizes[first][0]
+        image_size = _one_square_size(name, paths, sizes, keep)
     if channels is None:
         channels = 1 if all(gray[i] for i in keep) else 3
     elif channels not in (1, 3):

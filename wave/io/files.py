@@ -97,28 +97,32 @@ def learngene_path(name_or_path: str | os.PathLike) -> Path:
 def load_learngene(path: str | os.PathLike) -> Learngene:
     """A learngene file, or a shipped learngene by name (see `learngene_path`)."""
     path = learngene_path(path)
-    metadata, tensors = read_file(path)
-    header = read_header(path, metadata)
-    expect_format(path, header, LEARNGENE_FORMAT, _WANT[LEARNGENE_FORMAT])
-    names = _learngene_tensors()
-    parts: dict[str, dict] = {"templates": {}, "scalers": {}}
+    header, spec, parts, tensors = _read_parts(path, LEARNGENE_FORMAT, _learngene_tensors(), "learngene")
     try:
-        spec = ViTSpec.from_dict(header["spec"])
-        side = int(header["side"])
-        for name, (part, role) in names.items():
-            parts[part][role] = tensors[name]
-    except KeyError as e:
-        raise WaveError(f"{path}: learngene file lacks {e.args[0]}: the file is damaged; distil it again") from None
-    except (TypeError, ValueError) as e:
-        raise WaveError(f"{path}: damaged learngene header ({e}): distil it again") from None
-    refuse_unexpected(path, tensors, names, f"a {spec.depth}x{spec.width} ViT's learngene", "distil it again")
-    templates, scalers = parts["templates"], parts["scalers"]
-    try:
-        gene = Learngene(templates, scalers, spec, side, header.get("provenance", {}))
-    except WaveError as e:
+        gene = Learngene(parts["templates"], parts["scalers"], spec, int(header["side"]), header.get("provenance", {}))
+    except (KeyError, TypeError, ValueError) as e:  # WaveError too: a ValueError
         raise WaveError(f"{path}: not a learngene this waveinit can use ({e})") from None
     check_finite(path, tensors, "learngene")
     return gene
+
+
+def _read_parts(path, file_format: str, names: dict[str, tuple[str, str]], what: str) -> tuple[dict, ViTSpec, dict, dict]:
+    """(header, spec, part -> key -> array, all tensors) of a `file_format` file whose tensors
+    are `names` (tensor name -> (part, key)), exactly: one missing or one more is refused."""
+    metadata, tensors = read_file(path)
+    header = read_header(path, metadata)
+    expect_format(path, header, file_format, _WANT[file_format])
+    parts: dict[str, dict] = {part: {} for part, _ in names.values()}
+    try:
+        spec = ViTSpec.from_dict(header["spec"])
+        for name, (part, key) in names.items():
+            parts[part][key] = tensors[name]
+    except KeyError as e:
+        raise WaveError(f"{path}: {what} file lacks {e.args[0]}: the file is damaged; distil it again") from None
+    except (TypeError, ValueError) as e:
+        raise WaveError(f"{path}: damaged {what} header ({e}): distil it again") from None
+    refuse_unexpected(path, tensors, names, f"a {spec.depth}x{spec.width} ViT's {what}", "distil it again")
+    return header, spec, parts, tensors
 
 
 def _tleg_tensors() -> dict[str, tuple[str, str]]:
@@ -145,23 +149,9 @@ def save_tleg(path: str | os.PathLike, gene: TLEGGene) -> None:
 
 def load_tleg(path: str | os.PathLike) -> TLEGGene:
     """A TLEG learngene file (`save_tleg`); a one-line WaveError for any other file."""
-    metadata, tensors = read_file(path)
-    header = read_header(path, metadata)
-    expect_format(path, header, TLEG_FORMAT, _WANT[TLEG_FORMAT])
-    names = _tleg_tensors()
-    parts: dict[str, dict] = {"a": {}, "b": {}, "shared": {}}
+    header, spec, parts, tensors = _read_parts(path, TLEG_FORMAT, _tleg_tensors(), "TLEG learngene")
     try:
-        spec = ViTSpec.from_dict(header["spec"])
-        for name, (part, key) in names.items():
-            parts[part][key] = tensors[name]
-    except KeyError as e:
-        raise WaveError(f"{path}: TLEG learngene file lacks {e.args[0]}: the file is damaged; distil it again") from None
-    except (TypeError, ValueError) as e:
-        raise WaveError(f"{path}: damaged TLEG learngene header ({e}): distil it again") from None
-    refuse_unexpected(path, tensors, names, f"a {spec.depth}x{spec.width} ViT's TLEG learngene", "distil it again")
-    a, b, shared = parts["a"], parts["b"], parts["shared"]
-    try:
-        gene = TLEGGene(a, b, shared, spec, header.get("provenance", {}))
+        gene = TLEGGene(parts["a"], parts["b"], parts["shared"], spec, header.get("provenance", {}))
     except WaveError as e:
         raise WaveError(f"{path}: not a TLEG learngene this waveinit can use ({e})") from None
     check_finite(path, tensors, "TLEG learngene")

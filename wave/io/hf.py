@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save as _safetensors_bytes
 
-from ..errors import WaveError
+from ..errors import WaveError, reason
 from ..keys import ModelFile, check_state_dict, state_dict_keys
 from ..spec import SCHEMA, ViTSpec, roles_of
 from .storage import read_file, tensor_dtypes
@@ -458,7 +458,7 @@ def read_config(folder: str | os.PathLike) -> dict:
     try:
         config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WaveError(f"{path} is not valid JSON ({str(e).splitlines()[0]}): write the model again with save_pretrained") from None
+        raise WaveError(f"{path} is not valid JSON ({reason(e)}): write the model again with save_pretrained") from None
     if not isinstance(config, dict):
         raise WaveError(f"{path} is not a JSON object: write the model again with save_pretrained")
     return config

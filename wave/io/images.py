@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import WaveError
+from ..errors import WaveError, reason
 
 _16BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})  # Pillow's convert() would clip these
 
@@ -177,8 +177,7 @@ def unreadable() -> tuple[type[Exception], ...]:
 
 def unreadable_error(path, e: Exception) -> WaveError:
     """The one-line error for an image that cannot be decoded."""
-    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return WaveError(f"cannot read image {path} ({reason}): replace or remove it, or pass --skip-bad-images")
+    return WaveError(f"cannot read image {path} ({reason(e)}): replace or remove it, or pass --skip-bad-images")
 
 
 def centre_crop(width_height: tuple[int, int]) -> tuple[float, float, float, float]:

@@ -19,7 +19,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save as _safetensors_bytes
 
-from ..errors import WaveError
+from ..errors import WaveError, reason
 
 LEARNGENE_FORMAT = "waveinit.learngene"
 MODEL_FORMAT = "waveinit.model"
@@ -40,19 +40,15 @@ def open_safetensors(path: str | os.PathLike, framework: str = "np", fix: str = 
         handle = safe_open(str(path), framework=framework, device="cpu")
         f = handle.__enter__()
     except Exception as e:  # safetensors raises its own error types for every kind of damage
-        raise WaveError(f"{path} is not a readable safetensors file ({_reason(e)}): {fix}") from None
+        raise WaveError(f"{path} is not a readable safetensors file ({reason(e)}): {fix}") from None
     try:
         yield f
     except WaveError:
         raise
     except Exception as e:  # a tensor whose bytes are damaged fails only when it is read
-        raise WaveError(f"{path} is not a readable safetensors file ({_reason(e)}): {fix}") from None
+        raise WaveError(f"{path} is not a readable safetensors file ({reason(e)}): {fix}") from None
     finally:
         handle.__exit__(None, None, None)
-
-
-def _reason(e: Exception) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def _hint(path: Path) -> str:

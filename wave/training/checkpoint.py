@@ -19,10 +19,10 @@ from safetensors.torch import save as _safetensors_bytes
 from torch import Tensor, nn
 
 from ..configs import TrainConfig
-from ..errors import WaveError
+from ..errors import WaveError, reason
 from ..io.files import read_checkpoint_header
 from ..io.storage import CHECKPOINT_FORMAT, check_finite, header_metadata, open_safetensors, refuse_unexpected
-from .batches import is_lazy
+from .batches import BatchSource
 
 
 @dataclass
@@ -76,8 +76,7 @@ _RECIPE_DEFAULTS = {name: getattr(TrainConfig(), name) for name in
                     ("smoothing", "mixup", "cutmix", "mixup_prob", "mixup_switch_prob", "reprob", "drop_path", "model_ema", "model_ema_decay")}
 
 
-def fingerprint(config: TrainConfig, amp: bool, meta: dict | None, images: np.ndarray, labels: np.ndarray,
-                 model: nn.Module, groups: list[dict]) -> dict:
+def fingerprint(config: TrainConfig, amp: bool, meta: dict | None, source: BatchSource, model: nn.Module, groups: list[dict]) -> dict:
     """Everything a resumed run must share with the checkpoint for the result to be the same.
 
     Not included: checkpoint_every, the device, the process count, torch.compile (they change no
@@ -93,19 +92,15 @@ def fingerprint(config: TrainConfig, amp: bool, meta: dict | None, images: np.nd
     if not settings["augment"]:
         settings.pop("augment")  # checkpoints written before the field existed still resume
     settings["amp"] = amp
-    if is_lazy(images):
-        image_digest = images.digest()
-    else:
-        image_digest = _digest(np.ascontiguousarray(images[:: max(1, len(images) // 1024)], dtype=np.float32).tobytes())
     layout = "".join(f"{k}:{tuple(v.shape)}:{v.dtype};" for k, v in model.state_dict().items())
     return jsonable({
         "config": settings,
         "meta": meta or {},
         "data": {
-            "samples": len(images),
-            "image_shape": list(images.shape[1:]),
-            "labels": _digest(np.ascontiguousarray(labels, dtype=np.int64).tobytes()),
-            "images": image_digest,
+            "samples": len(source),
+            "image_shape": list(source.image_shape),
+            "labels": _digest(np.ascontiguousarray(source.labels, dtype=np.int64).tobytes()),
+            "images": source.digest(),
         },
         "model": {"parameters": sum(p.numel() for p in model.parameters()), "layout": _digest(layout)},
         "param_groups": [
@@ -214,7 +209,7 @@ def restore(path: Path, tensors: dict[str, Tensor], model: nn.Module, optimizer:
     try:
         model.load_state_dict(model_state, strict=True)
     except RuntimeError as e:
-        raise WaveError(f"{path} does not fit this model ({str(e).splitlines()[0]}): drop --resume to start over") from None
+        raise WaveError(f"{path} does not fit this model ({reason(e)}): drop --resume to start over") from None
     optim_state: dict[int, dict[str, Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):

@@ -11,7 +11,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from ..errors import WaveError
+from ..errors import WaveError, reason
 
 
 def env_world_size() -> int:
@@ -72,8 +72,7 @@ def distributed_context() -> tuple[int, int]:
     try:
         dist.init_process_group(backend)
     except (ValueError, RuntimeError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise WaveError(f"cannot start torch.distributed with WORLD_SIZE={world} ({reason}): launch with torchrun, or unset WORLD_SIZE") from None
+        raise WaveError(f"cannot start torch.distributed with WORLD_SIZE={world} ({reason(e)}): launch with torchrun, or unset WORLD_SIZE") from None
     return dist.get_rank(), dist.get_world_size()
 
 

@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..configs import TrainConfig
@@ -51,7 +50,7 @@ from ..errors import WaveError
 from ..io.files import read_checkpoint_header
 from ..io.storage import atomic_write_bytes
 from . import interrupts
-from .batches import is_lazy, shard_batches
+from .batches import BatchSource, batch_source
 from .checkpoint import NonFinite, Position, checkpoint_bytes, fingerprint, jsonable, resume_checkpoint
 from .determinism import deterministic, mix, seed_step, set_deterministic_cublas
 from .distributed import broadcast_floats, distributed_context, resolve_device
@@ -62,7 +61,6 @@ from .recipe import ModelEma, mix_batch, random_erase
 
 _PROGRESS_SECONDS = 0.5  # report "step" progress at most this often (wall time, rank 0)
 _HEALTH_EVERY = 20  # at most this many steps between non-finite checks: each costs a host sync (and an all_reduce)
-_DEVICE_DATA_BYTES = 1 << 30  # training images up to this size are copied to the GPU once
 _NO_BAD_STEP = _HEALTH_EVERY  # "no non-finite step" in a health window (indices are 0.._HEALTH_EVERY-1)
 
 
@@ -96,7 +94,8 @@ class TrainResult:
     ema: dict | None = None  # TrainConfig.model_ema: the weights' moving average, key -> tensor
 
 
-def _check_data(images: np.ndarray, labels: np.ndarray) -> int:
+def _check_data(source: BatchSource) -> int:
+    images, labels = source.images, source.labels
     if images.ndim != 4:
         raise WaveError(f"training images must be (n, C, H, W), got shape {tuple(images.shape)}")
     if labels.ndim != 1 or len(labels) != len(images):
@@ -120,47 +119,6 @@ def _check_groups(model: nn.Module, groups: list[dict]) -> list[dict]:
     if not any(p.requires_grad for g in checked for p in g["params"]):
         raise WaveError("nothing to train: no parameter group holds a parameter that requires grad")
     return checked
-
-
-def _place_data(images: np.ndarray, labels: np.ndarray, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Training data as float32 / int64 tensors: on the GPU if they fit (batches are then
-    gathered there), else on the CPU (each batch is then copied over from pinned memory)."""
-    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-    y = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
-    if device.type == "cpu":
-        return x, y
-    if x.nbytes <= _DEVICE_DATA_BYTES:
-        return x.to(device), y.to(device)
-    return x, y
-
-
-def shift_and_flip(x: Tensor) -> Tensor:
-    """Images (b, C, H, W) each shifted by a random (dy, dx) of up to max(1, side // 10) pixels
-    (the edge rows and columns repeated into the gap) and flipped left-right with probability
-    1/2. Draws from torch's global generator: the engine seeds it every step."""
-    b, _, h, w = x.shape
-    m = max(1, min(h, w) // 10)
-    padded = F.pad(x, (m, m, m, m), mode="replicate")
-    dy, dx = (torch.randint(0, 2 * m + 1, (b,), device=x.device) for _ in range(2))
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (b, 1, H, 1)
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (b, 1, 1, W)
-    out = padded[torch.arange(b, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
-    flip = torch.rand(b, device=x.device) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(-1), out)
-
-
-def _memory_batches(order: Tensor, x_all: Tensor, y_all: Tensor, batch_size: int, rank: int, world: int, first: int,
-                    steps: int):
-    """(x, y, idx, size, empty) of this rank's shard of each global batch, steps first..steps-1,
-    sliced from in-memory tensors. An empty shard (last batch smaller than the process count)
-    still runs forward and backward on one sample with its loss times 0: DDP needs every rank's
-    gradients for the all-reduce, and the zero adds nothing."""
-    for step in range(first, steps):
-        batch = order[step * batch_size:(step + 1) * batch_size]  # (B,) dataset indices, the same on every rank
-        shard = batch if world == 1 else batch[rank::world]
-        empty = len(shard) == 0
-        idx = batch[:1] if empty else shard
-        yield x_all[idx], y_all[idx], idx, len(batch), empty  # (b, C, H, W), (b,), (b,): host-known sizes, no sync
 
 
 def train(
@@ -196,19 +154,11 @@ def train(
     without one run a forward and backward on one sample with its loss multiplied by 0, so the
     gradient all-reduce still has every rank and the gradient stays the one-process gradient.
     """
-    rank, world = distributed_context()
-    device = resolve_device(device)
-    images, labels = (images if is_lazy(images) else np.asarray(images)), np.asarray(labels)
-    n = _check_data(images, labels)
-    steps_per_epoch = -(-n // config.batch_size)
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
-    epochs = -(-total_steps // steps_per_epoch)  # with max_steps, the last epoch may be partial
-    amp = device.type == "cuda" if config.amp is None else bool(config.amp)
-    plan = _Plan(n, steps_per_epoch, total_steps, epochs, amp, rank, world, device)
-    if device.type == "cuda":
+    source = batch_source(images, np.asarray(labels), config.augment)
+    plan = _Plan.of(source, config, resolve_device(device))
+    if plan.device.type == "cuda":
         set_deterministic_cublas()
-
-    model.to(device)
+    model.to(plan.device)
     if config.drop_path:
         if not hasattr(model, "set_drop_path"):
             raise WaveError(f"drop-path needs a model with blocks to drop ({type(model).__name__} has none): drop --drop-path")
@@ -216,18 +166,9 @@ def train(
     groups = _check_groups(model, default_param_groups(model, config.weight_decay) if param_groups is None else param_groups)
     optimizer = torch.optim.AdamW([{**g, "lr": config.lr} for g in groups], lr=config.lr, weight_decay=config.weight_decay)
     params = [p for g in groups for p in g["params"] if p.requires_grad]
-    run_fingerprint = fingerprint(config, amp, meta, images, labels, model, groups)
+    run_fingerprint = fingerprint(config, plan.amp, meta, source, model, groups)
     path = Path(checkpoint) if checkpoint is not None else None
-
-    position, resumed_from = Position(), None
-    if path is not None and path.exists():
-        if resume:
-            position = resume_checkpoint(path, model, optimizer, run_fingerprint, model_ema=config.model_ema)
-            resumed_from = position.global_step
-        else:
-            read_checkpoint_header(path)  # refuse to replace a file that is not a checkpoint
-    if world > 1:
-        dist.barrier()  # every rank has read the checkpoint before rank 0 may replace it
+    position, resumed_from = _start(path, resume, model, optimizer, run_fingerprint, config, plan.world)
     if position.complete:
         return TrainResult(position.history, position.global_step, 0.0, resumed_from, position.ema)
 
@@ -237,12 +178,27 @@ def train(
     try:
         with deterministic(), interrupts.armed():
             model.train()
-            return run.run(images, labels, resumed_from)
+            return run.run(source, resumed_from)
     except Interrupted as e:  # raised by the signal handler itself (a second signal, say)
         e.kept = e.kept or run.kept()
         raise
     finally:
         model.train(was_training)
+
+
+def _start(path: Path | None, resume: bool, model, optimizer, run_fingerprint: dict, config: TrainConfig, world: int):
+    """(position, global step resumed from or None): the checkpoint at `path` continued with
+    `resume`, else a fresh start (refusing to replace a file that is not a checkpoint)."""
+    position, resumed_from = Position(), None
+    if path is not None and path.exists():
+        if resume:
+            position = resume_checkpoint(path, model, optimizer, run_fingerprint, model_ema=config.model_ema)
+            resumed_from = position.global_step
+        else:
+            read_checkpoint_header(path)
+    if world > 1:
+        dist.barrier()  # every rank has read the checkpoint before rank 0 may replace it
+    return position, resumed_from
 
 
 @dataclass(frozen=True)
@@ -257,6 +213,15 @@ class _Plan:
     rank: int
     world: int
     device: torch.device
+
+    @classmethod
+    def of(cls, source: BatchSource, config: TrainConfig, device: torch.device) -> _Plan:
+        n = _check_data(source)
+        steps_per_epoch = -(-n // config.batch_size)
+        total_steps = config.max_steps or config.epochs * steps_per_epoch
+        epochs = -(-total_steps // steps_per_epoch)  # with max_steps, the last epoch may be partial
+        amp = device.type == "cuda" if config.amp is None else bool(config.amp)
+        return cls(n, steps_per_epoch, total_steps, epochs, amp, *distributed_context(), device)
 
 
 class _Run:
@@ -288,11 +253,13 @@ class _Run:
 
     # -- the outer loop
 
-    def run(self, images: np.ndarray, labels: np.ndarray, resumed_from: int | None) -> TrainResult:
+    def run(self, source: BatchSource, resumed_from: int | None) -> TrainResult:
         pos = self.position
-        x_all, y_all = (images, labels) if is_lazy(images) else _place_data(images, labels, self.device)
-        if self.eval_data is not None and not is_lazy(self.eval_data[0]):  # converted once, not every epoch
-            self.eval_data = _place_data(*self.eval_data, self.device)
+        self.source = source
+        source.place(self.device)
+        if self.eval_data is not None:  # converted once, not every epoch
+            self.eval_data = batch_source(*self.eval_data)
+            self.eval_data.place(self.device)
         # On-device accumulators: reading them forces a host sync, so it happens only at reports.
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # this rank's share of the epoch's loss sum
         # Health window: per step since the last check, loss sum + gradient norm (non-finite iff
@@ -307,7 +274,7 @@ class _Run:
             self._save()  # step 0: the checkpoint on disk now belongs to this run
 
         for epoch in range(pos.epoch, self.epochs):
-            self._run_epoch(epoch, x_all, y_all)
+            self._run_epoch(epoch)
             # _end_epoch's check just ran on every rank, so all agree, the last epoch included (a
             # signal there must not stop one rank alone: the others would wait for it forever).
             signum = self._stop_signal()
@@ -318,16 +285,12 @@ class _Run:
         seconds = broadcast_floats([time.perf_counter() - self.start], self.device, self.world)[0]
         return TrainResult(pos.history, pos.global_step, seconds, resumed_from, self.ema.state if self.ema else None)
 
-    def _run_epoch(self, epoch: int, x_all: Tensor, y_all: Tensor) -> None:
+    def _run_epoch(self, epoch: int) -> None:
         config, pos, bs = self.config, self.position, self.config.batch_size
         steps = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
         first = pos.step if epoch == pos.epoch else 0
         permutation = np.random.default_rng([config.seed, epoch]).permutation(self.n)
-        if is_lazy(x_all):  # decoded ahead by worker processes; each rank reads only its own shard
-            feed = shard_batches(x_all, y_all, permutation, bs, self.rank, self.world, epoch, config.seed, first, steps,
-                                 self.workers, pin=self.device.type == "cuda")
-        else:
-            feed = _memory_batches(torch.from_numpy(permutation).to(x_all.device), x_all, y_all, bs, self.rank, self.world, first, steps)
+        feed = self.source.shards(permutation, bs, self.rank, self.world, epoch, config.seed, first, steps, self.workers, self.device)
         # Rank 0 carries what earlier sessions summed; the other ranks add only their own shards.
         self.loss_sum.fill_(pos.loss_sum if (first and self.rank == 0) else 0.0)
         self.local_seen = min(first * bs, self.n) if self.rank == 0 else 0  # samples behind loss_sum
@@ -409,8 +372,7 @@ class _Run:
         """This step's changes to the images, each drawn from (seed, step, rank): shifts and
         flips, random erasing, then mixup or cutmix (as timm orders them); and the mixing weight."""
         config = self.config
-        if config.augment:
-            x = shift_and_flip(x)
+        x = self.source.augment(x)
         if config.reprob:
             x = random_erase(x, random.Random(mix(config.seed, g, self.rank, 1)), config.reprob)
         if config.mixup or config.cutmix:
@@ -533,9 +495,10 @@ class _Run:
         seconds = broadcast_floats([time.perf_counter() - self.epoch_start], self.device, self.world)[0]
         result = ema_result = None
         if self.eval_data is not None:
-            result = evaluate(self.model, *self.eval_data, self.config.batch_size, self.device, workers=self.workers)
+            data, bs = self.eval_data, self.config.batch_size
+            result = evaluate(self.model, data, data.labels, bs, self.device, workers=self.workers)
             if self.ema is not None:
-                ema_result = evaluate(self.ema.copy_of(self.model), *self.eval_data, self.config.batch_size, self.device, workers=self.workers)
+                ema_result = evaluate(self.ema.copy_of(self.model), data, data.labels, bs, self.device, workers=self.workers)
         pos.history.append({
             "epoch": epoch + 1, "train_loss": train_loss, "lr": self.lr, "seconds": seconds,
             "images_per_second": samples / seconds if seconds > 0 else float("inf"), "eval": result,

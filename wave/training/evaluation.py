@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import WaveError
-from .batches import chunks, is_lazy
+from .batches import BatchSource, batch_source
 from .distributed import distributed_context, resolve_device
 
 
@@ -29,26 +29,16 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def _as_images(images):
-    """A float32 tensor of in-memory `images`, without a copy where none is needed; image files as they are."""
-    if is_lazy(images):
-        return images
-    if isinstance(images, Tensor):
-        return images.float()
-    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
-
-
 @torch.no_grad()
-def _shard_logits(model: nn.Module, images, batch_size: int, device: torch.device, rank: int, world: int, workers: int = 0) -> Tensor:
-    """float32 logits (len(range(rank, n, world)), classes) on `device` of this rank's images[rank::world]
-    (the model is moved to `device`, as training does)."""
+def _shard_logits(model: nn.Module, source: BatchSource, batch_size: int, device: torch.device, rank: int, world: int,
+                  workers: int = 0) -> Tensor:
+    """float32 logits (len(range(rank, n, world)), classes) on `device` of this rank's images
+    rank, rank + world, ... (the model is moved to `device`, as training does)."""
     model.to(device)
-    shard = images[rank::world]
-    if len(shard) == 0:  # more ranks than images: one forward to learn the class count
-        with eval_mode(model):
-            return model(next(chunks(images[:1], 1)).to(device)).float()[:0]
     with eval_mode(model):
-        pieces = [model(x.to(device, non_blocking=True)).float() for x in chunks(shard, batch_size, workers)]
+        if rank >= len(source):  # more ranks than images: one forward to learn the class count
+            return model(next(source.chunks(1)).to(device)).float()[:0]
+        pieces = [model(x.to(device, non_blocking=True)).float() for x in source.chunks(batch_size, workers, rank, world)]
     return torch.cat(pieces)
 
 
@@ -61,7 +51,7 @@ def predict_logits(model: nn.Module, images, batch_size: int, device: str | torc
     """
     device = resolve_device(device)
     rank, world = distributed_context()
-    images = _as_images(images)
+    images = batch_source(images)
     n = len(images)
     if n == 0:
         raise WaveError("predict_logits got no images")
@@ -90,7 +80,7 @@ def evaluate(model: nn.Module, images, labels: np.ndarray | Tensor, batch_size: 
     """
     device = resolve_device(device)
     rank, world = distributed_context()
-    images = _as_images(images)
+    images = batch_source(images)
     labels = torch.as_tensor(labels, dtype=torch.int64)
     n = len(images)
     if n == 0 or len(labels) != n:
