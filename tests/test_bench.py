@@ -226,6 +226,7 @@ def test_bad_input_is_one_line_and_exit_2_before_any_training(run, args, message
     assert not (tmp_path / "new" / "ancestry.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_the_quick_preset(tmp_path):
     # `wave bench --quick` as it ships (a few minutes on 2 CPU cores): every method, 3 sizes,
     # 3 seeds, and a downstream dataset.

@@ -27,6 +27,7 @@ def one_line(text: str) -> str:
 # ----------------------------------------------------------------------------- metrics and --json
 
 
+@pytest.mark.slow
 def test_train_writes_metrics_and_one_json_object(tmp_path):
     out = tmp_path / "m.safetensors"
     result = wave(*TINY_TRAIN, "--out", out, "--json", cwd=tmp_path)
@@ -133,6 +134,7 @@ def stop_after_epoch_1(out):
         train_vit(random_vit(spec_for(data, 1, 64), 0), data, TrainConfig(epochs=2, batch_size=64), out=out, device="cpu", on_progress=stop)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_holding_nan_is_refused_on_resume(tmp_path):
     out = tmp_path / "m.safetensors"
     ckpt = tmp_path / "m.safetensors.ckpt"

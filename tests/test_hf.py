@@ -391,6 +391,7 @@ def test_files_without_an_eps_read_as_timms_and_files_keep_theirs(tmp_path):
         spec.replace(layer_norm_eps=0.0)
 
 
+@pytest.mark.slow
 def test_a_transformers_folder_with_default_eps_is_a_teacher_end_to_end(tmp_path, transformers):
     """`wave distill --teacher FOLDER` on a ViT saved by transformers with its default config
     (layer_norm_eps 1e-12), then `wave eval` of the folder: no refusal, the teacher's accuracy

@@ -184,6 +184,7 @@ def lay_out_hub_cache(cache, repo: str, folder, commit: str = "0123456789abcdef0
     return commit
 
 
+@pytest.mark.slow
 def test_teachers_by_hub_name_resolve_through_the_cache_offline(tmp_path):
     timm.models.save_for_hf(timm_model(), tmp_path / "timm-teacher", safe_serialization=True)
     cache = tmp_path / "hub"
