@@ -163,5 +163,7 @@ def test_distillation_can_start_from_the_teachers_nearest_kronecker_sums(tmp_pat
     want = materialize(teacher.spec, 32, nearest.templates, nearest.scalers)
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    for name, t in result.learngene.templates.items():  # terms beyond a role's rank can learn: none is all zero
+        assert np.asarray(t).reshape(len(t), -1).any(axis=1).all(), name
     with pytest.raises(WaveError, match="needs the teacher's shape"):
         distill(teacher, data, teacher.spec.replace(depth=1), config, settings, out=tmp_path / "other.safetensors", device="cpu")

@@ -369,7 +369,21 @@ def _auxiliary(teacher: ViT, aux_spec: ViTSpec, distill_config: DistillConfig, s
         raise WaveError(f"init nearest-kron starts the auxiliary from the teacher's own weights, so it needs the teacher's shape "
                         f"({teacher.spec.depth}x{teacher.spec.width}): got {aux_spec.depth}x{aux_spec.width}; use init random")
     gene = learngene_from_weights(dense_numpy(teacher.state_dict()), teacher.spec, side, n)
-    return TemplatedViT.from_factors(aux_spec, side, gene.templates, gene.scalers)
+    return TemplatedViT.from_factors(aux_spec, side, _live_terms(gene.templates, seed), gene.scalers)
+
+
+def _live_terms(templates: dict, seed: int) -> dict:
+    """`templates` with each all-zero term (beyond its role's rank, where the scalers are zero
+    too) given small random entries: with zero scalers the weights stay as they are, and the
+    term can learn (a zero template times zero scalers gets no gradient)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, t in templates.items():
+        t = np.array(t, dtype=np.float32)
+        dead = ~t.reshape(len(t), -1).any(axis=1)  # (N,) terms that are all zero
+        t[dead] = 0.02 * rng.standard_normal((int(dead.sum()), *t.shape[1:]))
+        out[name] = t
+    return out
 
 
 def _teaching(teacher: ViT, data: Dataset, config: TrainConfig, distill_config: DistillConfig, device: str,
