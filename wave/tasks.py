@@ -298,8 +298,9 @@ def _wave_groups(model: TemplatedViT, config: TrainConfig) -> list[dict]:
             {"params": list(scalers.values()), "weight_decay": 0.0}]
 
 
-_WAVE = _Learngene("distill", lambda teacher, spec, settings, seed: _auxiliary(teacher, spec, settings, seed), _wave_groups, asdict,
-                   lambda model, provenance: model.to_learngene(provenance), save_learngene)
+# (_auxiliary is defined below: looked up when a distillation runs)
+_WAVE = _Learngene("distill", lambda *args: _auxiliary(*args), _wave_groups, asdict, lambda model, provenance: model.to_learngene(provenance),
+                   save_learngene)
 # TLEG: of DistillConfig, the temperature, KD weight and teacher cache apply (side and count are
 # WAVE's); AdamW decays A's, B's and the shared weight matrices, not vectors, position embedding or
 # class token: the engine's default groups.
