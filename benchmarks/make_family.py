@@ -3,6 +3,8 @@
 
     python benchmarks/make_family.py --out DIR [--budget SECONDS] [--data-dir D]   # a GPU: minutes
     python benchmarks/make_family.py --tiny --out DIR                              # any CPU: the steps, tiny
+    python benchmarks/make_family.py --device cpu --ancestry benchmarks/assets/fashion-mnist-6x192.safetensors \
+        --only base --seeds 1 --budget 1e9 --out DIR                               # one variant on the committed ancestry
 
 Protocol (docs/bench/protocol-v3.md): the 60,000 training images are split once,
 `split_validation(fraction=1/12, seed=0)`: 5,000 (500 per class) form the validation split that
@@ -123,6 +125,15 @@ class Maker:
                                              "seconds": time.perf_counter() - start, "recipe": ANCESTRY_RECIPE, **scores,
                                              "history": [h["eval"]["accuracy"] for h in result.history]}
 
+    def committed_ancestry(self, path: Path) -> None:
+        """Reuse a committed ancestry (made by this script) instead of training one."""
+        model, provenance = load_vit(path)
+        if provenance.get("validation") != self.record["validation"]:
+            raise SystemExit(f"{path} was not trained on this protocol's train split (its record: {provenance.get('validation')})")
+        self.teacher = model.float()
+        self.record["models"]["ancestry"] = {"path": str(path), "spec": model.spec.to_dict(), "epochs": provenance["config"]["epochs"],
+                                             "reused": True, **self.scores(self.teacher)}
+
     def variant(self, name: str, seed: int) -> None:
         epochs, changes, dense = VARIANTS[name]
         epochs = min(epochs, 2) if self.tiny else epochs
@@ -139,7 +150,8 @@ class Maker:
         if dense:
             model = self.dense_student(config, settings, path)
         else:
-            result = distill(self.teacher, self.val_data, self.teacher.spec.plain(), config, settings, out=path, device=self.device)
+            result = distill(self.teacher, self.val_data, self.teacher.spec.plain(), config, settings, out=path, device=self.device,
+                             resume=checkpoint_path(path).exists(), on_progress=_epoch_lines)
             model = result.model
             gene = load_learngene(path)
             gene.provenance.update(self.scores(model), data=self.test_data.name, validation=self.record["validation"],
@@ -205,6 +217,10 @@ def main() -> int:
     parser.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
     parser.add_argument("--ancestry-epochs", type=int, default=None, help="fix the ancestry's epochs instead of a time budget")
     parser.add_argument("--ancestry-only", action="store_true", help="stop after the ancestry")
+    parser.add_argument("--ancestry", type=Path, default=None, help="reuse this ancestry (e.g. the committed "
+                        "benchmarks/assets/fashion-mnist-6x192.safetensors) instead of training one")
+    parser.add_argument("--only", default=",".join(VARIANTS), help="the variants to run, comma-separated (default: all, in order)")
+    parser.add_argument("--seeds", default="0,1", help="comma-separated (default: 0,1)")
     parser.add_argument("--tiny", action="store_true", help="a 2x64 ancestry, 2 epochs each, on the CPU (the steps, not the numbers)")
     args = parser.parse_args()
     device = args.device or ("cpu" if args.tiny else "cuda")
@@ -214,12 +230,20 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     data = load_dataset("fashion-mnist", data_dir=args.data_dir, subset=3000 if args.tiny else None)
     maker = Maker(data, args.out, args.budget, device, args.tiny)
-    maker.ancestry(share=0.6, epochs=args.ancestry_epochs)
+    if args.ancestry is not None:
+        maker.committed_ancestry(args.ancestry)
+    else:
+        maker.ancestry(share=0.6, epochs=args.ancestry_epochs)
     maker.save(args.publish)
     if args.ancestry_only:
         return 0
-    for seed in (0, 1):
-        for name in VARIANTS:
+    names = args.only.split(",")
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        print(f"unknown variant(s) {', '.join(unknown)}: choose from {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for name in names:
             maker.variant(name, seed)
             maker.save(args.publish)
     return 0

@@ -361,6 +361,14 @@ def spawn(
     data_dir: DataDir = None,
     patch: Annotated[Optional[int], typer.Option(help="Patch side, for data of another image size (default: the learngene's).",
                                                  rich_help_panel=MODEL)] = None,
+    depth_rule: Annotated[str, typer.Option(help=(
+        "Which learngene layers a target layer starts from: relative (same relative depth), first (the first layers), even "
+        "(evenly spaced, first and last included), interpolate (blends neighbouring layers), or choose (the one of these with the "
+        "lowest loss on the fit's first batches; needs the fit). docs/bench/ablations.md compares them."),
+        rich_help_panel=MODEL)] = _SPAWN.depth_rule,
+    width_rule: Annotated[str, typer.Option(help=(
+        "How a narrower model's scalers are made: pick (evenly spaced blocks), mean (averaged blocks), or project (weight "
+        "selection of the learngene's weights, projected onto its templates by least squares)."), rich_help_panel=MODEL)] = _SPAWN.width_rule,
     fit_steps: Annotated[int, typer.Option(min=1, help="Optimizer steps of the scaler fit.", rich_help_panel=FIT)] = _SPAWN.fit_steps,
     fit_samples: Annotated[int, typer.Option(min=1, help=(
         "Training images the fit draws; a fifth is held out, and the fit keeps the data-free start unless it lowered the loss there."),
@@ -401,7 +409,8 @@ def spawn(
     check_writable(out)
     refuse_existing(out, force)
     n_threads = None if no_fit else use_threads(threads)
-    config = SpawnConfig(fit_steps=fit_steps, fit_samples=fit_samples, batch_size=batch_size, lr=lr, seed=seed, compile=compile_model)
+    config = SpawnConfig(depth_rule=depth_rule, width_rule=width_rule, fit_steps=fit_steps, fit_samples=fit_samples, batch_size=batch_size,
+                         lr=lr, seed=seed, compile=compile_model)
     plan = plan_spawn(learngene, depth, width, heads, data=data, data_dir=data_dir, patch=patch, fit=not no_fit, config=config,
                       teacher=teacher, device=device, image_size=image_size)
     with TrainingDisplay("fit scalers", count="steps") as display:

@@ -52,6 +52,8 @@ def spawn(
     data_dir: str | None = None,
     patch: int | None = None,
     fit: bool = True,
+    depth_rule: str = _FIT.depth_rule,
+    width_rule: str = _FIT.width_rule,
     fit_steps: int = _FIT.fit_steps,
     fit_samples: int = _FIT.fit_samples,
     batch_size: int = _FIT.batch_size,
@@ -68,7 +70,8 @@ def spawn(
     """A ViT of any depth and width from a learngene: the Python form of `wave spawn`
     (`plan_spawn`, then `run_spawn`).
 
-    Scalers of the target's shapes start from the data-free rule (`spawning.py`); with `fit`,
+    Scalers of the target's shapes start from the data-free rule (`spawning.py`: `depth_rule`
+    and `width_rule` choose how layers and scaler blocks are mapped); with `fit`,
     they are fitted for `fit_steps` steps on `fit_samples` training images of `data` (default:
     the learngene's data) with the templates frozen. The fit distils from `teacher` when one is
     given (a model file, folder or hub name, or "recorded": the ancestry the learngene records,
@@ -89,7 +92,8 @@ def spawn(
     step, total_steps, loss, images_per_second, seconds_left, ...) about twice a second during
     the fit; `waveinit.io.progress.ProgressLines("spawn", count="steps")` prints them as lines.
     """
-    config = SpawnConfig(fit_steps=fit_steps, fit_samples=fit_samples, batch_size=batch_size, lr=lr, seed=seed, compile=compile)
+    config = SpawnConfig(depth_rule=depth_rule, width_rule=width_rule, fit_steps=fit_steps, fit_samples=fit_samples, batch_size=batch_size,
+                         lr=lr, seed=seed, compile=compile)
     plan = plan_spawn(learngene, depth, width, heads, data=data, data_dir=data_dir, patch=patch, fit=fit, config=config,
                       teacher=teacher, device=device, image_size=image_size)
     return run_spawn(plan, on_progress=on_progress, on_note=on_note, workers=workers)
@@ -124,6 +128,8 @@ def plan_spawn(
     dataset = data if isinstance(data, Dataset) else None
     if dataset is None and (fit or data is not None or image_size is not None):
         dataset = _load(data_name, recorded, source, data_dir=data_dir, seed=config.seed, image_size=image_size, gene=gene)
+    if not fit and config.depth_rule == "choose":
+        raise WaveError("the depth rule 'choose' scores candidates on the fit's data: drop --no-fit (fit=False), or pick a fixed depth rule")
     if not fit and str(device) not in ("auto", "cpu"):
         _check_device(device)
     spec = target_spec(gene, depth, width, heads, **_data_shape(gene, dataset, patch))
@@ -136,7 +142,8 @@ def plan_spawn(
         teacher_model, teacher_name, why = _teacher(teacher, teacher_name, gene, dataset)
         if teacher_model is None:
             notes.append(f"fitting without a teacher (cross-entropy on labels only): {why}")
-    provenance = {"learngene": source, "data": data_name, "seed": config.seed, **_labels(gene, dataset)}
+    provenance = {"learngene": source, "data": data_name, "seed": config.seed, "depth_rule": config.depth_rule, "width_rule": config.width_rule,
+                  **_labels(gene, dataset)}
     return SpawnPlan(gene, spec, dataset, fit, config, teacher_model, teacher_name, refresh, device, tuple(notes), provenance)
 
 
@@ -148,7 +155,7 @@ def run_spawn(plan: SpawnPlan, *, on_progress: Callable | None = None, on_note: 
         if on_note is not None:
             on_note(line)
     if not plan.fit:
-        state, fresh = spawn_state_dict(plan.learngene, plan.spec, plan.config.seed, plan.refresh)
+        state, fresh = spawn_state_dict(plan.learngene, plan.spec, plan.config.seed, plan.refresh, plan.config.depth_rule, plan.config.width_rule)
         return ModelFile(state, plan.spec, {**plan.provenance, "init": "wave-nofit", "fresh_roles": sorted(fresh), "notes": notes})
     from .backends.torch import dense_numpy
     from .tasks import fit_scalers
@@ -161,6 +168,8 @@ def run_spawn(plan: SpawnPlan, *, on_progress: Callable | None = None, on_note: 
     return ModelFile(dense_numpy(result.model.state_dict()), plan.spec, {
         **plan.provenance,
         "init": "wave",
+        "depth_rule": result.depth_rule,
+        **({"depth_losses": result.depth_losses} if result.depth_losses else {}),
         "fit_steps": result.steps,
         "fit_samples": result.samples,
         "fitted_params": result.fitted_params,

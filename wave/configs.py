@@ -113,6 +113,11 @@ class AncestryConfig:
 
 
 DISTILL_INITS = ("random", "nearest-kron")
+# The data-free spawn rule's choices (spawning.py says what each does). "choose" (depth only)
+# picks, per target, the fixed depth rule whose data-free model has the lowest cross-entropy on
+# the fit's first batches (forward passes only; it needs the fit's data).
+DEPTH_RULES = ("relative", "first", "even", "interpolate")
+WIDTH_RULES = ("pick", "mean", "project")
 
 
 @dataclass(frozen=True)
@@ -140,7 +145,12 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class SpawnConfig:
-    """The scaler fit of `wave spawn`: templates frozen, scalers (and fresh templates) trained."""
+    """A spawn's data-free rule and its scaler fit (`wave spawn`): templates frozen, scalers (and
+    fresh templates) trained."""
+
+    depth_rule: str = "relative"  # DEPTH_RULES, or "choose"
+    width_rule: str = "pick"  # WIDTH_RULES
+    choose_batches: int = 4  # "choose": fit batches each candidate's data-free model is scored on
 
     # Optimizer steps of the scaler fit: the fewest of 25-400 within 0.5 points of the best, on
     # average over six Fashion-MNIST sizes (docs/bench/results.md, "The scaler fit").
@@ -155,6 +165,9 @@ class SpawnConfig:
 
     def __post_init__(self):
         _check([
+            (self.depth_rule in (*DEPTH_RULES, "choose"), f"depth rule must be one of {', '.join(DEPTH_RULES)}, choose; got {self.depth_rule!r}"),
+            (self.width_rule in WIDTH_RULES, f"width rule must be one of {', '.join(WIDTH_RULES)}; got {self.width_rule!r}"),
+            (self.choose_batches >= 1, f"choose batches must be at least 1, got {self.choose_batches}"),
             (self.fit_steps >= 1, f"fit steps must be at least 1, got {self.fit_steps}"),
             (self.fit_samples >= 1, f"fit samples must be at least 1, got {self.fit_samples}"),
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),

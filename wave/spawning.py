@@ -5,14 +5,23 @@ The data-free rule (what `wave spawn --no-fit` uses, and where the scaler fit st
 
 1. Balance: S_t * T_t == (S_t / c_t) * (T_t * c_t), so each term's scale is moved into its
    template, leaving every scaler term with RMS 1 (over layers and grid). This changes no weight.
-2. Depth: target layer l takes the auxiliary layer at the same relative depth,
-   floor((l + 1/2) * L_aux / L), so layers repeat when deeper and are spread out when shallower.
-3. Width: each scaler grid axis that grows with the width is resampled by nearest neighbour,
-   target block i <- auxiliary block floor(i * g_aux / g). On the input (fan-in) axis of a linear
-   weight the scalers are multiplied by g_aux / g. For a width k times the auxiliary one (same
-   depth, same head width), every block is duplicated k times and the spawned network computes
-   exactly the auxiliary network's function (each head copied k times, each fan-in sum divided
-   by k); for narrower widths it keeps evenly spaced blocks.
+2. Depth (`DEPTH_RULES`; `layer_positions`): target layer l starts from an auxiliary layer, or
+   a blend of two neighbouring ones. "relative": the layer at the same relative depth,
+   floor((l + 1/2) * L_aux / L), so layers repeat when deeper and are spread out when
+   shallower; "first": the first L layers (when deeper, as "relative"); "even": evenly spaced
+   layers including the first and the last, round(l * (L_aux - 1) / (L - 1)); "interpolate":
+   the scalers at the fractional position l * (L_aux - 1) / (L - 1), linearly interpolated
+   between the two neighbouring layers.
+3. Width (`WIDTH_RULES`): each scaler grid axis that grows with the width is resampled. Wider:
+   target block i <- auxiliary block floor(i * g_aux / g), whatever the rule. Narrower:
+   "pick" keeps evenly spaced blocks the same way; "mean" averages the auxiliary blocks that
+   fall into each target block; "project" applies weight selection (`selection.py`) to the
+   auxiliary model's dense weights and gives the narrow model the scalers whose Kronecker sums
+   with the (frozen) templates are nearest to the selected weights, by least squares. For
+   "pick" and "mean", on the input (fan-in) axis of a linear weight the scalers are multiplied
+   by g_aux / g. For a width k times the auxiliary one (same depth, same head width), every
+   block is duplicated k times and the spawned network computes exactly the auxiliary
+   network's function (each head copied k times, each fan-in sum divided by k).
 4. Data: roles whose template shape depends on the data (position embedding, patch embedding,
    classifier) get fresh factors when the target's image size, channels or classes differ
    from the learngene's, and the classifier also when the target is another dataset with as
@@ -26,10 +35,13 @@ from collections.abc import Mapping
 
 import numpy as np
 from array_api_compat import array_namespace
+from array_api_compat import device as device_of
 
+from .configs import DEPTH_RULES, WIDTH_RULES
 from .errors import WaveError
 from .learngene import Array, Learngene, materialize
-from .spec import ROLES, ROLES_BY_NAME, ViTSpec, check_side, init_target, resized, scaler_shapes, template_counts, template_shapes
+from .selection import weight_selection
+from .spec import ROLES, ROLES_BY_NAME, ViTSpec, check_side, data_fields, init_target, resized, scaler_shapes, template_counts, template_shapes
 
 
 def init_factors(target: tuple[float, float], template_shape, scaler_shape, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -86,30 +98,125 @@ def balance(templates: Mapping[str, Array], scalers: Mapping[str, Array]) -> tup
     return out_t, out_s
 
 
-def layer_map(source_depth: int, target_depth: int) -> list[int]:
-    """The auxiliary layer each target layer starts from: same relative depth."""
-    return [min(source_depth - 1, (2 * layer + 1) * source_depth // (2 * target_depth)) for layer in range(target_depth)]
+def layer_positions(source_depth: int, target_depth: int, rule: str = "relative") -> list[float]:
+    """Where each target layer starts among the auxiliary's layers (module docstring, step 2):
+    whole numbers pick a layer, a fraction blends the two neighbours ("interpolate")."""
+    if rule not in DEPTH_RULES:
+        raise WaveError(f"depth rule must be one of {', '.join(DEPTH_RULES)}, got {rule!r}")
+    source, target = source_depth, target_depth
+    if rule == "first" and target <= source:
+        return [float(layer) for layer in range(target)]
+    if rule in ("relative", "first"):
+        return [float(min(source - 1, (2 * layer + 1) * source // (2 * target))) for layer in range(target)]
+    if target == 1:
+        return [0.0]
+    if rule == "even":  # round half up, in integers
+        return [float((2 * layer * (source - 1) + target - 1) // (2 * (target - 1))) for layer in range(target)]
+    return [layer * (source - 1) / (target - 1) for layer in range(target)]
 
 
-def resample_scalers(scalers: Mapping[str, Array], source: ViTSpec, target: ViTSpec, side: int) -> dict:
+def layer_map(source_depth: int, target_depth: int, rule: str = "relative") -> list[int]:
+    """The auxiliary layer each target layer starts from, for the rules that pick whole layers."""
+    if rule == "interpolate":
+        raise WaveError("the interpolate rule blends layers; use layer_positions")
+    return [int(p) for p in layer_positions(source_depth, target_depth, rule)]
+
+
+def depth_mixing(source_depth: int, target_depth: int, rule: str = "relative") -> np.ndarray:
+    """(target_depth, source_depth) weights: target layer l's scalers are row l's blend of the
+    auxiliary layers' (one 1 per row for the rules that pick, two weights for "interpolate")."""
+    mixing = np.zeros((target_depth, source_depth))
+    for layer, position in enumerate(layer_positions(source_depth, target_depth, rule)):
+        low = min(int(math.floor(position)), source_depth - 1)
+        frac = position - low
+        mixing[layer, low] += 1.0 - frac
+        if frac > 0:
+            mixing[layer, low + 1] += frac
+    return mixing
+
+
+def width_pooling(source_blocks: int, target_blocks: int, rule: str = "pick") -> np.ndarray:
+    """(target_blocks, source_blocks) weights along one scaler grid axis (module docstring, step
+    3), before the fan-in factor: duplication when wider, else "pick" or "mean" ("project" pools
+    nothing: it is `project_scalers`; where it does not apply it picks)."""
+    if rule not in WIDTH_RULES:
+        raise WaveError(f"width rule must be one of {', '.join(WIDTH_RULES)}, got {rule!r}")
+    pooling = np.zeros((target_blocks, source_blocks))
+    if rule == "mean" and target_blocks < source_blocks:
+        for i in range(source_blocks):
+            pooling[i * target_blocks // source_blocks, i] = 1.0
+        return pooling / pooling.sum(axis=1, keepdims=True)
+    pooling[np.arange(target_blocks), [i * source_blocks // target_blocks for i in range(target_blocks)]] = 1.0
+    return pooling
+
+
+def resample_scalers(scalers: Mapping[str, Array], source: ViTSpec, target: ViTSpec, side: int, depth_rule: str = "relative",
+                     width_rule: str = "pick") -> dict:
     """The data-free rule's steps 2 and 3: the auxiliary scalers mapped to `target`'s shapes
-    (for the roles present in `scalers`)."""
+    (for the roles present in `scalers`), "project" picking (see `project_scalers`)."""
     check_side(target, side)
-    return {name: _resample(s, ROLES_BY_NAME[name], source, target, side) for name, s in scalers.items()}
+    return {name: _resample(s, ROLES_BY_NAME[name], source, target, side, depth_rule, width_rule) for name, s in scalers.items()}
 
 
-def _resample(s: Array, role, source: ViTSpec, target: ViTSpec, side: int) -> Array:
-    xp = array_namespace(s)
+def _resample(s: Array, role, source: ViTSpec, target: ViTSpec, side: int, depth_rule: str, width_rule: str) -> Array:
     if role.per_layer:
-        s = xp.take(s, xp.asarray(layer_map(source.depth, target.depth)), axis=0)
+        s = _mix(s, depth_mixing(source.depth, target.depth, depth_rule), axis=0)
     first_grid_axis = s.ndim - len(role.axes)
     for k, (g_s, g_t) in enumerate(zip(role.scaler_shape(source, side), role.scaler_shape(target, side))):
         if g_s == g_t:
             continue
-        s = xp.take(s, xp.asarray([i * g_s // g_t for i in range(g_t)]), axis=first_grid_axis + k)
+        s = _mix(s, width_pooling(g_s, g_t, "pick" if width_rule == "project" else width_rule), axis=first_grid_axis + k)
         if k == role.fan_in:  # a linear layer sums over this axis: keep the sum's scale
             s = s * (g_s / g_t)
     return s
+
+
+def _mix(s: Array, weights: np.ndarray, axis: int) -> Array:
+    """`s` with its `axis` replaced by `weights @` that axis: a take where each row is one 1."""
+    xp = array_namespace(s)
+    rows = [np.flatnonzero(row) for row in weights]
+    if all(len(r) == 1 and row[r[0]] == 1.0 for r, row in zip(rows, weights)):
+        return xp.take(s, xp.asarray([int(r[0]) for r in rows], device=device_of(s)), axis=axis)
+    mixed = xp.tensordot(s, xp.asarray(weights.T, dtype=s.dtype, device=device_of(s)), axes=([axis], [0]))
+    return xp.moveaxis(mixed, -1, axis)
+
+
+def project_scalers(templates: Mapping[str, Array], scalers: Mapping[str, Array], source: ViTSpec, target: ViTSpec, side: int,
+                    depth_rule: str = "relative") -> dict:
+    """The "project" width rule: the auxiliary's dense weights (its layers mapped to the target's
+    depth by `depth_rule`), weight-selected to `target`'s width, and each role's scalers for
+    `target` by least squares against the frozen `templates` (the minimum-norm solution where
+    templates are linearly dependent). Roles absent from `scalers` are skipped. Applies when the
+    target is not wider than the source in any way (`selection.check_applicable`)."""
+    xp = array_namespace(*templates.values())
+    deep = resized(source, depth=target.depth)
+    mapped = resample_scalers(scalers, source, deep, side, depth_rule)
+    missing = [r.name for r in ROLES if r.name not in mapped]
+    # Roles to be started afresh are not projected: any factors of their shapes complete the model.
+    filler = fresh_factors(deep, side, {name: t.shape[0] for name, t in templates.items()}, roles=missing)[1]
+    dense = materialize(deep, side, templates, {**mapped, **{k: xp.asarray(v) for k, v in filler.items()}})
+    like = resized(target, **data_fields(deep))
+    selected = weight_selection(dense, deep, like)
+    return {name: _least_squares(selected, ROLES_BY_NAME[name], like, side, templates[name]) for name in scalers}
+
+
+def _least_squares(state: Mapping[str, Array], role, spec: ViTSpec, side: int, templates: Array) -> Array:
+    """Scalers (role's shape for `spec`) whose Kronecker sums with `templates` are nearest to the
+    role's weights in `state`: per block of the scaler grid, the least-squares coefficients."""
+    xp = array_namespace(templates)
+    layers = [state[role.key(layer)] for layer in range(spec.depth)] if role.per_layer else [state[role.key()]]
+    grid, block = role.scaler_shape(spec, side), role.template_shape(spec, side)
+    n = templates.shape[0]
+    basis = xp.reshape(templates, (n, math.prod(block)))  # (N, block)
+    inverse = xp.linalg.pinv(basis)  # (block, N)
+    out = []
+    for w in layers:
+        w = xp.reshape(w, tuple(x for g, b in zip(grid, block) for x in (g, b)))  # (g0, b0[, g1, b1])
+        order = tuple(range(0, 2 * len(grid), 2)) + tuple(range(1, 2 * len(grid), 2))
+        blocks = xp.reshape(xp.permute_dims(w, order), (math.prod(grid), math.prod(block)))  # (grid, block)
+        coefficients = xp.matmul(blocks, inverse)  # (grid, N)
+        out.append(xp.reshape(xp.matrix_transpose(coefficients), (n, *grid)))
+    return xp.stack(out, axis=0) if role.per_layer else out[0]
 
 
 def data_roles_to_refresh(source: ViTSpec, target: ViTSpec, side: int) -> set[str]:
@@ -117,14 +224,18 @@ def data_roles_to_refresh(source: ViTSpec, target: ViTSpec, side: int) -> set[st
     return {r.name for r in ROLES if r.depends_on_data and r.template_shape(source, side) != r.template_shape(target, side)}
 
 
-def spawn_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset()) -> tuple[dict, dict, set[str]]:
+def spawn_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset(), depth_rule: str = "relative",
+                  width_rule: str = "pick") -> tuple[dict, dict, set[str]]:
     """Data-free (templates, scalers) for a `target` model, and the set of roles given fresh
     factors: those whose shapes differ with the target's data, and `refresh` (e.g. HEAD_ROLES
-    for other classes of the same count). See the module docstring."""
+    for other classes of the same count). See the module docstring for the rules."""
     fresh = data_roles_to_refresh(learngene.spec, target, learngene.side) | set(refresh)
     templates, scalers = balance(learngene.templates, learngene.scalers)
     kept = {name: s for name, s in scalers.items() if name not in fresh}
-    scalers = resample_scalers(kept, learngene.spec, target, learngene.side)
+    if width_rule == "project" and target.width < learngene.spec.width:
+        scalers = project_scalers(templates, kept, learngene.spec, target, learngene.side, depth_rule)
+    else:
+        scalers = resample_scalers(kept, learngene.spec, target, learngene.side, depth_rule, width_rule)
     new_templates, new_scalers = fresh_factors(target, learngene.side, learngene.counts, seed, roles=fresh)
     templates = {r.name: new_templates.get(r.name, templates[r.name]) for r in ROLES}
     scalers = {r.name: new_scalers.get(r.name, scalers.get(r.name)) for r in ROLES}
@@ -141,9 +252,10 @@ def target_spec(learngene: Learngene, depth: int, width: int, heads: int | None 
     return spec
 
 
-def spawn_state_dict(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset()) -> tuple[dict, set[str]]:
+def spawn_state_dict(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset(), depth_rule: str = "relative",
+                     width_rule: str = "pick") -> tuple[dict, set[str]]:
     """The data-free spawn: a dense timm state dict (float32 NumPy) for `target`, no data used."""
-    templates, scalers, fresh = spawn_factors(learngene, target, seed, refresh)
+    templates, scalers, fresh = spawn_factors(learngene, target, seed, refresh, depth_rule, width_rule)
     state = materialize(target, learngene.side, templates, scalers)
     return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}, fresh
 

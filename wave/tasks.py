@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from .backends.torch import TemplatedViT, TLEGViT, ViT, dense_numpy, load_state_dict
-from .configs import COMMAND_TRAIN, EVAL_BATCH_SIZE, AncestryConfig, DistillConfig, SpawnConfig, TrainConfig
+from .configs import COMMAND_TRAIN, DEPTH_RULES, EVAL_BATCH_SIZE, AncestryConfig, DistillConfig, SpawnConfig, TrainConfig
 from .errors import WaveError
 from .io.datasets import Dataset
 from .io.files import load_model, save_learngene, save_model, save_tleg
 from .io.metrics import MetricsLog, metrics_path
 from .learngene import Learngene, learngene_from_weights
-from .spawning import spawn_factors
+from .spawning import layer_positions, spawn_factors
 from .spec import ViTSpec, resized
 from .tleg import TLEGGene
 from .training.batches import batch_source
@@ -460,6 +460,8 @@ class SpawnResult:
     seconds: float
     kept: str | None = None  # "fitted", or "start" when the fit did not lower the loss on the held-out fit images
     holdout: dict | None = None  # the held-out fit images' count and the start's and the fit's accuracy and loss there
+    depth_rule: str = "relative"  # the depth rule used (the chosen one under "choose")
+    depth_losses: dict | None = None  # "choose": each candidate's cross-entropy on the fit's first batches
 
     def judgement(self) -> str:
         """One line: which of start and fit was kept, and on what evidence."""
@@ -497,7 +499,12 @@ def fit_scalers(
     accuracy moves in coarse, noisy steps (a fit that took the loss from 1.67 to 1.51 and test
     accuracy up 6 points lost 2.6 points of accuracy on 150 held-out images)."""
     start = time.perf_counter()
-    templates, scalers, fresh = spawn_factors(learngene, target, config.seed, refresh)
+    depth_rule, losses = config.depth_rule, None
+    if depth_rule == "choose":
+        if data is None:
+            raise WaveError("the depth rule 'choose' scores candidates on the fit's data: give data, or a fixed depth rule")
+        depth_rule, losses = choose_depth_rule(learngene, target, data, config, refresh, device)
+    templates, scalers, fresh = spawn_factors(learngene, target, config.seed, refresh, depth_rule, config.width_rule)
     model = TemplatedViT.from_factors(target, learngene.side, templates, scalers)
     templates_p, _ = model.role_tensors()
     for name, t in templates_p.items():
@@ -510,7 +517,27 @@ def fit_scalers(
     dense = load_state_dict(ViT(target), {k: v.detach().cpu() for k, v in model.dense_state_dict().items()})
     return SpawnResult(model=dense, factors=model, fresh_roles=fresh, fitted_params=sum(p.numel() for p in trainable) if data is not None else 0,
                        samples=fit.samples, steps=fit.steps, teacher=teacher_name if (teacher is not None and data is not None) else None,
-                       eval=fit.evaluation, seconds=time.perf_counter() - start, kept=fit.kept, holdout=fit.holdout)
+                       eval=fit.evaluation, seconds=time.perf_counter() - start, kept=fit.kept, holdout=fit.holdout,
+                       depth_rule=depth_rule, depth_losses=losses)
+
+
+def choose_depth_rule(learngene: Learngene, target: ViTSpec, data: Dataset, config: SpawnConfig, refresh=frozenset(),
+                      device: str = "auto") -> tuple[str, dict]:
+    """The "choose" depth rule: of `DEPTH_RULES`, the one whose data-free model has the lowest
+    cross-entropy on the fit's first `choose_batches` batches (ties: the earlier rule), and every
+    candidate's loss. Candidates giving the same layers are scored once."""
+    dev = resolve_device(device)
+    (images, labels), _ = fit_images(data, config)
+    n = min(len(labels), config.choose_batches * config.batch_size)
+    losses, seen = {}, {}
+    for rule in DEPTH_RULES:
+        positions = tuple(layer_positions(learngene.spec.depth, target.depth, rule))
+        if positions not in seen:
+            templates, scalers, _ = spawn_factors(learngene, target, config.seed, refresh, rule, config.width_rule)
+            model = TemplatedViT.from_factors(target, learngene.side, templates, scalers)
+            seen[positions] = evaluate(model, images[:n], labels[:n], EVAL_BATCH_SIZE, dev)["loss"]
+        losses[rule] = seen[positions]
+    return min(DEPTH_RULES, key=lambda rule: losses[rule]), losses
 
 
 @dataclass

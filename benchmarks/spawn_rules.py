@@ -1,0 +1,315 @@
+"""The spawn-rule study of issue #16 (protocol: docs/bench/protocol-v3.md, "The spawn-rule study").
+
+    python benchmarks/spawn_rules.py --seed S --stage K [--out runs/rules]   # one seed's cells of stage K
+    python benchmarks/spawn_rules.py --report [--out runs/rules]            # the tables, as markdown
+
+Stages, each choosing on validation accuracy averaged over the seeds that ran it (stage K reads
+the choices of stages < K from both seeds' rows, so run both seeds of a stage before the next):
+
+0. the descendants' learning rate per size, under today's rule;
+1. the depth rule (relative, first, even, interpolate, choose), width rule "pick";
+2. the width rule (pick, mean, project), under stage 1's depth rule;
+3. 4. 5. the scaler fit's rate, then its length, then its loss, each under the choices before;
+6. the final table: today's rule against the winners, each at its own best rate per size, with
+   test accuracy (recorded here only; no choice reads it).
+
+Each cell (a size and an arm: the rules and the fit) records the data-free, after-fit and
+after-one-epoch validation accuracy, the seconds and the image passes (forward-only ones apart).
+Rows append to `<out>/seed<S>.jsonl`; a cell already there (same size, arm and rates) is reused,
+so the study resumes and a stage reuses the cells of the stages before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from make_family import splits  # noqa: E402  (the protocol's train/validation split)
+
+from waveinit.backends.torch import TemplatedViT  # noqa: E402
+from waveinit.configs import DEPTH_RULES, EVAL_BATCH_SIZE, SpawnConfig, TrainConfig  # noqa: E402
+from waveinit.io.datasets import load_dataset  # noqa: E402
+from waveinit.io.files import load_learngene  # noqa: E402
+from waveinit.spawning import layer_positions, spawn_factors, target_spec  # noqa: E402
+from waveinit.tasks import choose_depth_rule, fit_scalers, load_vit  # noqa: E402
+from waveinit.training.engine import train  # noqa: E402
+from waveinit.training.evaluation import evaluate  # noqa: E402
+
+SIZES = [(2, 64), (4, 64), (2, 128), (4, 128), (6, 128), (4, 192), (8, 192)]
+FINAL_SIZES = SIZES + [(4, 256)]
+RATES = (3e-4, 1e-3, 3e-3)
+EPOCH_IMAGES = 5000  # the descendants' epoch: a fixed seeded draw of the train split
+ANCESTRY = Path(__file__).parent / "assets" / "fashion-mnist-6x192.safetensors"
+TODAY = {"depth_rule": "relative", "width_rule": "pick", "fit_lr": 0.1, "fit_steps": 400, "loss": "ce"}
+ARM = tuple(TODAY)
+LOSSES = {"ce": None, "kd-t2-w0.5": (2.0, 0.5), "kd-t1-w1": (1.0, 1.0)}  # (temperature, KL weight), teacher: the ancestry
+
+
+def learngene_path(seed: int) -> Path:
+    return Path(f"runs/family-s{seed}/base-s{seed}.safetensors")
+
+
+class Study:
+    def __init__(self, out: Path, seed: int, data_dir: str | None):
+        self.out, self.seed = out, seed
+        data = load_dataset("fashion-mnist", data_dir=data_dir)
+        self.test_data, self.val_data = splits(data)
+        self.gene = load_learngene(learngene_path(seed))
+        pick = np.random.default_rng(1000 + seed).permutation(len(self.val_data.train_labels))[:EPOCH_IMAGES]
+        self.epoch_images, self.epoch_labels = self.val_data.train_images[pick], self.val_data.train_labels[pick]
+        self.rows = read_rows(out, seed)
+        self._teacher = None
+
+    @property
+    def teacher(self):
+        if self._teacher is None:
+            self._teacher = load_vit(ANCESTRY)[0].float().eval()
+        return self._teacher
+
+    def cell(self, stage: int, size: tuple[int, int], arm: dict, rates, test: bool = False) -> dict:
+        """The row of `size` under `arm`, after an epoch at each of `rates`: reused if there, else run."""
+        arm = {k: arm[k] for k in ARM}
+        done = find(self.rows, size, arm, rates, test)
+        if done is not None:
+            return done
+        start = time.perf_counter()
+        spec = target_spec(self.gene, *size)
+        temperature, kd_weight = LOSSES[arm["loss"]] or (2.0, 0.5)
+        config = SpawnConfig(depth_rule=arm["depth_rule"], width_rule=arm["width_rule"], fit_steps=arm["fit_steps"], lr=arm["fit_lr"],
+                             temperature=temperature, kd_weight=kd_weight, seed=self.seed)
+        row = {"stage": stage, "seed": self.seed, "size": list(size), **arm, "params": spec.num_params(), "forward_images": 0}
+        depth_rule = arm["depth_rule"]
+        if depth_rule == "choose":
+            depth_rule, row["depth_losses"] = choose_depth_rule(self.gene, spec, self.val_data, config, device="cpu")
+            candidates = {tuple(layer_positions(self.gene.spec.depth, size[0], rule)) for rule in DEPTH_RULES}
+            row["forward_images"] += len(candidates) * config.choose_batches * config.batch_size
+        row["depth_rule_used"] = depth_rule
+        templates, scalers, _ = spawn_factors(self.gene, spec, self.seed, depth_rule=depth_rule, width_rule=arm["width_rule"])
+        row["data_free"] = self.score(TemplatedViT.from_factors(spec, self.gene.side, templates, scalers))
+        teacher = self.teacher if LOSSES[arm["loss"]] else None
+        fitted = fit_scalers(self.gene, spec, self.val_data, dataclasses.replace(config, depth_rule=depth_rule), teacher=teacher,
+                             teacher_name="ancestry" if teacher else None, device="cpu")
+        row["fit"] = {"accuracy": fitted.eval["accuracy"], "loss": fitted.eval["loss"], "kept": fitted.kept}
+        row["fit_images"] = fitted.steps * config.batch_size
+        row["forward_images"] += fitted.steps * config.batch_size if teacher else 0  # the teacher's forward passes
+        row["epoch"] = {}
+        for rate in rates:
+            model = copy.deepcopy(fitted.model)
+            train(model, self.epoch_images, self.epoch_labels, TrainConfig(epochs=1, batch_size=64, lr=rate, seed=self.seed), device="cpu")
+            row["epoch"][f"{rate:g}"] = self.score(model, test)
+        row["epoch_images"] = EPOCH_IMAGES * len(rates)
+        row["seconds"] = time.perf_counter() - start
+        with open(self.out / f"seed{self.seed}.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.rows.append(row)
+        print(f"stage {stage} {size[0]}x{size[1]} {arm}: data-free {row['data_free']['accuracy']:.4f}, fit {row['fit']['accuracy']:.4f}, "
+              f"epoch {max(v['accuracy'] for v in row['epoch'].values()):.4f} ({row['seconds']:.0f} s)", flush=True)
+        return row
+
+    def score(self, model, test: bool = False) -> dict:
+        val = evaluate(model, self.val_data.test_images, self.val_data.test_labels, EVAL_BATCH_SIZE, "cpu")
+        scores = {"accuracy": val["accuracy"], "loss": val["loss"]}
+        if test:
+            scores["test_accuracy"] = evaluate(model, self.test_data.test_images, self.test_data.test_labels, EVAL_BATCH_SIZE, "cpu")["accuracy"]
+        return scores
+
+
+# ---- rows and choices (every choice reads validation accuracy only, averaged over the seeds) ----
+
+
+def read_rows(out: Path, seed: int | None = None) -> list[dict]:
+    files = [out / f"seed{seed}.jsonl"] if seed is not None else sorted(out.glob("seed*.jsonl"))
+    return [json.loads(line) for f in files if f.exists() for line in f.read_text().splitlines() if line.strip()]
+
+
+def find(rows: list[dict], size: tuple, arm: dict, rates=(), test: bool = False, seed: int | None = None) -> dict | None:
+    """A row of `size` under `arm` with an epoch at each of `rates` (with test scores if `test`)."""
+    for r in rows:
+        if (tuple(r["size"]) == tuple(size) and all(r[k] == arm[k] for k in ARM) and (seed is None or r["seed"] == seed)
+                and all(f"{rate:g}" in r["epoch"] and (not test or "test_accuracy" in r["epoch"][f"{rate:g}"]) for rate in rates)):
+            return r
+    return None
+
+
+def size_rates(rows: list[dict], arm: dict = TODAY) -> dict[tuple, float]:
+    """Per size, the rate whose epoch has the best mean validation accuracy under `arm` (stage 0: today's rule)."""
+    rates = {}
+    for size in FINAL_SIZES:
+        cells = [r for r in rows if tuple(r["size"]) == size and all(r[k] == arm[k] for k in ARM) and len(r["epoch"]) == len(RATES)]
+        if cells:
+            rates[size] = min(RATES, key=lambda rate: (-statistics.mean(c["epoch"][f"{rate:g}"]["accuracy"] for c in cells), rate))
+    return rates
+
+
+def best(rows: list[dict], arms: list[dict], sizes, rates: dict) -> dict:
+    """Of `arms`, the one with the best mean after-epoch validation accuracy (at each size's rate)
+    over the sizes and seeds where every arm ran; ties: after-fit accuracy, then the earlier arm."""
+    seeds = sorted({r["seed"] for r in rows})
+    cells = [(size, seed) for size in sizes for seed in seeds if all(find(rows, size, arm, [rates[size]], seed=seed) for arm in arms)]
+    if not cells:
+        raise SystemExit("no size has every arm of this stage yet: run the stage for every seed first")
+
+    def score(index):
+        found = [(find(rows, size, arms[index], [rates[size]], seed=seed), rates[size]) for size, seed in cells]
+        return (statistics.mean(r["epoch"][f"{rate:g}"]["accuracy"] for r, rate in found),
+                statistics.mean(r["fit"]["accuracy"] for r, _ in found), -index)
+
+    return arms[max(range(len(arms)), key=score)]
+
+
+STAGES = {  # stage: (field varied, its values, the sizes where it matters)
+    1: ("depth_rule", (*DEPTH_RULES, "choose"), [s for s in SIZES if s[0] != 6]),
+    2: ("width_rule", ("pick", "mean", "project"), [s for s in SIZES if s[1] < 192]),
+    3: ("fit_lr", (0.03, 0.1, 0.3), SIZES),
+    4: ("fit_steps", (100, 400, 1000), SIZES),
+    5: ("loss", tuple(LOSSES), SIZES),
+}
+
+
+def arms_of(stage: int, arm: dict) -> list[dict]:
+    field, values, _ = STAGES[stage]
+    return [{**arm, field: value} for value in values]
+
+
+def chosen(rows: list[dict], upto: int) -> dict:
+    """The arm that the stages before `upto` chose, from today's; a stage with no rows keeps today's value."""
+    arm, rates = dict(TODAY), size_rates(rows)
+    for stage in range(1, min(upto, 6)):
+        arms, sizes = arms_of(stage, arm), STAGES[stage][2]
+        if any(find(rows, size, a, [rates[size]]) for a in arms for size in sizes):
+            arm = best(rows, arms, sizes, rates)
+    return arm
+
+
+def run_stage(study: Study, stage: int) -> None:
+    rows = read_rows(study.out)
+    if stage == 0:
+        for size in FINAL_SIZES:
+            study.cell(0, size, TODAY, RATES)
+        return
+    rates = size_rates(rows)
+    if set(rates) != set(FINAL_SIZES):
+        raise SystemExit("run stage 0 first, for every seed")
+    arm = chosen(rows, stage)
+    if stage < 6:
+        for size in STAGES[stage][2]:
+            for a in arms_of(stage, arm):
+                study.cell(stage, size, a, [rates[size]])
+        return
+    for size in FINAL_SIZES:
+        study.cell(6, size, TODAY, RATES, test=True)
+        study.cell(6, size, arm, RATES, test=True)
+
+
+# ---- the tables ------------------------------------------------------------------------------
+
+
+def _cell(found: list[tuple[dict, str]]) -> str:
+    """'data-free / after fit / after epoch' validation accuracy in %, mean over the seeds (± half the range with two or more)."""
+    parts = []
+    for get in (lambda r, k: r["data_free"]["accuracy"], lambda r, k: r["fit"]["accuracy"], lambda r, k: r["epoch"][k]["accuracy"]):
+        values = [100 * get(r, k) for r, k in found]
+        spread = f"±{(max(values) - min(values)) / 2:.1f}" if len(values) > 1 else ""
+        parts.append(f"{statistics.mean(values):.1f}{spread}")
+    return " / ".join(parts)
+
+
+def stage_table(rows: list[dict], stage: int) -> str:
+    """One stage's table: a row per size, a column per arm; the winner named under it."""
+    rates = size_rates(rows)
+    arm = chosen(rows, stage)
+    field, values, sizes = STAGES[stage]
+    arms = arms_of(stage, arm)
+    lines = [f"| size | rate | " + " | ".join(f"{field} = {v}" for v in values) + " |", "|---" * (len(values) + 2) + "|"]
+    for size in sizes:
+        if size not in rates:
+            continue
+        cells = []
+        for a in arms:
+            found = [(r, f"{rates[size]:g}") for r in rows if find([r], size, a, [rates[size]])]
+            cells.append(_cell(found) if found else "not run")
+        lines.append(f"| {size[0]}x{size[1]} | {rates[size]:g} | " + " | ".join(cells) + " |")
+    seeds = sorted({r["seed"] for r in rows})
+    try:
+        win = best(rows, arms, sizes, rates)[field]
+        lines.append(f"\nWinner ({len(seeds)} seed(s)): **{field} = {win}** (best mean after-epoch validation accuracy over these sizes).")
+    except SystemExit:
+        lines.append("\nNo winner yet: not every arm has run.")
+    return "\n".join(lines)
+
+
+def final_table(rows: list[dict]) -> str:
+    """Stage 6: today's rule and the winners, each at its best rate per size (chosen on validation), test accuracy beside."""
+    arm = chosen(rows, 6)
+    lines = ["| size | params | today: val / test (rate) | chosen: val / test (rate) |", "|---|---|---|---|"]
+    for size in FINAL_SIZES:
+        cols = []
+        for a in (TODAY, arm):
+            found = [r for r in rows if find([r], size, a, RATES, test=True)]
+            if not found:
+                cols.append("not run")
+                continue
+            rate = max(found[0]["epoch"], key=lambda k: statistics.mean(r["epoch"][k]["accuracy"] for r in found))
+            val = statistics.mean(100 * r["epoch"][rate]["accuracy"] for r in found)
+            test = [100 * r["epoch"][rate]["test_accuracy"] for r in found]
+            cols.append(f"{val:.1f} / {statistics.mean(test):.1f}±{(max(test) - min(test)) / 2:.1f} ({rate})")
+        params = next((r["params"] for r in rows if tuple(r["size"]) == size), 0)
+        lines.append(f"| {size[0]}x{size[1]} | {params:,} | " + " | ".join(cols) + " |")
+    return f"Chosen arm: {arm}\n\n" + "\n".join(lines)
+
+
+def report(rows: list[dict]) -> str:
+    if not rows:
+        return "no rows yet"
+    rates = size_rates(rows)
+    out = ["## Stage 0: the descendants' rate per size (today's rule; validation accuracy after one epoch, %)", "",
+           "| size | " + " | ".join(f"{r:g}" for r in RATES) + " | chosen |", "|---" * (len(RATES) + 2) + "|"]
+    for size in FINAL_SIZES:
+        cells = [r for r in rows if find([r], size, TODAY, RATES)]
+        if cells:
+            accs = [statistics.mean(100 * c["epoch"][f"{rate:g}"]["accuracy"] for c in cells) for rate in RATES]
+            out.append(f"| {size[0]}x{size[1]} | " + " | ".join(f"{a:.1f}" for a in accs) + f" | {rates[size]:g} |")
+    for stage in STAGES:
+        if any(r["stage"] == stage for r in rows):
+            out += ["", f"## Stage {stage}: {STAGES[stage][0]} (validation accuracy, %: data-free / after fit / after one epoch)", "",
+                    stage_table(rows, stage)]
+    if any(r["stage"] == 6 for r in rows):
+        out += ["", "## Stage 6: the final table (after one epoch at each method's best rate per size)", "", final_table(rows)]
+    seconds = sum(r["seconds"] for r in rows)
+    out += ["", f"Compute: {len(rows)} cells, {seconds / 3600:.2f} CPU-thread hours, "
+            f"{sum(r['fit_images'] + r['epoch_images'] for r in rows):,} training image passes, "
+            f"{sum(r['forward_images'] for r in rows):,} forward-only image passes."]
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/rules"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stage", type=int, choices=range(7), default=None)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--report", action="store_true", help="print the tables (markdown) from the rows so far")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        print(report(read_rows(args.out)))
+        return 0
+    if args.stage is None:
+        parser.error("give --stage or --report")
+    torch.manual_seed(args.seed)
+    run_stage(Study(args.out, args.seed, args.data_dir), args.stage)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
