@@ -95,7 +95,7 @@ class Study:
             row["forward_images"] += len(candidates) * config.choose_batches * config.batch_size
         row["depth_rule_used"] = depth_rule
         templates, scalers, _ = spawn_factors(self.gene, spec, self.seed, depth_rule=depth_rule, width_rule=arm["width_rule"])
-        row["data_free"] = self.score(TemplatedViT.from_factors(spec, self.gene.side, templates, scalers))
+        row["data_free"] = self.score(TemplatedViT.from_factors(spec, self.gene.side, templates, scalers, self.gene.order))
         teacher = self.teacher if LOSSES[arm["loss"]] else None
         fitted = fit_scalers(self.gene, spec, self.val_data, dataclasses.replace(config, depth_rule=depth_rule), teacher=teacher,
                              teacher_name="ancestry" if teacher else None, device="cpu")
@@ -230,7 +230,7 @@ def stage_table(rows: list[dict], stage: int) -> str:
     arm = chosen(rows, stage)
     field, values, sizes = STAGES[stage]
     arms = arms_of(stage, arm)
-    lines = [f"| size | rate | " + " | ".join(f"{field} = {v}" for v in values) + " |", "|---" * (len(values) + 2) + "|"]
+    lines = ["| size | rate | " + " | ".join(f"{field} = {v}" for v in values) + " |", "|---" * (len(values) + 2) + "|"]
     for size in sizes:
         if size not in rates:
             continue

@@ -219,6 +219,9 @@ def distill(
     width: Annotated[Optional[int], typer.Option(help="Auxiliary model's width (default: the teacher's).", rich_help_panel=MODEL)] = None,
     heads: Heads = None,
     templates: Annotated[int, typer.Option(min=1, help="Templates per weight role.", rich_help_panel=MODEL)] = _DISTILL.templates,
+    kron_order: Annotated[str, typer.Option(help=(
+        "Each weight a sum of kron(S, T) (st: template-shaped blocks, one per head) or of kron(T, S) (ts). "
+        "docs/bench/ablations.md compares them."), rich_help_panel=MODEL)] = _DISTILL.order,
     side: Annotated[int, typer.Option(min=1, help="Template side s: templates are s x s blocks.", rich_help_panel=MODEL)] = _DISTILL.side,
     epochs: Epochs = _TRAIN.epochs,
     batch_size: BatchSize = _TRAIN.batch_size,
@@ -278,7 +281,8 @@ def distill(
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every,
                          compile=compile_model,
                          **recipe(smoothing, mixup, cutmix, mixup_prob, mixup_switch_prob, reprob, drop_path, model_ema, model_ema_decay))
-    distill_config = DistillConfig(temperature=temperature, kd_weight=kd_weight, side=side, templates=templates, cache_teacher=cache)
+    distill_config = DistillConfig(temperature=temperature, kd_weight=kd_weight, side=side, templates=templates, cache_teacher=cache,
+                                   order=kron_order)
     echo(f"distilling {teacher_path} ({t.depth}x{t.width}) into {templates} templates of {side}x{side} per role, "
          f"auxiliary model {aux_spec.depth}x{aux_spec.width}, on {dataset.describe()}")
     with TrainingDisplay("distill") as display:

@@ -167,6 +167,7 @@ def _render(info: dict) -> None:
         summary.add_row("parameters", f"{info['parameters']:,}")
     if info["kind"] == "learngene":
         summary.add_row("template side", str(info["side"]))
+        summary.add_row("Kronecker order", {"st": "kron(S, T)", "ts": "kron(T, S)"}[info["kron_order"]])
         summary.add_row("template parameters", f"{info['template_params']:,}")
         summary.add_row("scaler parameters", f"{info['scaler_params']:,} (the auxiliary model's)")
     if "checkpoint" in info:

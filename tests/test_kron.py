@@ -35,6 +35,24 @@ def test_kron_expand_vector_form(n, a, p, batch, seed):
     np.testing.assert_allclose(out, reference_expand(scalers, templates), rtol=1e-12, atol=1e-12)
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=small, a=small, b=small, p=small, q=small, batch=batch_shapes, seed=seeds, vector=st.booleans(), library=st.sampled_from(["numpy", "torch"]))
+def test_kron_expand_template_first_equals_np_kron_of_t_and_s(n, a, b, p, q, batch, seed, vector, library):
+    rng = np.random.default_rng(seed)
+    grid, block = ((a,), (p,)) if vector else ((a, b), (p, q))
+    scalers, templates = rng.standard_normal((*batch, n, *grid)), rng.standard_normal((n, *block))
+    flat = scalers.reshape(-1, n, *grid)
+    expected = np.stack([sum(np.kron(templates[t], s[t]) for t in range(n)) for s in flat]).reshape(*batch, *np.multiply(grid, block))
+    wrap = torch.from_numpy if library == "torch" else np.asarray
+    out = kron_expand(wrap(scalers), wrap(templates), order="ts")
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_kron_expand_refuses_an_unknown_order():
+    with pytest.raises(WaveError, match="Kronecker order must be one of st, ts, got 'tt'"):
+        kron_expand(np.ones((1, 2, 2)), np.ones((1, 2, 2)), order="tt")
+
+
 def test_kron_expand_worked_example():
     # One template, a 2x1 scaler grid: W stacks 2*T over -1*T.
     templates = np.array([[[1.0, 2.0], [3.0, 4.0]]])

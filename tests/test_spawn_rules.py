@@ -6,15 +6,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_spawn import AUX, random_learngene
 
 from helpers import wave
-from test_spawn import AUX, random_learngene
 from waveinit import WaveError, load_learngene, load_model, materialize
 from waveinit.configs import DEPTH_RULES, WIDTH_RULES, SpawnConfig
 from waveinit.io.datasets import load_dataset
 from waveinit.selection import weight_selection
-from waveinit.spawning import (balance, depth_mixing, layer_positions, project_scalers, resample_scalers, spawn_factors, target_spec,
-                               width_pooling)
+from waveinit.spawning import balance, depth_mixing, layer_positions, project_scalers, resample_scalers, spawn_factors, target_spec, width_pooling
 from waveinit.spec import ROLES, resized, scaler_shapes
 
 depths = st.integers(1, 12)
@@ -91,38 +90,39 @@ def test_mean_width_rule_averages_the_blocks_and_keeps_the_fan_in_scale():
     np.testing.assert_allclose(mapped, expected, rtol=1e-12)
 
 
-def lstsq_reference(state, spec, side, templates):
-    """Per role, layer and scaler block: np.linalg.lstsq of the block on the flattened templates."""
+def lstsq_reference(state, spec, side, templates, order="st"):
+    """Per role and layer: np.linalg.lstsq of the whole weight on the design matrix whose columns
+    are the weights each single scaler entry makes (np.kron of a template and a unit grid)."""
     out = {}
     for role in ROLES:
-        n = templates[role.name].shape[0]
-        basis = templates[role.name].reshape(n, -1).T  # (block, N)
-        grid, block = role.scaler_shape(spec, side), role.template_shape(spec, side)
-        layers = []
-        for layer in range(spec.depth) if role.per_layer else [None]:
-            w = np.asarray(state[role.key(layer)]).reshape(role.kron_shape(spec))
-            coefficients = np.zeros((n, *grid))
+        n, grid = templates[role.name].shape[0], role.scaler_shape(spec, side)
+        columns = []
+        for t in range(n):
             for index in np.ndindex(*grid):
-                piece = w[tuple(slice(i * b, (i + 1) * b) for i, b in zip(index, block))]
-                coefficients[(slice(None), *index)] = np.linalg.lstsq(basis, piece.reshape(-1), rcond=None)[0]
-            layers.append(coefficients)
+                unit = np.zeros(grid)
+                unit[index] = 1.0
+                pair = (unit, templates[role.name][t]) if order == "st" else (templates[role.name][t], unit)
+                columns.append(np.kron(*pair).reshape(-1))
+        design = np.stack(columns, axis=1)
+        layers = [np.linalg.lstsq(design, np.asarray(state[role.key(layer)]).reshape(-1), rcond=None)[0].reshape(n, *grid)
+                  for layer in (range(spec.depth) if role.per_layer else [None])]
         out[role.name] = np.stack(layers) if role.per_layer else layers[0]
     return out
 
 
 @settings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 2**31), depth=st.integers(1, 5), rule=st.sampled_from(DEPTH_RULES))
-def test_project_is_the_least_squares_fit_of_the_selected_weights(seed, depth, rule):
+@given(seed=st.integers(0, 2**31), depth=st.integers(1, 5), rule=st.sampled_from(DEPTH_RULES), order=st.sampled_from(["st", "ts"]))
+def test_project_is_the_least_squares_fit_of_the_selected_weights(seed, depth, rule, order):
     lg = random_learngene(seed=seed, n=2)
     templates, scalers = balance(lg.templates, lg.scalers)
     target = AUX.replace(depth=depth, width=16, heads=1)
-    projected = project_scalers(templates, scalers, AUX, target, 16, depth_rule=rule)
+    projected = project_scalers(templates, scalers, AUX, target, 16, depth_rule=rule, order=order)
     deep = resized(AUX, depth=depth)
-    selected = weight_selection(materialize(deep, 16, templates, resample_scalers(scalers, AUX, deep, 16, rule)), deep, target)
-    expected = lstsq_reference(selected, target, 16, templates)
+    dense = materialize(deep, 16, templates, resample_scalers(scalers, AUX, deep, 16, rule), order)
+    expected = lstsq_reference(weight_selection(dense, deep, target), target, 16, templates, order)
     assert {k: v.shape for k, v in projected.items()} == scaler_shapes(target, 16, 2)
     for name in expected:
-        np.testing.assert_allclose(projected[name], expected[name], rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(projected[name], expected[name], rtol=1e-7, atol=1e-9)
 
 
 @settings(max_examples=10, deadline=None)
@@ -204,3 +204,38 @@ def test_spawn_records_its_rules_and_the_cli_refuses_choose_without_a_fit(learng
     bad = wave("spawn", "--depth", "2", "--width", "64", "--learngene", learngene_file, "--no-fit", "--width-rule", "crop",
                "--out", tmp_path / "b.safetensors")
     assert bad.returncode == 2 and "width rule must be one of pick, mean, project" in bad.stderr
+
+
+def test_a_template_first_learngene_round_trips_and_spawns_with_its_order(tmp_path):
+    from waveinit import save_learngene
+    from waveinit.learngene import Learngene
+    from waveinit.spawning import spawn_state_dict
+
+    lg = random_learngene(seed=2)
+    gene = Learngene(lg.templates, lg.scalers, AUX, 16, {"data": "x"}, order="ts")
+    save_learngene(tmp_path / "ts.safetensors", gene)
+    back = load_learngene(tmp_path / "ts.safetensors")
+    assert back.order == "ts"
+    state, _ = spawn_state_dict(back, AUX)  # the auxiliary's own size: its own weights, in its order
+    expected = materialize(AUX, 16, *balance(lg.templates, lg.scalers), order="ts")
+    other = materialize(AUX, 16, lg.templates, lg.scalers, order="st")
+    for key in expected:
+        np.testing.assert_allclose(state[key], expected[key], rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(expected[k], other[k]) for k in expected)  # the order matters
+    with pytest.raises(WaveError, match="Kronecker order must be one of st, ts"):
+        Learngene(lg.templates, lg.scalers, AUX, 16, order="ST")
+
+
+def test_distill_with_template_first_order_writes_a_ts_learngene(tmp_path):
+    from waveinit.configs import DistillConfig, TrainConfig
+    from waveinit.tasks import distill, random_vit, spec_for
+
+    data = load_dataset("digits", subset=200)
+    teacher = random_vit(spec_for(data, 1, 32, 1), seed=0)
+    result = distill(teacher, data, teacher.spec, TrainConfig(epochs=1, batch_size=64), DistillConfig(side=16, templates=2, order="ts"),
+                     out=tmp_path / "g.safetensors", device="cpu")
+    gene = load_learngene(tmp_path / "g.safetensors")
+    assert gene.order == "ts" and result.learngene.order == "ts"
+    with pytest.raises(WaveError, match="needs order st"):
+        distill(teacher, data, teacher.spec, TrainConfig(epochs=1), DistillConfig(side=16, templates=2, order="ts", init="nearest-kron"),
+                out=tmp_path / "h.safetensors", device="cpu")

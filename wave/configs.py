@@ -132,9 +132,13 @@ class DistillConfig:
     # The auxiliary's starting factors: "random", or "nearest-kron" (the teacher's own weights'
     # nearest Kronecker sums, `learngene_from_weights`; the auxiliary must then have the teacher's shape).
     init: str = "random"
+    # Each weight a sum of kron(S, T), "st" (template-shaped blocks, a template per head), or of
+    # kron(T, S), "ts" (kron.KRON_ORDERS).
+    order: str = "st"
 
     def __post_init__(self):
         _check([
+            (self.order in ("st", "ts"), f"Kronecker order must be st or ts, got {self.order!r}"),
             (self.init in DISTILL_INITS, f"distillation init must be one of {', '.join(DISTILL_INITS)}, got {self.init!r}"),
             (_positive(self.temperature), f"distillation temperature must be positive, got {self.temperature}"),
             (0 <= self.kd_weight <= 1, f"distillation weight (kd_weight) must be in [0, 1], got {self.kd_weight}"),

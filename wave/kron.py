@@ -20,10 +20,15 @@ from array_api_compat import device as device_of
 from .errors import WaveError
 
 Array = Any  # any array-API array
+# The order of each Kronecker product: "st" is kron(S, T), an (a x b) grid of template-shaped
+# blocks (the default: a template is one attention head's block); "ts" is kron(T, S), a (p x q)
+# grid of scaler-shaped blocks (the order one public summary of the paper writes).
+KRON_ORDERS = ("st", "ts")
 
 
-def kron_expand(scalers: Array, templates: Array) -> Array:
-    """Build weights from scalers and templates: `sum_t kron(scalers[..., t, :, :], templates[t])`.
+def kron_expand(scalers: Array, templates: Array, order: str = "st") -> Array:
+    """Build weights from scalers and templates: `sum_t kron(scalers[..., t, :, :], templates[t])`
+    (order "ts": `sum_t kron(templates[t], scalers[..., t, :, :])`).
 
     Matrix form: scalers (..., N, a, b), templates (N, p, q) -> (..., a*p, b*q).
     Vector form: scalers (..., N, a),    templates (N, p)    -> (..., a*p).
@@ -33,6 +38,8 @@ def kron_expand(scalers: Array, templates: Array) -> Array:
     xp = array_namespace(scalers, templates)
     n, *template_shape = _check_factors(scalers, templates)
     batch = tuple(scalers.shape[:-len(template_shape) - 1])
+    if order != "st":
+        return _kron_expand_ts(xp, scalers, templates, order, batch)
     if len(template_shape) == 1:
         (p,) = template_shape
         a = scalers.shape[-1]
@@ -56,6 +63,21 @@ def kron_expand(scalers: Array, templates: Array) -> Array:
     nb = len(batch)
     grid = xp.permute_dims(blocks, (*range(nb), nb, nb + 2, nb + 1, nb + 3))  # (..., a, p, b, q)
     return xp.reshape(grid, (*batch, a * p, b * q))
+
+
+def _kron_expand_ts(xp, scalers: Array, templates: Array, order: str, batch: tuple) -> Array:
+    """`kron_expand` in the order kron(T, S): entry (i*a + k, j*b + l) is sum_t T[t,i,j] S[t,k,l]."""
+    if order not in KRON_ORDERS:
+        raise WaveError(f"Kronecker order must be one of {', '.join(KRON_ORDERS)}, got {order!r}")
+    n, nb = templates.shape[0], len(batch)
+    grid, block = tuple(templates.shape[1:]), tuple(scalers.shape[nb + 1:])  # (p[, q]), (a[, b])
+    flat = xp.reshape(scalers, (*batch, n, math.prod(block)))
+    outer = xp.matmul(xp.matrix_transpose(flat), xp.reshape(templates, (n, math.prod(grid))))  # (..., block, grid)
+    if len(grid) == 1:  # (..., a, p) -> (..., p, a)
+        return xp.reshape(xp.matrix_transpose(outer), (*batch, grid[0] * block[0]))
+    outer = xp.reshape(outer, (*batch, *block, *grid))  # (..., a, b, p, q)
+    outer = xp.permute_dims(outer, (*range(nb), nb + 2, nb, nb + 3, nb + 1))  # (..., p, a, q, b)
+    return xp.reshape(outer, (*batch, grid[0] * block[0], grid[1] * block[1]))
 
 
 def kron_matmul(x: Array, scalers: Array, templates: Array) -> Array:

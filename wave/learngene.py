@@ -16,7 +16,7 @@ from array_api_compat import array_namespace
 
 from .errors import WaveError
 from .keys import split_key, state_dict_keys
-from .kron import kron_expand, nearest_kron
+from .kron import KRON_ORDERS, kron_expand, nearest_kron
 from .spec import ROLE_NAMES, ROLES, ViTSpec, scaler_shapes, template_counts, template_shapes
 
 Array = Any
@@ -31,6 +31,7 @@ class Learngene:
     spec: the auxiliary model's shape (its data-dependent sizes fix the global templates).
     side: the template side s (width axes of every template are s long).
     provenance: where it came from (teacher, data, epochs, accuracy): JSON-serialisable.
+    order: "st", each weight a sum of kron(S, T) (the default), or "ts", of kron(T, S) (`kron.KRON_ORDERS`).
     """
 
     templates: dict[str, Array]
@@ -38,8 +39,11 @@ class Learngene:
     spec: ViTSpec
     side: int
     provenance: dict = field(default_factory=dict)
+    order: str = "st"
 
     def __post_init__(self):
+        if self.order not in KRON_ORDERS:
+            raise WaveError(f"Kronecker order must be one of {', '.join(KRON_ORDERS)}, got {self.order!r}")
         check_shapes(self.spec, self.side, self.templates, self.scalers)
 
     @property
@@ -85,23 +89,23 @@ def check_shapes(spec: ViTSpec, side: int, templates: Mapping[str, Array], scale
                 )
 
 
-def materialize(spec: ViTSpec, side: int, templates: Mapping[str, Array], scalers: Mapping[str, Array]) -> dict[str, Array]:
+def materialize(spec: ViTSpec, side: int, templates: Mapping[str, Array], scalers: Mapping[str, Array], order: str = "st") -> dict[str, Array]:
     """The dense state dict (timm keys, in timm's order) of the ViT `spec` built from the factors.
 
-    Each parameter is `kron_expand(scalers[role], templates[role])`, reshaped to its timm shape;
+    Each parameter is `kron_expand(scalers[role], templates[role], order)`, reshaped to its timm shape;
     per-layer roles are expanded for all blocks at once and then split by block.
     """
     check_shapes(spec, side, templates, scalers)
-    return materialize_unchecked(spec, templates, scalers)
+    return materialize_unchecked(spec, templates, scalers, order)
 
 
-def materialize_unchecked(spec: ViTSpec, templates: Mapping[str, Array], scalers: Mapping[str, Array]) -> dict[str, Array]:
+def materialize_unchecked(spec: ViTSpec, templates: Mapping[str, Array], scalers: Mapping[str, Array], order: str = "st") -> dict[str, Array]:
     """`materialize` without its shape check, for factors checked once already: a model's
     parameters, rebuilt into a state dict every forward pass (`backends/torch.py`)."""
     xp = array_namespace(*templates.values(), *scalers.values())
     expanded = {}
     for role in ROLES:
-        weight = kron_expand(scalers[role.name], templates[role.name])  # ([depth,] *kron_shape)
+        weight = kron_expand(scalers[role.name], templates[role.name], order)  # ([depth,] *kron_shape)
         if role.per_layer:
             # unstack, not indexing: under autograd, indexing each layer would scatter a
             # full-size zero gradient per layer (quadratic in depth); unstack's is one stack.

@@ -182,7 +182,7 @@ def _mix(s: Array, weights: np.ndarray, axis: int) -> Array:
 
 
 def project_scalers(templates: Mapping[str, Array], scalers: Mapping[str, Array], source: ViTSpec, target: ViTSpec, side: int,
-                    depth_rule: str = "relative") -> dict:
+                    depth_rule: str = "relative", order: str = "st") -> dict:
     """The "project" width rule: the auxiliary's dense weights (its layers mapped to the target's
     depth by `depth_rule`), weight-selected to `target`'s width, and each role's scalers for
     `target` by least squares against the frozen `templates` (the minimum-norm solution where
@@ -194,15 +194,16 @@ def project_scalers(templates: Mapping[str, Array], scalers: Mapping[str, Array]
     missing = [r.name for r in ROLES if r.name not in mapped]
     # Roles to be started afresh are not projected: any factors of their shapes complete the model.
     filler = fresh_factors(deep, side, {name: t.shape[0] for name, t in templates.items()}, roles=missing)[1]
-    dense = materialize(deep, side, templates, {**mapped, **{k: xp.asarray(v) for k, v in filler.items()}})
+    dense = materialize(deep, side, templates, {**mapped, **{k: xp.asarray(v) for k, v in filler.items()}}, order)
     like = resized(target, **data_fields(deep))
     selected = weight_selection(dense, deep, like)
-    return {name: _least_squares(selected, ROLES_BY_NAME[name], like, side, templates[name]) for name in scalers}
+    return {name: _least_squares(selected, ROLES_BY_NAME[name], like, side, templates[name], order) for name in scalers}
 
 
-def _least_squares(state: Mapping[str, Array], role, spec: ViTSpec, side: int, templates: Array) -> Array:
+def _least_squares(state: Mapping[str, Array], role, spec: ViTSpec, side: int, templates: Array, order: str = "st") -> Array:
     """Scalers (role's shape for `spec`) whose Kronecker sums with `templates` are nearest to the
-    role's weights in `state`: per block of the scaler grid, the least-squares coefficients."""
+    role's weights in `state`: per scaler entry, the least-squares coefficients of the templates
+    on the entries that scaler multiplies (a block under "st"; every block's same entry under "ts")."""
     xp = array_namespace(templates)
     layers = [state[role.key(layer)] for layer in range(spec.depth)] if role.per_layer else [state[role.key()]]
     grid, block = role.scaler_shape(spec, side), role.template_shape(spec, side)
@@ -211,9 +212,11 @@ def _least_squares(state: Mapping[str, Array], role, spec: ViTSpec, side: int, t
     inverse = xp.linalg.pinv(basis)  # (block, N)
     out = []
     for w in layers:
-        w = xp.reshape(w, tuple(x for g, b in zip(grid, block) for x in (g, b)))  # (g0, b0[, g1, b1])
-        order = tuple(range(0, 2 * len(grid), 2)) + tuple(range(1, 2 * len(grid), 2))
-        blocks = xp.reshape(xp.permute_dims(w, order), (math.prod(grid), math.prod(block)))  # (grid, block)
+        outer, inner = (grid, block) if order == "st" else (block, grid)
+        w = xp.reshape(w, tuple(x for o, i in zip(outer, inner) for x in (o, i)))  # (o0, i0[, o1, i1])
+        axes = tuple(range(0, 2 * len(grid), 2)) + tuple(range(1, 2 * len(grid), 2))
+        axes = axes if order == "st" else axes[len(grid):] + axes[:len(grid)]  # the scaler's axes first
+        blocks = xp.reshape(xp.permute_dims(w, axes), (math.prod(grid), math.prod(block)))  # (grid, block)
         coefficients = xp.matmul(blocks, inverse)  # (grid, N)
         out.append(xp.reshape(xp.matrix_transpose(coefficients), (n, *grid)))
     return xp.stack(out, axis=0) if role.per_layer else out[0]
@@ -233,7 +236,7 @@ def spawn_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=
     templates, scalers = balance(learngene.templates, learngene.scalers)
     kept = {name: s for name, s in scalers.items() if name not in fresh}
     if width_rule == "project" and target.width < learngene.spec.width:
-        scalers = project_scalers(templates, kept, learngene.spec, target, learngene.side, depth_rule)
+        scalers = project_scalers(templates, kept, learngene.spec, target, learngene.side, depth_rule, learngene.order)
     else:
         scalers = resample_scalers(kept, learngene.spec, target, learngene.side, depth_rule, width_rule)
     new_templates, new_scalers = fresh_factors(target, learngene.side, learngene.counts, seed, roles=fresh)
@@ -256,7 +259,7 @@ def spawn_state_dict(learngene: Learngene, target: ViTSpec, seed: int = 0, refre
                      width_rule: str = "pick") -> tuple[dict, set[str]]:
     """The data-free spawn: a dense timm state dict (float32 NumPy) for `target`, no data used."""
     templates, scalers, fresh = spawn_factors(learngene, target, seed, refresh, depth_rule, width_rule)
-    state = materialize(target, learngene.side, templates, scalers)
+    state = materialize(target, learngene.side, templates, scalers, learngene.order)
     return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}, fresh
 
 

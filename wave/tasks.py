@@ -365,7 +365,9 @@ def _auxiliary(teacher: ViT, aux_spec: ViTSpec, distill_config: DistillConfig, s
     sums of the teacher's weights (`DistillConfig.init`)."""
     side, n = distill_config.side, distill_config.templates
     if distill_config.init == "random":
-        return TemplatedViT(aux_spec, side, n, seed=seed)
+        return TemplatedViT(aux_spec, side, n, seed=seed, order=distill_config.order)
+    if distill_config.order != "st":
+        raise WaveError("init nearest-kron shares each template across layers through kron(S, T): it needs order st; use init random")
     if aux_spec != teacher.spec.plain():
         raise WaveError(f"init nearest-kron starts the auxiliary from the teacher's own weights, so it needs the teacher's shape "
                         f"({teacher.spec.depth}x{teacher.spec.width}): got {aux_spec.depth}x{aux_spec.width}; use init random")
@@ -505,7 +507,7 @@ def fit_scalers(
             raise WaveError("the depth rule 'choose' scores candidates on the fit's data: give data, or a fixed depth rule")
         depth_rule, losses = choose_depth_rule(learngene, target, data, config, refresh, device)
     templates, scalers, fresh = spawn_factors(learngene, target, config.seed, refresh, depth_rule, config.width_rule)
-    model = TemplatedViT.from_factors(target, learngene.side, templates, scalers)
+    model = TemplatedViT.from_factors(target, learngene.side, templates, scalers, learngene.order)
     templates_p, _ = model.role_tensors()
     for name, t in templates_p.items():
         t.requires_grad_(name in fresh)  # learned templates stay frozen; fresh ones must learn
@@ -534,7 +536,7 @@ def choose_depth_rule(learngene: Learngene, target: ViTSpec, data: Dataset, conf
         positions = tuple(layer_positions(learngene.spec.depth, target.depth, rule))
         if positions not in seen:
             templates, scalers, _ = spawn_factors(learngene, target, config.seed, refresh, rule, config.width_rule)
-            model = TemplatedViT.from_factors(target, learngene.side, templates, scalers)
+            model = TemplatedViT.from_factors(target, learngene.side, templates, scalers, learngene.order)
             seen[positions] = evaluate(model, images[:n], labels[:n], EVAL_BATCH_SIZE, dev)["loss"]
         losses[rule] = seen[positions]
     return min(DEPTH_RULES, key=lambda rule: losses[rule]), losses

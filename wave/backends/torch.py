@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import WaveError
 from ..keys import split_key, state_dict_keys
+from ..kron import KRON_ORDERS
 from ..learngene import Learngene, check_shapes, materialize_unchecked
 from ..spawning import fresh_factors
 from ..spec import ROLES, ViTSpec, check_side, init_target
@@ -161,10 +162,12 @@ class TemplatedViT(nn.Module):
     refuses a shape that differs, so the forward pass checks nothing.
     """
 
-    def __init__(self, spec: ViTSpec, side: int, n_templates: int | Mapping[str, int], seed: int = 0):
+    def __init__(self, spec: ViTSpec, side: int, n_templates: int | Mapping[str, int], seed: int = 0, order: str = "st"):
         super().__init__()
         check_side(spec, side)
-        self.spec, self.side = spec, side
+        if order not in KRON_ORDERS:
+            raise WaveError(f"Kronecker order must be one of {', '.join(KRON_ORDERS)}, got {order!r}")
+        self.spec, self.side, self.order = spec, side, order
         templates, scalers = fresh_factors(spec, side, n_templates, seed)  # timm-like statistics
         self.templates = nn.ParameterDict({_key(r.name): nn.Parameter(torch.from_numpy(templates[r.name])) for r in ROLES})
         self.scalers = nn.ParameterDict({_key(r.name): nn.Parameter(torch.from_numpy(scalers[r.name])) for r in ROLES})
@@ -184,7 +187,7 @@ class TemplatedViT(nn.Module):
     def dense_state_dict(self) -> dict[str, torch.Tensor]:
         """Every parameter of the plain ViT, built from templates and scalers (timm keys)."""
         templates, scalers = self.role_tensors()
-        return materialize_unchecked(self.spec, templates, scalers)  # shapes checked in __init__
+        return materialize_unchecked(self.spec, templates, scalers, self.order)  # shapes checked in __init__
 
     def set_drop_path(self, rate: float) -> None:
         self._network.set_drop_path(rate)
@@ -200,17 +203,17 @@ class TemplatedViT(nn.Module):
     def to_learngene(self, provenance: dict | None = None) -> Learngene:
         templates, scalers = self.role_tensors()
         as_numpy = lambda d: {k: v.detach().to("cpu", torch.float32).numpy().copy() for k, v in d.items()}  # noqa: E731
-        return Learngene(as_numpy(templates), as_numpy(scalers), self.spec, self.side, dict(provenance or {}))
+        return Learngene(as_numpy(templates), as_numpy(scalers), self.spec, self.side, dict(provenance or {}), self.order)
 
     @classmethod
     def from_learngene(cls, learngene: Learngene) -> TemplatedViT:
-        return cls.from_factors(learngene.spec, learngene.side, learngene.templates, learngene.scalers)
+        return cls.from_factors(learngene.spec, learngene.side, learngene.templates, learngene.scalers, learngene.order)
 
     @classmethod
-    def from_factors(cls, spec: ViTSpec, side: int, templates: Mapping, scalers: Mapping) -> TemplatedViT:
+    def from_factors(cls, spec: ViTSpec, side: int, templates: Mapping, scalers: Mapping, order: str = "st") -> TemplatedViT:
         """A model holding copies of the given factors (role -> array), in float32."""
         check_shapes(spec, side, templates, scalers)
-        model = cls(spec, side, {name: int(t.shape[0]) for name, t in templates.items()})
+        model = cls(spec, side, {name: int(t.shape[0]) for name, t in templates.items()}, order=order)
         with torch.no_grad():
             for role in ROLES:
                 model.templates[_key(role.name)].copy_(torch.as_tensor(np.asarray(templates[role.name])))

@@ -61,6 +61,7 @@ def save_learngene(path: str | os.PathLike, learngene: Learngene) -> None:
     header = {
         "spec": learngene.spec.to_dict(),
         "side": learngene.side,
+        "kron_order": learngene.order,
         "roles": {
             r.name: {
                 "axes": list(r.axes),
@@ -99,7 +100,8 @@ def load_learngene(path: str | os.PathLike) -> Learngene:
     path = learngene_path(path)
     header, spec, parts, tensors = _read_parts(path, LEARNGENE_FORMAT, _learngene_tensors(), "learngene")
     try:
-        gene = Learngene(parts["templates"], parts["scalers"], spec, int(header["side"]), header.get("provenance", {}))
+        gene = Learngene(parts["templates"], parts["scalers"], spec, int(header["side"]), header.get("provenance", {}),
+                         header.get("kron_order", "st"))  # files written before the order existed are "st"
     except (KeyError, TypeError, ValueError) as e:  # WaveError too: a ValueError
         raise WaveError(f"{path}: not a learngene this waveinit can use ({e})") from None
     check_finite(path, tensors, "learngene")

@@ -24,7 +24,7 @@ def describe(path: str | os.PathLike, revision: str | None = None) -> dict:
 
     Keys: path, kind (learngene | tleg | model | checkpoint | safetensors | huggingface), format,
     format_version, spec (or None), parameters, tensors [{name, shape, dtype, bytes}],
-    tensor_bytes, provenance; a learngene adds side, roles, template_params, scaler_params;
+    tensor_bytes, provenance; a learngene adds side, kron_order, roles, template_params, scaler_params;
     a TLEG learngene's parameters are those it stores (A, B and the shared ones);
     a checkpoint adds checkpoint (task, position, history); a folder adds config; anything
     that is not a ViT we can load adds note (why); a Hub model (`ORG/NAME`, `hf-hub:ORG/NAME`)
@@ -48,7 +48,7 @@ def describe(path: str | os.PathLike, revision: str | None = None) -> dict:
     if fmt == LEARNGENE_FORMAT:
         learngene = load_learngene(path)
         info.update(kind="learngene", format_version=read_header(path, metadata)["format_version"],
-                    spec=learngene.spec.to_dict(), side=learngene.side, provenance=learngene.provenance,
+                    spec=learngene.spec.to_dict(), side=learngene.side, kron_order=learngene.order, provenance=learngene.provenance,
                     roles=_roles(learngene), template_params=learngene.num_template_params(),
                     scaler_params=learngene.num_scaler_params())
     elif fmt == TLEG_FORMAT:
