@@ -36,12 +36,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from make_family import splits  # noqa: E402  (the protocol's train/validation split)
 
-from waveinit.backends.torch import TemplatedViT  # noqa: E402
 from waveinit.configs import DEPTH_RULES, EVAL_BATCH_SIZE, SpawnConfig, TrainConfig  # noqa: E402
 from waveinit.io.datasets import load_dataset  # noqa: E402
 from waveinit.io.files import load_learngene  # noqa: E402
-from waveinit.spawning import layer_positions, spawn_factors, target_spec  # noqa: E402
-from waveinit.tasks import choose_depth_rule, fit_scalers, load_vit  # noqa: E402
+from waveinit.spawning import layer_positions, target_spec  # noqa: E402
+from waveinit.tasks import choose_depth_rule, fit_scalers, load_vit, spawned_factors  # noqa: E402
 from waveinit.training.engine import train  # noqa: E402
 from waveinit.training.evaluation import evaluate  # noqa: E402
 
@@ -94,8 +93,7 @@ class Study:
             candidates = {tuple(layer_positions(self.gene.spec.depth, size[0], rule)) for rule in DEPTH_RULES}
             row["forward_images"] += len(candidates) * config.choose_batches * config.batch_size
         row["depth_rule_used"] = depth_rule
-        templates, scalers, _ = spawn_factors(self.gene, spec, self.seed, depth_rule=depth_rule, width_rule=arm["width_rule"])
-        row["data_free"] = self.score(TemplatedViT.from_factors(spec, self.gene.side, templates, scalers, self.gene.order))
+        row["data_free"] = self.score(spawned_factors(self.gene, spec, self.seed, depth_rule=depth_rule, width_rule=arm["width_rule"])[0])
         teacher = self.teacher if LOSSES[arm["loss"]] else None
         fitted = fit_scalers(self.gene, spec, self.val_data, dataclasses.replace(config, depth_rule=depth_rule), teacher=teacher,
                              teacher_name="ancestry" if teacher else None, device="cpu")

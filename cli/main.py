@@ -219,6 +219,9 @@ def distill(
     width: Annotated[Optional[int], typer.Option(help="Auxiliary model's width (default: the teacher's).", rich_help_panel=MODEL)] = None,
     heads: Heads = None,
     templates: Annotated[int, typer.Option(min=1, help="Templates per weight role.", rich_help_panel=MODEL)] = _DISTILL.templates,
+    templated: Annotated[str, typer.Option(help=(
+        "What is templated: all (every parameter a Kronecker sum) or matrices (qkv, proj, fc1 and fc2, as in the paper; the "
+        "other parameters stored densely in the learngene)."), rich_help_panel=MODEL)] = _DISTILL.templated,
     kron_order: Annotated[str, typer.Option(help=(
         "Each weight a sum of kron(S, T) (st: template-shaped blocks, one per head) or of kron(T, S) (ts). "
         "docs/bench/ablations.md compares them."), rich_help_panel=MODEL)] = _DISTILL.order,
@@ -282,7 +285,7 @@ def distill(
                          compile=compile_model,
                          **recipe(smoothing, mixup, cutmix, mixup_prob, mixup_switch_prob, reprob, drop_path, model_ema, model_ema_decay))
     distill_config = DistillConfig(temperature=temperature, kd_weight=kd_weight, side=side, templates=templates, cache_teacher=cache,
-                                   order=kron_order)
+                                   order=kron_order, templated=templated)
     echo(f"distilling {teacher_path} ({t.depth}x{t.width}) into {templates} templates of {side}x{side} per role, "
          f"auxiliary model {aux_spec.depth}x{aux_spec.width}, on {dataset.describe()}")
     with TrainingDisplay("distill") as display:
@@ -299,14 +302,15 @@ def _distilled(result, out: Path, teacher_path, aux_spec, n_threads, as_json: bo
     lg = result.learngene
     echo(
         f"teacher {100 * result.teacher_eval['accuracy']:.2f}%, auxiliary model {100 * lg.provenance['test_accuracy']:.2f}% test accuracy; "
-        f"learngene: {lg.num_template_params():,} template and {lg.num_scaler_params():,} scaler parameters, saved to {out}, "
+        f"learngene: {lg.num_template_params():,} template and {lg.num_scaler_params():,} scaler parameters"
+        + (f" and {lg.num_dense_params():,} dense ones" if lg.dense else "") + f", saved to {out}, "
         f"metrics in {metrics_path(out)}"
     )
     if as_json:
         print_json({"command": "distill", "out": str(out), "metrics": str(metrics_path(out)), "teacher": str(teacher_path),
                     "teacher_test_accuracy": result.teacher_eval["accuracy"], "test_accuracy": lg.provenance["test_accuracy"],
                     "test_loss": lg.provenance["test_loss"], "spec": aux_spec.to_dict(), "side": lg.side, "templates": lg.counts,
-                    "template_params": lg.num_template_params(), "scaler_params": lg.num_scaler_params(),
+                    "template_params": lg.num_template_params(), "scaler_params": lg.num_scaler_params(), "dense_params": lg.num_dense_params(),
                     "bytes": out.stat().st_size, "epochs": len(result.train.history), "steps": result.train.steps,
                     "seconds": result.seconds, "threads": n_threads})
 

@@ -170,6 +170,8 @@ def _render(info: dict) -> None:
         summary.add_row("Kronecker order", {"st": "kron(S, T)", "ts": "kron(T, S)"}[info["kron_order"]])
         summary.add_row("template parameters", f"{info['template_params']:,}")
         summary.add_row("scaler parameters", f"{info['scaler_params']:,} (the auxiliary model's)")
+        if info["dense_params"]:
+            summary.add_row("dense parameters", f"{info['dense_params']:,} (the auxiliary's roles that are not templated)")
     if "checkpoint" in info:
         c = info["checkpoint"]
         summary.add_row("task", str(c["task"]))

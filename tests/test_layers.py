@@ -19,7 +19,7 @@ PACKAGES = {"waveinit": ROOT / "wave", "waveinit.cli": ROOT / "cli"}
 # From the bottom up. A module may import modules of its own layer or of layers below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("waveinit.errors", "waveinit.spec", "waveinit.keys", "waveinit.kron", "waveinit.learngene", "waveinit.selection",
-              "waveinit.mimetic", "waveinit.tleg", "waveinit.spawning", "waveinit.configs")),
+              "waveinit.mimetic", "waveinit.tleg", "waveinit.spawning", "waveinit.configs", "waveinit.flops")),
     ("io", ("waveinit.io",)),
     ("backends", ("waveinit.backends",)),
     ("training", ("waveinit.training",)),

@@ -14,7 +14,7 @@ from waveinit.configs import DEPTH_RULES, WIDTH_RULES, SpawnConfig
 from waveinit.io.datasets import load_dataset
 from waveinit.selection import weight_selection
 from waveinit.spawning import balance, depth_mixing, layer_positions, project_scalers, resample_scalers, spawn_factors, target_spec, width_pooling
-from waveinit.spec import ROLES, resized, scaler_shapes
+from waveinit.spec import MATRIX_ROLES, ROLE_NAMES, ROLES, resized, scaler_shapes
 
 depths = st.integers(1, 12)
 
@@ -239,3 +239,81 @@ def test_distill_with_template_first_order_writes_a_ts_learngene(tmp_path):
     with pytest.raises(WaveError, match="needs order st"):
         distill(teacher, data, teacher.spec, TrainConfig(epochs=1), DistillConfig(side=16, templates=2, order="ts", init="nearest-kron"),
                 out=tmp_path / "h.safetensors", device="cpu")
+
+
+DENSE = [r for r in ROLE_NAMES if r not in MATRIX_ROLES]
+
+
+def matrices_only(seed=4, spec=AUX):
+    """A learngene templating only the four block matrices, its other parameters dense."""
+    from waveinit.learngene import Learngene
+    from waveinit.spawning import fresh_dense
+
+    lg = random_learngene(spec, seed=seed)
+    dense = {k: 1 + v for k, v in fresh_dense(spec, DENSE, seed).items()}  # away from timm's init, so a copy is told from a draw
+    return Learngene({k: lg.templates[k] for k in MATRIX_ROLES}, {k: lg.scalers[k] for k in MATRIX_ROLES}, spec, 16, {}, "st", dense)
+
+
+def test_a_matrices_only_learngene_round_trips_and_rebuilds_its_auxiliary_exactly(tmp_path):
+    from waveinit import save_learngene
+    from waveinit.spawning import spawn_state_dict
+
+    gene = matrices_only()
+    save_learngene(tmp_path / "m.safetensors", gene)
+    back = load_learngene(tmp_path / "m.safetensors")
+    assert set(back.dense) == set(DENSE) and set(back.templates) == set(MATRIX_ROLES)
+    state, fresh = spawn_state_dict(back, AUX)
+    expected = materialize(AUX, 16, gene.templates, gene.scalers, dense=gene.dense)
+    assert fresh == set()
+    for key in expected:
+        np.testing.assert_allclose(state[key], expected[key], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(state["blocks.1.norm1.weight"], gene.dense["norm1.weight"][1])
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_matrices_only_k_fold_wider_spawn_still_computes_the_auxiliary_function(k):
+    from waveinit.backends import numpy as ref
+    from waveinit.spawning import spawn_state_dict
+
+    gene = matrices_only(seed=k)
+    target = AUX.replace(width=32 * k, heads=2 * k)
+    state, _ = spawn_state_dict(gene, target)
+    images = np.random.default_rng(0).standard_normal((3, 1, 4, 4))
+    expected = ref.forward(materialize(AUX, 16, gene.templates, gene.scalers, dense=gene.dense), AUX, images)
+    np.testing.assert_allclose(ref.forward(state, target, images), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("width_rule", WIDTH_RULES)
+def test_matrices_only_dense_roles_follow_the_width_rule(width_rule):
+    from waveinit.spawning import spawn_dense
+
+    gene = matrices_only()
+    target = AUX.replace(depth=2, width=16, heads=1)
+    dense = spawn_dense(gene, target, depth_rule="first", width_rule=width_rule)
+    ln = gene.dense["norm2.weight"][:2]  # (2, 32): layers 0 and 1, two blocks of 16
+    if width_rule == "project":  # weight selection's elements: every other entry
+        np.testing.assert_array_equal(dense["norm2.weight"], ln[:, ::2])
+    elif width_rule == "pick":
+        np.testing.assert_array_equal(dense["norm2.weight"], ln[:, :16])
+    else:
+        np.testing.assert_allclose(dense["norm2.weight"], (ln[:, :16] + ln[:, 16:]) / 2)
+    fc2_bias = gene.dense["mlp.fc2.bias"][:2]
+    assert dense["mlp.fc2.bias"].shape == (2, 16) and np.isfinite(fc2_bias).all()
+
+
+def test_distill_matrices_only_writes_dense_roles_and_the_fit_keeps_them_frozen(tmp_path):
+    from waveinit.configs import DistillConfig, TrainConfig
+    from waveinit.tasks import distill, fit_scalers, random_vit, spec_for
+
+    data = load_dataset("digits", subset=200)
+    teacher = random_vit(spec_for(data, 2, 32, 1), seed=0)
+    distill(teacher, data, teacher.spec, TrainConfig(epochs=1, batch_size=64), DistillConfig(side=16, templates=2, templated="matrices"),
+            out=tmp_path / "g.safetensors", device="cpu")
+    gene = load_learngene(tmp_path / "g.safetensors")
+    assert set(gene.templates) == set(MATRIX_ROLES) and set(gene.dense) == set(DENSE)
+    target = target_spec(gene, 1, 32)
+    result = fit_scalers(gene, target, data, SpawnConfig(fit_steps=3, fit_samples=100, batch_size=32), device="cpu")
+    fitted = result.factors.dense_tensors()
+    assert not any(t.requires_grad for t in fitted.values())
+    np.testing.assert_array_equal(fitted["norm1.weight"].detach().numpy(), gene.dense["norm1.weight"][1:])  # relative: layer 1 of 2
+    assert set(result.factors.scalers.keys()) == {k.replace(".", "_") for k in MATRIX_ROLES}

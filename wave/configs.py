@@ -113,6 +113,7 @@ class AncestryConfig:
 
 
 DISTILL_INITS = ("random", "nearest-kron")
+TEMPLATED_SETS = ("all", "matrices")
 # The data-free spawn rule's choices (spawning.py says what each does). "choose" (depth only)
 # picks, per target, the fixed depth rule whose data-free model has the lowest cross-entropy on
 # the fit's first batches (forward passes only; it needs the fit's data).
@@ -135,10 +136,15 @@ class DistillConfig:
     # Each weight a sum of kron(S, T), "st" (template-shaped blocks, a template per head), or of
     # kron(T, S), "ts" (kron.KRON_ORDERS).
     order: str = "st"
+    # What is templated: "all" (every parameter a Kronecker sum of shared templates), or
+    # "matrices" (the four block matrices, qkv, proj, fc1 and fc2, as in the paper; the other
+    # parameters are the auxiliary's own, stored densely in the learngene).
+    templated: str = "all"
 
     def __post_init__(self):
         _check([
             (self.order in ("st", "ts"), f"Kronecker order must be st or ts, got {self.order!r}"),
+            (self.templated in TEMPLATED_SETS, f"templated must be one of {', '.join(TEMPLATED_SETS)}, got {self.templated!r}"),
             (self.init in DISTILL_INITS, f"distillation init must be one of {', '.join(DISTILL_INITS)}, got {self.init!r}"),
             (_positive(self.temperature), f"distillation temperature must be positive, got {self.temperature}"),
             (0 <= self.kd_weight <= 1, f"distillation weight (kd_weight) must be in [0, 1], got {self.kd_weight}"),

@@ -17,7 +17,7 @@ from array_api_compat import array_namespace
 from .errors import WaveError
 from .keys import split_key, state_dict_keys
 from .kron import KRON_ORDERS, kron_expand, nearest_kron
-from .spec import ROLE_NAMES, ROLES, ViTSpec, scaler_shapes, template_counts, template_shapes
+from .spec import ROLE_NAMES, ROLES, ROLES_BY_NAME, ViTSpec, scaler_shapes, template_counts, template_shapes
 
 Array = Any
 
@@ -32,6 +32,9 @@ class Learngene:
     side: the template side s (width axes of every template are s long).
     provenance: where it came from (teacher, data, epochs, accuracy): JSON-serialisable.
     order: "st", each weight a sum of kron(S, T) (the default), or "ts", of kron(T, S) (`kron.KRON_ORDERS`).
+    dense: role -> the auxiliary model's own parameter, (depth, *param_shape) or param_shape, for
+        the roles that are not templated (none by default; "matrices": all but the four block
+        matrices). templates and scalers hold the other roles.
     """
 
     templates: dict[str, Array]
@@ -40,11 +43,12 @@ class Learngene:
     side: int
     provenance: dict = field(default_factory=dict)
     order: str = "st"
+    dense: dict[str, Array] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.order not in KRON_ORDERS:
             raise WaveError(f"Kronecker order must be one of {', '.join(KRON_ORDERS)}, got {self.order!r}")
-        check_shapes(self.spec, self.side, self.templates, self.scalers)
+        check_shapes(self.spec, self.side, self.templates, self.scalers, self.dense)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -57,6 +61,9 @@ class Learngene:
     def num_scaler_params(self) -> int:
         return sum(_numel(s) for s in self.scalers.values())
 
+    def num_dense_params(self) -> int:
+        return sum(_numel(d) for d in self.dense.values())
+
 
 def _numel(x: Array) -> int:
     n = 1
@@ -65,22 +72,34 @@ def _numel(x: Array) -> int:
     return n
 
 
-def check_shapes(spec: ViTSpec, side: int, templates: Mapping[str, Array], scalers: Mapping[str, Array]) -> None:
-    """Raise WaveError unless templates and scalers have exactly the shapes `spec` needs."""
+def check_shapes(spec: ViTSpec, side: int, templates: Mapping[str, Array], scalers: Mapping[str, Array],
+                 dense: Mapping[str, Array] | None = None) -> None:
+    """Raise WaveError unless templates and scalers (and the `dense` roles' parameters) have
+    exactly the shapes `spec` needs, every role held once."""
+    dense = dense or {}
+    unknown = [r for r in dense if r not in ROLE_NAMES]
+    if unknown:
+        raise WaveError(f"dense parameters of unknown role(s) {unknown}: valid roles are {', '.join(ROLE_NAMES)}")
+    templated = [r for r in ROLE_NAMES if r not in dense]
     for kind, arrays in (("templates", templates), ("scalers", scalers)):
-        missing = [r for r in ROLE_NAMES if r not in arrays]
-        extra = [r for r in arrays if r not in ROLE_NAMES]
+        missing = [r for r in templated if r not in arrays]
+        extra = [r for r in arrays if r not in templated]
         if missing or extra:
             raise WaveError(
-                f"{kind} must hold exactly the roles {', '.join(ROLE_NAMES)}; "
+                f"{kind} must hold exactly the templated roles {', '.join(templated)}; "
                 f"missing {missing or 'none'}, unexpected {extra or 'none'}"
             )
-    counts = {name: int(templates[name].shape[0]) if templates[name].ndim else 0 for name in ROLE_NAMES}
-    if min(counts.values()) < 1:
+    for name, x in dense.items():
+        want = dense_shape(ROLES_BY_NAME[name], spec)
+        if tuple(x.shape) != want:
+            raise WaveError(f"the dense {name} has shape {tuple(x.shape)}, a {spec.depth}x{spec.width} model needs {want}")
+    counts = {name: int(templates[name].shape[0]) if templates[name].ndim else 0 for name in templated}
+    if counts and min(counts.values()) < 1:
         raise WaveError(f"every role needs at least one template, got counts {counts}")
-    want_t = template_shapes(spec, side, counts)
-    want_s = scaler_shapes(spec, side, counts)
-    for name in ROLE_NAMES:
+    full = {name: counts.get(name, 1) for name in ROLE_NAMES}
+    want_t = template_shapes(spec, side, full)
+    want_s = scaler_shapes(spec, side, full)
+    for name in templated:
         for kind, got, want in (("template", templates[name], want_t[name]), ("scaler", scalers[name], want_s[name])):
             if tuple(got.shape) != want:
                 raise WaveError(
@@ -89,22 +108,34 @@ def check_shapes(spec: ViTSpec, side: int, templates: Mapping[str, Array], scale
                 )
 
 
-def materialize(spec: ViTSpec, side: int, templates: Mapping[str, Array], scalers: Mapping[str, Array], order: str = "st") -> dict[str, Array]:
+def materialize(spec: ViTSpec, side: int, templates: Mapping[str, Array], scalers: Mapping[str, Array], order: str = "st",
+                dense: Mapping[str, Array] | None = None) -> dict[str, Array]:
     """The dense state dict (timm keys, in timm's order) of the ViT `spec` built from the factors.
 
     Each parameter is `kron_expand(scalers[role], templates[role], order)`, reshaped to its timm shape;
-    per-layer roles are expanded for all blocks at once and then split by block.
+    per-layer roles are expanded for all blocks at once and then split by block. Roles in
+    `dense` are taken as they are (per-layer ones split by block).
     """
-    check_shapes(spec, side, templates, scalers)
-    return materialize_unchecked(spec, templates, scalers, order)
+    check_shapes(spec, side, templates, scalers, dense)
+    return materialize_unchecked(spec, templates, scalers, order, dense)
 
 
-def materialize_unchecked(spec: ViTSpec, templates: Mapping[str, Array], scalers: Mapping[str, Array], order: str = "st") -> dict[str, Array]:
+def dense_shape(role, spec: ViTSpec) -> tuple[int, ...]:
+    """How a learngene stores a role that is not templated: its timm shape, with a leading layer axis for per-layer roles."""
+    return (spec.depth, *role.param_shape(spec)) if role.per_layer else role.param_shape(spec)
+
+
+def materialize_unchecked(spec: ViTSpec, templates: Mapping[str, Array], scalers: Mapping[str, Array], order: str = "st",
+                          dense: Mapping[str, Array] | None = None) -> dict[str, Array]:
     """`materialize` without its shape check, for factors checked once already: a model's
     parameters, rebuilt into a state dict every forward pass (`backends/torch.py`)."""
-    xp = array_namespace(*templates.values(), *scalers.values())
+    dense = dense or {}
+    xp = array_namespace(*templates.values(), *scalers.values(), *dense.values())
     expanded = {}
     for role in ROLES:
+        if role.name in dense:
+            expanded[role.name] = xp.unstack(dense[role.name], axis=0) if role.per_layer else dense[role.name]
+            continue
         weight = kron_expand(scalers[role.name], templates[role.name], order)  # ([depth,] *kron_shape)
         if role.per_layer:
             # unstack, not indexing: under autograd, indexing each layer would scatter a

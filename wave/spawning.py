@@ -39,9 +39,9 @@ from array_api_compat import device as device_of
 
 from .configs import DEPTH_RULES, WIDTH_RULES
 from .errors import WaveError
-from .learngene import Array, Learngene, materialize
-from .selection import weight_selection
-from .spec import ROLES, ROLES_BY_NAME, ViTSpec, check_side, data_fields, init_target, resized, scaler_shapes, template_counts, template_shapes
+from .learngene import Array, Learngene, dense_shape, materialize
+from .selection import selected_indices, weight_selection
+from .spec import ROLE_NAMES, ROLES, ROLES_BY_NAME, ViTSpec, check_side, data_fields, init_target, resized, scaler_shapes, template_counts, template_shapes
 
 
 def init_factors(target: tuple[float, float], template_shape, scaler_shape, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -65,9 +65,10 @@ def init_factors(target: tuple[float, float], template_shape, scaler_shape, rng:
 
 
 def fresh_factors(spec: ViTSpec, side: int, n: int | Mapping[str, int], seed: int = 0, roles=None) -> tuple[dict, dict]:
-    """Freshly initialised (templates, scalers) for `spec`, for every role or only `roles`."""
+    """Freshly initialised (templates, scalers) for `spec`, for every role or only `roles` (a
+    mapping `n` may leave out roles that are not drawn for: they count one template)."""
     rng = np.random.default_rng(seed)
-    counts = template_counts(n)
+    counts = template_counts({name: n.get(name, 1) for name in ROLE_NAMES} if isinstance(n, Mapping) else n)
     t_shapes, s_shapes = template_shapes(spec, side, counts), scaler_shapes(spec, side, counts)
     templates, scalers = {}, {}
     for role in ROLES:  # always draw in the same order, so a role's factors do not depend on `roles`
@@ -77,6 +78,18 @@ def fresh_factors(spec: ViTSpec, side: int, n: int | Mapping[str, int], seed: in
     return templates, scalers
 
 
+def fresh_dense(spec: ViTSpec, roles, seed: int = 0) -> dict:
+    """timm-like random parameters (float32, `learngene.dense_shape`) for the given roles that are not templated."""
+    rng = np.random.default_rng(seed + 7919)  # apart from fresh_factors' stream
+    out = {}
+    for role in ROLES:  # the same order every time, so a role's draw does not depend on `roles`
+        mean, std = init_target(role.name, spec)
+        x = mean + std * rng.standard_normal(dense_shape(role, spec))
+        if role.name in roles:
+            out[role.name] = x.astype(np.float32)
+    return out
+
+
 def balance(templates: Mapping[str, Array], scalers: Mapping[str, Array]) -> tuple[dict, dict]:
     """Move each term's scale into its template: scalers[role][..., t, ...] get RMS 1.
 
@@ -84,7 +97,7 @@ def balance(templates: Mapping[str, Array], scalers: Mapping[str, Array]) -> tup
     scalers are all zero is left as it is (nothing to divide by).
     """
     out_t, out_s = {}, {}
-    for role in ROLES:
+    for role in (ROLES_BY_NAME[name] for name in scalers):
         s, t = scalers[role.name], templates[role.name]
         xp = array_namespace(s, t)
         term_axis = 1 if role.per_layer else 0
@@ -182,7 +195,7 @@ def _mix(s: Array, weights: np.ndarray, axis: int) -> Array:
 
 
 def project_scalers(templates: Mapping[str, Array], scalers: Mapping[str, Array], source: ViTSpec, target: ViTSpec, side: int,
-                    depth_rule: str = "relative", order: str = "st") -> dict:
+                    depth_rule: str = "relative", order: str = "st", dense: Mapping[str, Array] | None = None) -> dict:
     """The "project" width rule: the auxiliary's dense weights (its layers mapped to the target's
     depth by `depth_rule`), weight-selected to `target`'s width, and each role's scalers for
     `target` by least squares against the frozen `templates` (the minimum-norm solution where
@@ -191,10 +204,11 @@ def project_scalers(templates: Mapping[str, Array], scalers: Mapping[str, Array]
     xp = array_namespace(*templates.values())
     deep = resized(source, depth=target.depth)
     mapped = resample_scalers(scalers, source, deep, side, depth_rule)
-    missing = [r.name for r in ROLES if r.name not in mapped]
+    missing = [name for name in templates if name not in mapped]
     # Roles to be started afresh are not projected: any factors of their shapes complete the model.
     filler = fresh_factors(deep, side, {name: t.shape[0] for name, t in templates.items()}, roles=missing)[1]
-    dense = materialize(deep, side, templates, {**mapped, **{k: xp.asarray(v) for k, v in filler.items()}}, order)
+    stored = {name: _resample_dense(x, ROLES_BY_NAME[name], source, deep, side, depth_rule, "pick") for name, x in (dense or {}).items()}
+    dense = materialize(deep, side, templates, {**mapped, **{k: xp.asarray(v) for k, v in filler.items()}}, order, stored)
     like = resized(target, **data_fields(deep))
     selected = weight_selection(dense, deep, like)
     return {name: _least_squares(selected, ROLES_BY_NAME[name], like, side, templates[name], order) for name in scalers}
@@ -236,13 +250,53 @@ def spawn_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=
     templates, scalers = balance(learngene.templates, learngene.scalers)
     kept = {name: s for name, s in scalers.items() if name not in fresh}
     if width_rule == "project" and target.width < learngene.spec.width:
-        scalers = project_scalers(templates, kept, learngene.spec, target, learngene.side, depth_rule, learngene.order)
+        scalers = project_scalers(templates, kept, learngene.spec, target, learngene.side, depth_rule, learngene.order, learngene.dense)
     else:
         scalers = resample_scalers(kept, learngene.spec, target, learngene.side, depth_rule, width_rule)
     new_templates, new_scalers = fresh_factors(target, learngene.side, learngene.counts, seed, roles=fresh)
-    templates = {r.name: new_templates.get(r.name, templates[r.name]) for r in ROLES}
-    scalers = {r.name: new_scalers.get(r.name, scalers.get(r.name)) for r in ROLES}
+    templates = {name: new_templates.get(name, t) for name, t in templates.items()}
+    scalers = {name: new_scalers.get(name, scalers.get(name)) for name in templates}
     return templates, scalers, fresh
+
+
+def spawn_dense(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset(), depth_rule: str = "relative",
+                width_rule: str = "pick") -> dict:
+    """The roles a learngene stores densely (`Learngene.dense`), for `target`: layers mapped by
+    `depth_rule`, width axes by the scalers' rule applied to side-long blocks ("pick", "mean",
+    with the fan-in factor), or by weight selection's elements ("project"); roles whose shape
+    follows the data, and `refresh`, drawn afresh."""
+    fresh = (data_roles_to_refresh(learngene.spec, target, learngene.side) | set(refresh)) & set(learngene.dense)
+    out = fresh_dense(target, fresh, seed)
+    for name, x in learngene.dense.items():
+        if name not in fresh:
+            out[name] = _resample_dense(x, ROLES_BY_NAME[name], learngene.spec, target, learngene.side, depth_rule, width_rule)
+    return out
+
+
+def _resample_dense(x: Array, role, source: ViTSpec, target: ViTSpec, side: int, depth_rule: str, width_rule: str) -> Array:
+    xp = array_namespace(x)
+    if role.per_layer:
+        x = _mix(x, depth_mixing(source.depth, target.depth, depth_rule), axis=0)
+    lead = 1 if role.per_layer else 0
+    if width_rule == "project" and target.width < source.width:  # weight selection's elements, on the stored shape
+        deep, like = resized(source, depth=target.depth), resized(target, **data_fields(source))
+        indices = selected_indices(deep, like)
+        for axis, kind in enumerate(role.selected()):
+            if kind is not None:
+                x = xp.take(x, xp.asarray(indices[kind], device=device_of(x)), axis=lead + axis)
+        return x
+    x = xp.reshape(x, (*x.shape[:lead], *role.kron_shape(source)))
+    for k, (g_s, g_t) in enumerate(zip(role.scaler_shape(source, side), role.scaler_shape(target, side))):
+        if g_s == g_t:
+            continue
+        axis = lead + k
+        size = x.shape[axis]
+        x = xp.reshape(x, (*x.shape[:axis], g_s, size // g_s, *x.shape[axis + 1:]))
+        x = _mix(x, width_pooling(g_s, g_t, "pick" if width_rule == "project" else width_rule), axis=axis)
+        x = xp.reshape(x, (*x.shape[:axis], g_t * (size // g_s), *x.shape[axis + 2:]))
+        if k == role.fan_in:
+            x = x * (g_s / g_t)
+    return xp.reshape(x, (*x.shape[:lead], *role.param_shape(target)))
 
 
 def target_spec(learngene: Learngene, depth: int, width: int, heads: int | None = None, *, image_size: int | None = None,
@@ -259,7 +313,8 @@ def spawn_state_dict(learngene: Learngene, target: ViTSpec, seed: int = 0, refre
                      width_rule: str = "pick") -> tuple[dict, set[str]]:
     """The data-free spawn: a dense timm state dict (float32 NumPy) for `target`, no data used."""
     templates, scalers, fresh = spawn_factors(learngene, target, seed, refresh, depth_rule, width_rule)
-    state = materialize(target, learngene.side, templates, scalers, learngene.order)
+    dense = spawn_dense(learngene, target, seed, refresh, depth_rule, width_rule)
+    state = materialize(target, learngene.side, templates, scalers, learngene.order, dense)
     return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}, fresh
 
 

@@ -26,8 +26,8 @@ from .io.datasets import Dataset
 from .io.files import load_model, save_learngene, save_model, save_tleg
 from .io.metrics import MetricsLog, metrics_path
 from .learngene import Learngene, learngene_from_weights
-from .spawning import layer_positions, spawn_factors
-from .spec import ViTSpec, resized
+from .spawning import layer_positions, spawn_dense, spawn_factors
+from .spec import MATRIX_ROLES, ROLE_NAMES, ROLES_BY_NAME, ViTSpec, resized
 from .tleg import TLEGGene
 from .training.batches import batch_source
 from .training.distributed import barrier, distributed_context, resolve_device
@@ -292,10 +292,17 @@ class _Learngene:
 
 def _wave_groups(model: TemplatedViT, config: TrainConfig) -> list[dict]:
     # Weight decay on the templates only: decaying the scalers would just push the scale
-    # (S * T is invariant under S/c, T*c) into the templates.
+    # (S * T is invariant under S/c, T*c) into the templates. Dense roles (templated
+    # "matrices"): decay on the patch embedding and the classifier, as the engine's default
+    # groups do for a plain ViT's matrices; none on vectors, tokens and position embeddings.
     templates, scalers = model.role_tensors()
-    return [{"params": list(templates.values()), "weight_decay": config.weight_decay},
-            {"params": list(scalers.values()), "weight_decay": 0.0}]
+    dense = model.dense_tensors()
+    decayed = [p for name, p in dense.items() if len(ROLES_BY_NAME[name].axes) == 2 and ROLES_BY_NAME[name].stored != "token"]
+    groups = [{"params": list(templates.values()), "weight_decay": config.weight_decay},
+              {"params": list(scalers.values()), "weight_decay": 0.0},
+              {"params": decayed, "weight_decay": config.weight_decay},
+              {"params": [p for p in dense.values() if all(p is not q for q in decayed)], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
 # (_auxiliary is defined below: looked up when a distillation runs)
@@ -364,8 +371,11 @@ def _auxiliary(teacher: ViT, aux_spec: ViTSpec, distill_config: DistillConfig, s
     """The auxiliary model a distillation starts from: random factors, or the nearest Kronecker
     sums of the teacher's weights (`DistillConfig.init`)."""
     side, n = distill_config.side, distill_config.templates
+    dense_roles = [r for r in ROLE_NAMES if r not in MATRIX_ROLES] if distill_config.templated == "matrices" else []
     if distill_config.init == "random":
-        return TemplatedViT(aux_spec, side, n, seed=seed, order=distill_config.order)
+        return TemplatedViT(aux_spec, side, n, seed=seed, order=distill_config.order, dense_roles=dense_roles)
+    if dense_roles:
+        raise WaveError("init nearest-kron starts every role from the teacher's Kronecker sums: it needs templated all; use init random")
     if distill_config.order != "st":
         raise WaveError("init nearest-kron shares each template across layers through kron(S, T): it needs order st; use init random")
     if aux_spec != teacher.spec.plain():
@@ -506,11 +516,10 @@ def fit_scalers(
         if data is None:
             raise WaveError("the depth rule 'choose' scores candidates on the fit's data: give data, or a fixed depth rule")
         depth_rule, losses = choose_depth_rule(learngene, target, data, config, refresh, device)
-    templates, scalers, fresh = spawn_factors(learngene, target, config.seed, refresh, depth_rule, config.width_rule)
-    model = TemplatedViT.from_factors(target, learngene.side, templates, scalers, learngene.order)
+    model, fresh = spawned_factors(learngene, target, config.seed, refresh, depth_rule, config.width_rule)
     templates_p, _ = model.role_tensors()
-    for name, t in templates_p.items():
-        t.requires_grad_(name in fresh)  # learned templates stay frozen; fresh ones must learn
+    for name, t in {**templates_p, **model.dense_tensors()}.items():
+        t.requires_grad_(name in fresh)  # learned templates and dense roles stay frozen; fresh ones must learn
     trainable = [p for p in model.parameters() if p.requires_grad]
     fit = _Fit()
     if data is not None:
@@ -521,6 +530,15 @@ def fit_scalers(
                        samples=fit.samples, steps=fit.steps, teacher=teacher_name if (teacher is not None and data is not None) else None,
                        eval=fit.evaluation, seconds=time.perf_counter() - start, kept=fit.kept, holdout=fit.holdout,
                        depth_rule=depth_rule, depth_losses=losses)
+
+
+def spawned_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset(), depth_rule: str = "relative",
+                    width_rule: str = "pick") -> tuple[TemplatedViT, set[str]]:
+    """The data-free spawn as a `TemplatedViT` (templates, scalers and dense roles of `target`),
+    and the roles started afresh: what a scaler fit starts from."""
+    templates, scalers, fresh = spawn_factors(learngene, target, seed, refresh, depth_rule, width_rule)
+    dense = spawn_dense(learngene, target, seed, refresh, depth_rule, width_rule)
+    return TemplatedViT.from_factors(target, learngene.side, templates, scalers, learngene.order, dense), fresh
 
 
 def choose_depth_rule(learngene: Learngene, target: ViTSpec, data: Dataset, config: SpawnConfig, refresh=frozenset(),
@@ -535,8 +553,7 @@ def choose_depth_rule(learngene: Learngene, target: ViTSpec, data: Dataset, conf
     for rule in DEPTH_RULES:
         positions = tuple(layer_positions(learngene.spec.depth, target.depth, rule))
         if positions not in seen:
-            templates, scalers, _ = spawn_factors(learngene, target, config.seed, refresh, rule, config.width_rule)
-            model = TemplatedViT.from_factors(target, learngene.side, templates, scalers, learngene.order)
+            model, _ = spawned_factors(learngene, target, config.seed, refresh, rule, config.width_rule)
             seen[positions] = evaluate(model, images[:n], labels[:n], EVAL_BATCH_SIZE, dev)["loss"]
         losses[rule] = seen[positions]
     return min(DEPTH_RULES, key=lambda rule: losses[rule]), losses

@@ -21,7 +21,7 @@ from ..errors import WaveError
 from ..keys import split_key, state_dict_keys
 from ..kron import KRON_ORDERS
 from ..learngene import Learngene, check_shapes, materialize_unchecked
-from ..spawning import fresh_factors
+from ..spawning import fresh_dense, fresh_factors
 from ..spec import ROLES, ViTSpec, check_side, init_target
 from ..tleg import BLOCK_ROLES, SHARED_ROLES, TLEGGene, check_parts, expand_unchecked
 
@@ -154,24 +154,30 @@ def dense_numpy(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 
 class TemplatedViT(nn.Module):
-    """The auxiliary model: templates shared by all layers, scalers per layer, nothing else.
+    """The auxiliary model: templates shared by all layers, scalers per layer, and, for roles not
+    templated (`dense_roles`), their plain parameters.
 
-    Parameters live in two ParameterDicts, `templates` and `scalers`, keyed by role with dots
-    replaced by underscores (`attn_qkv_weight`); `role_tensors` gives them back by role. Their
+    Parameters live in ParameterDicts, `templates`, `scalers` and `dense`, keyed by role with dots
+    replaced by underscores (`attn_qkv_weight`); `role_tensors` and `dense_tensors` give them
+    back by role (a dense per-layer role is one (depth, ...) tensor). Their
     shapes are checked once, here: afterwards only load_state_dict can change them, and PyTorch
     refuses a shape that differs, so the forward pass checks nothing.
     """
 
-    def __init__(self, spec: ViTSpec, side: int, n_templates: int | Mapping[str, int], seed: int = 0, order: str = "st"):
+    def __init__(self, spec: ViTSpec, side: int, n_templates: int | Mapping[str, int], seed: int = 0, order: str = "st",
+                 dense_roles=()):
         super().__init__()
         check_side(spec, side)
         if order not in KRON_ORDERS:
             raise WaveError(f"Kronecker order must be one of {', '.join(KRON_ORDERS)}, got {order!r}")
         self.spec, self.side, self.order = spec, side, order
+        self.templated = tuple(r.name for r in ROLES if r.name not in dense_roles)
         templates, scalers = fresh_factors(spec, side, n_templates, seed)  # timm-like statistics
-        self.templates = nn.ParameterDict({_key(r.name): nn.Parameter(torch.from_numpy(templates[r.name])) for r in ROLES})
-        self.scalers = nn.ParameterDict({_key(r.name): nn.Parameter(torch.from_numpy(scalers[r.name])) for r in ROLES})
-        check_shapes(spec, side, *self.role_tensors())
+        dense = fresh_dense(spec, dense_roles, seed)
+        self.templates = nn.ParameterDict({_key(n): nn.Parameter(torch.from_numpy(templates[n])) for n in self.templated})
+        self.scalers = nn.ParameterDict({_key(n): nn.Parameter(torch.from_numpy(scalers[n])) for n in self.templated})
+        self.dense = nn.ParameterDict({_key(r.name): nn.Parameter(torch.from_numpy(dense[r.name])) for r in ROLES if r.name in dense})
+        check_shapes(spec, side, *self.role_tensors(), self.dense_tensors())
         # The network the weights are plugged into: on the meta device (no memory), and kept out
         # of the module tree so that .to(), state_dict() and parameters() never see it.
         with torch.device("meta"):
@@ -180,14 +186,18 @@ class TemplatedViT(nn.Module):
     def role_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """(templates, scalers), each role name -> parameter."""
         return (
-            {r.name: self.templates[_key(r.name)] for r in ROLES},
-            {r.name: self.scalers[_key(r.name)] for r in ROLES},
+            {name: self.templates[_key(name)] for name in self.templated},
+            {name: self.scalers[_key(name)] for name in self.templated},
         )
+
+    def dense_tensors(self) -> dict[str, torch.Tensor]:
+        """The roles that are not templated: role name -> parameter."""
+        return {r.name: self.dense[_key(r.name)] for r in ROLES if _key(r.name) in self.dense}
 
     def dense_state_dict(self) -> dict[str, torch.Tensor]:
         """Every parameter of the plain ViT, built from templates and scalers (timm keys)."""
         templates, scalers = self.role_tensors()
-        return materialize_unchecked(self.spec, templates, scalers, self.order)  # shapes checked in __init__
+        return materialize_unchecked(self.spec, templates, scalers, self.order, self.dense_tensors())  # shapes checked in __init__
 
     def set_drop_path(self, rate: float) -> None:
         self._network.set_drop_path(rate)
@@ -203,21 +213,26 @@ class TemplatedViT(nn.Module):
     def to_learngene(self, provenance: dict | None = None) -> Learngene:
         templates, scalers = self.role_tensors()
         as_numpy = lambda d: {k: v.detach().to("cpu", torch.float32).numpy().copy() for k, v in d.items()}  # noqa: E731
-        return Learngene(as_numpy(templates), as_numpy(scalers), self.spec, self.side, dict(provenance or {}), self.order)
+        return Learngene(as_numpy(templates), as_numpy(scalers), self.spec, self.side, dict(provenance or {}), self.order,
+                         as_numpy(self.dense_tensors()))
 
     @classmethod
     def from_learngene(cls, learngene: Learngene) -> TemplatedViT:
-        return cls.from_factors(learngene.spec, learngene.side, learngene.templates, learngene.scalers, learngene.order)
+        return cls.from_factors(learngene.spec, learngene.side, learngene.templates, learngene.scalers, learngene.order, learngene.dense)
 
     @classmethod
-    def from_factors(cls, spec: ViTSpec, side: int, templates: Mapping, scalers: Mapping, order: str = "st") -> TemplatedViT:
-        """A model holding copies of the given factors (role -> array), in float32."""
-        check_shapes(spec, side, templates, scalers)
-        model = cls(spec, side, {name: int(t.shape[0]) for name, t in templates.items()}, order=order)
+    def from_factors(cls, spec: ViTSpec, side: int, templates: Mapping, scalers: Mapping, order: str = "st",
+                     dense: Mapping | None = None) -> TemplatedViT:
+        """A model holding copies of the given factors (role -> array) and dense roles, in float32."""
+        dense = dense or {}
+        check_shapes(spec, side, templates, scalers, dense)
+        model = cls(spec, side, {name: int(t.shape[0]) for name, t in templates.items()}, order=order, dense_roles=tuple(dense))
         with torch.no_grad():
-            for role in ROLES:
-                model.templates[_key(role.name)].copy_(torch.as_tensor(np.asarray(templates[role.name])))
-                model.scalers[_key(role.name)].copy_(torch.as_tensor(np.asarray(scalers[role.name])))
+            for name in templates:
+                model.templates[_key(name)].copy_(torch.as_tensor(np.asarray(templates[name])))
+                model.scalers[_key(name)].copy_(torch.as_tensor(np.asarray(scalers[name])))
+            for name, x in dense.items():
+                model.dense[_key(name)].copy_(torch.as_tensor(np.asarray(x)))
         return model
 
 

@@ -39,6 +39,7 @@ from .storage import (
     open_safetensors,
     read_file,
     read_header,
+    read_metadata,
     refuse_unexpected,
     write_safetensors,
 )
@@ -50,20 +51,24 @@ _WANT = {
 }
 
 
-def _learngene_tensors() -> dict[str, tuple[str, str]]:
+def _learngene_tensors(dense_roles=()) -> dict[str, tuple[str, str]]:
     """Tensor name -> (part, role) of a learngene file: `templates.{role}` and `scalers.{role}`
-    of every templated role. The writer and the reader both use it, so nothing else is read."""
-    return {f"{part}.{r.name}": (part, r.name) for r in ROLES for part in ("templates", "scalers")}
+    of every templated role, `dense.{role}` of the others (`dense_roles`). The writer and the
+    reader both use it, so nothing else is read."""
+    return {**{f"{part}.{r.name}": (part, r.name) for r in ROLES if r.name not in dense_roles for part in ("templates", "scalers")},
+            **{f"dense.{r.name}": ("dense", r.name) for r in ROLES if r.name in dense_roles}}
 
 
 def save_learngene(path: str | os.PathLike, learngene: Learngene) -> None:
-    tensors = {name: np.asarray(getattr(learngene, part)[role]) for name, (part, role) in _learngene_tensors().items()}
+    tensors = {name: np.asarray(getattr(learngene, part)[role]) for name, (part, role) in _learngene_tensors(learngene.dense).items()}
     header = {
         "spec": learngene.spec.to_dict(),
         "side": learngene.side,
         "kron_order": learngene.order,
+        "dense_roles": [r.name for r in ROLES if r.name in learngene.dense],
         "roles": {
-            r.name: {
+            r.name: {"axes": list(r.axes), "per_layer": r.per_layer, "dense": list(learngene.dense[r.name].shape)} if r.name in learngene.dense
+            else {
                 "axes": list(r.axes),
                 "per_layer": r.per_layer,
                 "templates": list(learngene.templates[r.name].shape),
@@ -98,10 +103,14 @@ def learngene_path(name_or_path: str | os.PathLike) -> Path:
 def load_learngene(path: str | os.PathLike) -> Learngene:
     """A learngene file, or a shipped learngene by name (see `learngene_path`)."""
     path = learngene_path(path)
-    header, spec, parts, tensors = _read_parts(path, LEARNGENE_FORMAT, _learngene_tensors(), "learngene")
+    try:
+        dense_roles = tuple(read_header(path, read_metadata(path)).get("dense_roles", ()))  # files before it: every role templated
+    except (AttributeError, TypeError):
+        raise WaveError(f"{path}: damaged learngene header (dense_roles): distil it again") from None
+    header, spec, parts, tensors = _read_parts(path, LEARNGENE_FORMAT, _learngene_tensors(dense_roles), "learngene")
     try:
         gene = Learngene(parts["templates"], parts["scalers"], spec, int(header["side"]), header.get("provenance", {}),
-                         header.get("kron_order", "st"))  # files written before the order existed are "st"
+                         header.get("kron_order", "st"), parts.get("dense", {}))  # files written before the order existed are "st"
     except (KeyError, TypeError, ValueError) as e:  # WaveError too: a ValueError
         raise WaveError(f"{path}: not a learngene this waveinit can use ({e})") from None
     check_finite(path, tensors, "learngene")

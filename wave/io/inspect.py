@@ -24,7 +24,7 @@ def describe(path: str | os.PathLike, revision: str | None = None) -> dict:
 
     Keys: path, kind (learngene | tleg | model | checkpoint | safetensors | huggingface), format,
     format_version, spec (or None), parameters, tensors [{name, shape, dtype, bytes}],
-    tensor_bytes, provenance; a learngene adds side, kron_order, roles, template_params, scaler_params;
+    tensor_bytes, provenance; a learngene adds side, kron_order, roles, template_params, scaler_params, dense_params;
     a TLEG learngene's parameters are those it stores (A, B and the shared ones);
     a checkpoint adds checkpoint (task, position, history); a folder adds config; anything
     that is not a ViT we can load adds note (why); a Hub model (`ORG/NAME`, `hf-hub:ORG/NAME`)
@@ -50,7 +50,7 @@ def describe(path: str | os.PathLike, revision: str | None = None) -> dict:
         info.update(kind="learngene", format_version=read_header(path, metadata)["format_version"],
                     spec=learngene.spec.to_dict(), side=learngene.side, kron_order=learngene.order, provenance=learngene.provenance,
                     roles=_roles(learngene), template_params=learngene.num_template_params(),
-                    scaler_params=learngene.num_scaler_params())
+                    scaler_params=learngene.num_scaler_params(), dense_params=learngene.num_dense_params())
     elif fmt == TLEG_FORMAT:
         gene = load_tleg(path)
         info.update(kind="tleg", format_version=read_header(path, metadata)["format_version"],
@@ -132,6 +132,10 @@ def _natural(name: str) -> list:
 def _roles(learngene) -> dict:
     out = {}
     for role in ROLES:
+        if role.name in learngene.dense:
+            out[role.name] = {"dense_shape": [int(x) for x in learngene.dense[role.name].shape], "per_layer": role.per_layer,
+                              "dense_params": int(learngene.dense[role.name].size)}
+            continue
         t, s = learngene.templates[role.name], learngene.scalers[role.name]
         out[role.name] = {
             "templates": int(t.shape[0]),
