@@ -21,7 +21,8 @@ used to choose).
    then seed 1: `base` (KD weight 0.5, teacher logits cached, random factors, 12 epochs), `dense`
    (a plain 6x192 student, the same recipe: what the Kronecker constraint costs), `nearest-kron`
    (factors from the ancestry's nearest Kronecker sums), `kd1` (KD weight 1.0), `online` (shifts
-   and flips, the teacher run on every augmented batch), `e3`, `e6`, `e24` (lengths).
+   and flips, the teacher run on every augmented batch), `e3`, `e6`, `e24` (lengths), `ts` (each
+   weight a sum of kron(T, S)), `matrices` (only the four block matrices templated).
 
 Everything lands in `--out`: the files and `family.json` (each model's recipe, seconds, validation
 and test accuracy, and what the budget left out); `--publish DIR` copies them after each step
@@ -64,6 +65,8 @@ VARIANTS = {  # name: (epochs, DistillConfig changes, dense student)
     "e3": (3, {}, False),
     "e6": (6, {}, False),
     "e24": (24, {}, False),
+    "ts": (12, {"order": "ts"}, False),  # issue #16, item 5: kron(T, S)
+    "matrices": (12, {"templated": "matrices"}, False),  # item 4: only qkv, proj, fc1, fc2 templated
 }
 
 
