@@ -9,9 +9,17 @@ the choices of stages < K from both seeds' rows, so run both seeds of a stage be
 0. the descendants' learning rate per size, under today's rule;
 1. the depth rule (relative, first, even, interpolate, choose), width rule "pick";
 2. the width rule (pick, mean, project), under stage 1's depth rule;
-3. 4. 5. the scaler fit's rate, then its length, then its loss, each under the choices before;
-6. the final table: today's rule against the winners, each at its own best rate per size, with
+3. 4. 5. 6. the scaler fit's rate, then its length, then its loss, then which of its states it
+   keeps (the last, or the epoch end with the lowest held-out loss), each under the choices before;
+7. the final table: today's rule against the winners, each at its own best rate per size, with
    test accuracy (recorded here only; no choice reads it).
+
+Run order: 0, 1, 2, 7, 3, 4, 5, 6, 7 (the first 7 scores the depth and width choices with
+today's fit). Both seeds of a stage in parallel, one thread each:
+
+    for stage in 0 1 2 7 3 4 5 6 7; do
+      for s in 0 1; do OMP_NUM_THREADS=1 python benchmarks/spawn_rules.py --seed $s --stage $stage & done; wait
+    done
 
 Each cell (a size and an arm: the rules and the fit) records the data-free, after-fit and
 after-one-epoch validation accuracy, the seconds and the image passes (forward-only ones apart).
@@ -49,7 +57,7 @@ FINAL_SIZES = SIZES + [(4, 256)]
 RATES = (3e-4, 1e-3, 3e-3)
 EPOCH_IMAGES = 5000  # the descendants' epoch: a fixed seeded draw of the train split
 ANCESTRY = Path(__file__).parent / "assets" / "fashion-mnist-6x192.safetensors"
-TODAY = {"depth_rule": "relative", "width_rule": "pick", "fit_lr": 0.1, "fit_steps": 400, "loss": "ce"}
+TODAY = {"depth_rule": "relative", "width_rule": "pick", "fit_lr": 0.1, "fit_steps": 400, "loss": "ce", "fit_keep": "last"}
 ARM = tuple(TODAY)
 LOSSES = {"ce": None, "kd-t2-w0.5": (2.0, 0.5), "kd-t1-w1": (1.0, 1.0)}  # (temperature, KL weight), teacher: the ancestry
 
@@ -85,7 +93,7 @@ class Study:
         spec = target_spec(self.gene, *size)
         temperature, kd_weight = LOSSES[arm["loss"]] or (2.0, 0.5)
         config = SpawnConfig(depth_rule=arm["depth_rule"], width_rule=arm["width_rule"], fit_steps=arm["fit_steps"], lr=arm["fit_lr"],
-                             temperature=temperature, kd_weight=kd_weight, seed=self.seed)
+                             temperature=temperature, kd_weight=kd_weight, fit_keep=arm["fit_keep"], seed=self.seed)
         row = {"stage": stage, "seed": self.seed, "size": list(size), **arm, "params": spec.num_params(), "forward_images": 0}
         depth_rule = arm["depth_rule"]
         if depth_rule == "choose":
@@ -171,7 +179,9 @@ STAGES = {  # stage: (field varied, its values, the sizes where it matters)
     3: ("fit_lr", (0.03, 0.1, 0.3), SIZES),
     4: ("fit_steps", (100, 400, 1000), SIZES),
     5: ("loss", tuple(LOSSES), SIZES),
+    6: ("fit_keep", ("last", "best"), SIZES),
 }
+FINAL = 7
 
 
 def arms_of(stage: int, arm: dict) -> list[dict]:
@@ -182,9 +192,9 @@ def arms_of(stage: int, arm: dict) -> list[dict]:
 def chosen(rows: list[dict], upto: int) -> dict:
     """The arm that the stages before `upto` chose, from today's; a stage with no rows keeps today's value."""
     arm, rates = dict(TODAY), size_rates(rows)
-    for stage in range(1, min(upto, 6)):
+    for stage in range(1, min(upto, FINAL)):
         arms, sizes = arms_of(stage, arm), STAGES[stage][2]
-        if any(find(rows, size, a, [rates[size]]) for a in arms for size in sizes):
+        if any(r["stage"] == stage for r in rows):  # a stage that has run (its new arms carry its number)
             arm = best(rows, arms, sizes, rates)
     return arm
 
@@ -193,20 +203,20 @@ def run_stage(study: Study, stage: int) -> None:
     rows = read_rows(study.out)
     if stage == 0:
         for size in FINAL_SIZES:
-            study.cell(0, size, TODAY, RATES, test=True)  # test recorded now (read by no choice), so stage 6 reuses these
+            study.cell(0, size, TODAY, RATES, test=True)  # test recorded now (read by no choice), so the final stage reuses these
         return
     rates = size_rates(rows)
     if set(rates) != set(FINAL_SIZES):
         raise SystemExit("run stage 0 first, for every seed")
     arm = chosen(rows, stage)
-    if stage < 6:
+    if stage < FINAL:
         for size in STAGES[stage][2]:
             for a in arms_of(stage, arm):
                 study.cell(stage, size, a, [rates[size]])
         return
     for size in FINAL_SIZES:
-        study.cell(6, size, TODAY, RATES, test=True)
-        study.cell(6, size, arm, RATES, test=True)
+        study.cell(FINAL, size, TODAY, RATES, test=True)
+        study.cell(FINAL, size, arm, RATES, test=True)
 
 
 # ---- the tables ------------------------------------------------------------------------------
@@ -247,12 +257,16 @@ def stage_table(rows: list[dict], stage: int) -> str:
 
 
 def final_table(rows: list[dict]) -> str:
-    """Stage 6: today's rule and the winners, each at its best rate per size (chosen on validation), test accuracy beside."""
-    arm = chosen(rows, 6)
-    lines = ["| size | params | today: val / test (rate) | chosen: val / test (rate) |", "|---|---|---|---|"]
+    """The final stage: today's rule and each arm it was run with (the interim depth-and-width
+    choice, then the whole chosen arm), each at its best rate per size (chosen on validation),
+    test accuracy beside."""
+    arms = [TODAY] + [a for a in _distinct_arms([r for r in rows if r["stage"] == FINAL]) if a != TODAY]
+    names = ["today"] + [f"arm {i}" for i in range(1, len(arms))]
+    lines = [f"- {name}: {arm}" for name, arm in zip(names, arms)] + [""]
+    lines += ["| size | params | " + " | ".join(f"{name}: val / test (rate)" for name in names) + " |", "|---" * (len(arms) + 2) + "|"]
     for size in FINAL_SIZES:
         cols = []
-        for a in (TODAY, arm):
+        for a in arms:
             found = [r for r in rows if find([r], size, a, RATES, test=True)]
             if not found:
                 cols.append("not run")
@@ -263,7 +277,16 @@ def final_table(rows: list[dict]) -> str:
             cols.append(f"{val:.1f} / {statistics.mean(test):.1f}±{(max(test) - min(test)) / 2:.1f} ({rate})")
         params = next((r["params"] for r in rows if tuple(r["size"]) == size), 0)
         lines.append(f"| {size[0]}x{size[1]} | {params:,} | " + " | ".join(cols) + " |")
-    return f"Chosen arm: {arm}\n\n" + "\n".join(lines)
+    return "\n".join(lines)
+
+
+def _distinct_arms(rows: list[dict]) -> list[dict]:
+    arms = []
+    for r in rows:
+        arm = {k: r[k] for k in ARM}
+        if arm not in arms:
+            arms.append(arm)
+    return arms
 
 
 def report(rows: list[dict]) -> str:
@@ -281,8 +304,8 @@ def report(rows: list[dict]) -> str:
         if any(r["stage"] == stage for r in rows):
             out += ["", f"## Stage {stage}: {STAGES[stage][0]} (validation accuracy, %: data-free / after fit / after one epoch)", "",
                     stage_table(rows, stage)]
-    if any(r["stage"] == 6 for r in rows):
-        out += ["", "## Stage 6: the final table (after one epoch at each method's best rate per size)", "", final_table(rows)]
+    if any(r["stage"] == FINAL for r in rows):
+        out += ["", f"## Stage {FINAL}: the final table (after one epoch at each method's best rate per size)", "", final_table(rows)]
     seconds = sum(r["seconds"] for r in rows)
     out += ["", f"Compute: {len(rows)} cells, {seconds / 3600:.2f} CPU-thread hours, "
             f"{sum(r['fit_images'] + r['epoch_images'] for r in rows):,} training image passes, "
@@ -294,7 +317,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/rules"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stage", type=int, choices=range(7), default=None)
+    parser.add_argument("--stage", type=int, choices=range(FINAL + 1), default=None)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--report", action="store_true", help="print the tables (markdown) from the rows so far")
     args = parser.parse_args()

@@ -378,6 +378,9 @@ def spawn(
         "How a narrower model's scalers are made: pick (evenly spaced blocks), mean (averaged blocks), or project (weight "
         "selection of the learngene's weights, projected onto its templates by least squares)."), rich_help_panel=MODEL)] = _SPAWN.width_rule,
     fit_steps: Annotated[int, typer.Option(min=1, help="Optimizer steps of the scaler fit.", rich_help_panel=FIT)] = _SPAWN.fit_steps,
+    fit_keep: Annotated[str, typer.Option(help=(
+        "last: the scalers after the fit's last step; best: after the epoch of fit images with the lowest loss on the held-out fifth."),
+        rich_help_panel=FIT)] = _SPAWN.fit_keep,
     fit_samples: Annotated[int, typer.Option(min=1, help=(
         "Training images the fit draws; a fifth is held out, and the fit keeps the data-free start unless it lowered the loss there."),
         rich_help_panel=FIT)] = _SPAWN.fit_samples,
@@ -417,8 +420,8 @@ def spawn(
     check_writable(out)
     refuse_existing(out, force)
     n_threads = None if no_fit else use_threads(threads)
-    config = SpawnConfig(depth_rule=depth_rule, width_rule=width_rule, fit_steps=fit_steps, fit_samples=fit_samples, batch_size=batch_size,
-                         lr=lr, seed=seed, compile=compile_model)
+    config = SpawnConfig(depth_rule=depth_rule, width_rule=width_rule, fit_steps=fit_steps, fit_keep=fit_keep, fit_samples=fit_samples,
+                         batch_size=batch_size, lr=lr, seed=seed, compile=compile_model)
     plan = plan_spawn(learngene, depth, width, heads, data=data, data_dir=data_dir, patch=patch, fit=not no_fit, config=config,
                       teacher=teacher, device=device, image_size=image_size)
     with TrainingDisplay("fit scalers", count="steps") as display:

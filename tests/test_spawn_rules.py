@@ -317,3 +317,21 @@ def test_distill_matrices_only_writes_dense_roles_and_the_fit_keeps_them_frozen(
     assert not any(t.requires_grad for t in fitted.values())
     np.testing.assert_array_equal(fitted["norm1.weight"].detach().numpy(), gene.dense["norm1.weight"][1:])  # relative: layer 1 of 2
     assert set(result.factors.scalers.keys()) == {k.replace(".", "_") for k in MATRIX_ROLES}
+
+
+def test_fit_keep_best_keeps_an_epoch_end_no_worse_on_the_held_out_images_than_the_last(learngene_file):
+    from waveinit.tasks import fit_images, fit_scalers
+    from waveinit.training.evaluation import evaluate
+
+    gene, data = load_learngene(learngene_file), load_dataset("digits")
+    target = target_spec(gene, 2, 64)
+    best = SpawnConfig(fit_steps=40, fit_samples=200, batch_size=32, lr=0.3, fit_keep="best")
+    last = SpawnConfig(fit_steps=40, fit_samples=200, batch_size=32, lr=0.3, fit_keep="last")
+    kept, final = fit_scalers(gene, target, data, best, device="cpu"), fit_scalers(gene, target, data, last, device="cpu")
+    assert final.best_step is None
+    assert kept.best_step in range(5, 41, 5)  # 160 fit images in batches of 32: an epoch end every 5 steps
+    _, held = fit_images(data, best)
+    loss = lambda result: evaluate(result.model, *held, 256, "cpu")["loss"]  # noqa: E731
+    assert loss(kept) <= loss(final) + 1e-6  # the same run, so the last epoch end was one of the candidates
+    if kept.best_step == 40:
+        assert loss(kept) == pytest.approx(loss(final), abs=1e-6)

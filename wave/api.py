@@ -55,6 +55,7 @@ def spawn(
     depth_rule: str = _FIT.depth_rule,
     width_rule: str = _FIT.width_rule,
     fit_steps: int = _FIT.fit_steps,
+    fit_keep: str = _FIT.fit_keep,
     fit_samples: int = _FIT.fit_samples,
     batch_size: int = _FIT.batch_size,
     lr: float = _FIT.lr,
@@ -92,8 +93,8 @@ def spawn(
     step, total_steps, loss, images_per_second, seconds_left, ...) about twice a second during
     the fit; `waveinit.io.progress.ProgressLines("spawn", count="steps")` prints them as lines.
     """
-    config = SpawnConfig(depth_rule=depth_rule, width_rule=width_rule, fit_steps=fit_steps, fit_samples=fit_samples, batch_size=batch_size,
-                         lr=lr, seed=seed, compile=compile)
+    config = SpawnConfig(depth_rule=depth_rule, width_rule=width_rule, fit_steps=fit_steps, fit_keep=fit_keep, fit_samples=fit_samples,
+                         batch_size=batch_size, lr=lr, seed=seed, compile=compile)
     plan = plan_spawn(learngene, depth, width, heads, data=data, data_dir=data_dir, patch=patch, fit=fit, config=config,
                       teacher=teacher, device=device, image_size=image_size)
     return run_spawn(plan, on_progress=on_progress, on_note=on_note, workers=workers)
@@ -171,6 +172,7 @@ def run_spawn(plan: SpawnPlan, *, on_progress: Callable | None = None, on_note: 
         "depth_rule": result.depth_rule,
         **({"depth_losses": result.depth_losses} if result.depth_losses else {}),
         "fit_steps": result.steps,
+        **({"fit_best_step": result.best_step} if result.best_step is not None else {}),
         "fit_samples": result.samples,
         "fitted_params": result.fitted_params,
         "teacher": result.teacher,

@@ -161,6 +161,9 @@ class SpawnConfig:
     depth_rule: str = "relative"  # DEPTH_RULES, or "choose"
     width_rule: str = "pick"  # WIDTH_RULES
     choose_batches: int = 4  # "choose": fit batches each candidate's data-free model is scored on
+    # "last": the fit's scalers after its last step; "best": after the epoch (of the fit's images)
+    # with the lowest loss on the held-out fifth, scored at every epoch end (forward passes only).
+    fit_keep: str = "last"
 
     # Optimizer steps of the scaler fit: the fewest of 25-400 within 0.5 points of the best, on
     # average over six Fashion-MNIST sizes (docs/bench/results.md, "The scaler fit").
@@ -178,6 +181,7 @@ class SpawnConfig:
             (self.depth_rule in (*DEPTH_RULES, "choose"), f"depth rule must be one of {', '.join(DEPTH_RULES)}, choose; got {self.depth_rule!r}"),
             (self.width_rule in WIDTH_RULES, f"width rule must be one of {', '.join(WIDTH_RULES)}; got {self.width_rule!r}"),
             (self.choose_batches >= 1, f"choose batches must be at least 1, got {self.choose_batches}"),
+            (self.fit_keep in ("last", "best"), f"fit keep must be last or best, got {self.fit_keep!r}"),
             (self.fit_steps >= 1, f"fit steps must be at least 1, got {self.fit_steps}"),
             (self.fit_samples >= 1, f"fit samples must be at least 1, got {self.fit_samples}"),
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),

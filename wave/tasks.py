@@ -10,6 +10,7 @@ examples and `waveinit.spawn` all call these functions.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -474,6 +475,7 @@ class SpawnResult:
     holdout: dict | None = None  # the held-out fit images' count and the start's and the fit's accuracy and loss there
     depth_rule: str = "relative"  # the depth rule used (the chosen one under "choose")
     depth_losses: dict | None = None  # "choose": each candidate's cross-entropy on the fit's first batches
+    best_step: int | None = None  # fit_keep "best": the step of the epoch end kept
 
     def judgement(self) -> str:
         """One line: which of start and fit was kept, and on what evidence."""
@@ -529,7 +531,7 @@ def fit_scalers(
     return SpawnResult(model=dense, factors=model, fresh_roles=fresh, fitted_params=sum(p.numel() for p in trainable) if data is not None else 0,
                        samples=fit.samples, steps=fit.steps, teacher=teacher_name if (teacher is not None and data is not None) else None,
                        eval=fit.evaluation, seconds=time.perf_counter() - start, kept=fit.kept, holdout=fit.holdout,
-                       depth_rule=depth_rule, depth_losses=losses)
+                       depth_rule=depth_rule, depth_losses=losses, best_step=fit.best_step)
 
 
 def spawned_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset(), depth_rule: str = "relative",
@@ -566,6 +568,7 @@ class _Fit:
     kept: str | None = None  # "fitted" or "start"
     holdout: dict | None = None  # the held-out images' scores of start and fit
     evaluation: dict | None = None  # the kept model's test scores
+    best_step: int | None = None  # fit_keep "best": the step whose epoch end had the lowest held-out loss
 
 
 def _fit_and_judge(model: TemplatedViT, trainable: list, data: Dataset, config: SpawnConfig, teacher: ViT | None, dev: torch.device,
@@ -579,11 +582,15 @@ def _fit_and_judge(model: TemplatedViT, trainable: list, data: Dataset, config: 
         loss_fn = teacher_kd_loss(_frozen(teacher, dev), images, config.temperature, config.kd_weight, config.batch_size, dev, workers=workers)
     before = evaluate(model, *held, EVAL_BATCH_SIZE, dev, workers) if held is not None else None
     start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best = _BestEpoch(model, on_progress) if config.fit_keep == "best" and held is not None else None
     steps = train(model, images, labels, TrainConfig(batch_size=config.batch_size, lr=config.lr, weight_decay=0.0, max_steps=config.fit_steps,
                                                       seed=config.seed, compile=config.compile),
-                  loss_fn=loss_fn, param_groups=[{"params": trainable, "weight_decay": 0.0}], device=dev, on_progress=on_progress,
-                  workers=workers).steps
+                  loss_fn=loss_fn, param_groups=[{"params": trainable, "weight_decay": 0.0}], device=dev,
+                  on_progress=best.watch if best else on_progress, eval_data=held if best else None, workers=workers).steps
     fit = _Fit(len(labels), steps, "fitted")
+    if best is not None and best.state is not None:
+        model.load_state_dict(best.state)
+        fit.best_step = best.step
     if held is not None:
         after = evaluate(model, *held, EVAL_BATCH_SIZE, dev, workers)
         if after["loss"] >= before["loss"]:
@@ -593,6 +600,21 @@ def _fit_and_judge(model: TemplatedViT, trainable: list, data: Dataset, config: 
                        "fitted_accuracy": after["accuracy"], "fitted_loss": after["loss"]}
     fit.evaluation = evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, dev, workers)
     return fit
+
+
+class _BestEpoch:
+    """`fit_keep="best"`: a copy of the model at the epoch end with the lowest held-out loss."""
+
+    def __init__(self, model, on_progress):
+        self.model, self.on_progress = model, on_progress
+        self.loss, self.state, self.step = math.inf, None, None
+
+    def watch(self, progress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(progress)
+        if progress.event == "epoch" and progress.eval is not None and progress.eval["loss"] < self.loss:
+            self.loss, self.step = progress.eval["loss"], progress.global_step
+            self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
 
 FIT_HOLDOUT = 5  # one in this many of the fit's images is held out to judge the fit
