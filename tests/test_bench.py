@@ -71,7 +71,7 @@ def test_every_output_is_written_and_consistent(run):
     # kd-per-size mirrors the fit: as many steps, batches and images, so the same passes
     assert {int(r["init_compute"]) for r in main if r["method"] == "kd-per-size"} == {fit}
     free = ("random", "mimetic", "weight-selection", "tleg", "wave-nofit", "scratch")
-    assert {int(r["init_compute"]) for r in rows if r["method"] in free and r["status"] == "ok"} == {0}
+    assert {int(r["init_compute"]) for r in main if r["method"] in free and r["status"] == "ok"} == {0}  # downstream: the head warm-up
     assert "[18/18]" in log and "[16/16]" in log
 
 
@@ -160,6 +160,28 @@ def test_downstream_cells_start_the_data_dependent_parameters_afresh(run):
     assert {int(r["train_images"]) for r in rows if r["status"] == "ok"} == {200}
     # 28x28 images: patch 7, so the models are other shapes than the family's (8x8 digits, patch 2)
     assert {(r["size"], r["method"]) for r in rows if r["status"] == "n/a"} == {("3x32", "weight-selection"), ("3x32", "tleg")}
+
+
+def test_downstream_methods_share_the_head_warm_up_and_every_row_counts_flops(run):
+    from waveinit.flops import forward_flops, train_flops
+    from waveinit.io.files import load_model
+    from waveinit.spec import ViTSpec
+
+    out, _ = run
+    far = [json.loads(line) for line in (out / "downstream.jsonl").read_text().splitlines()]
+    fit = images_passed(200 - 200 // FIT_HOLDOUT, 64, 5)  # wave's fit: 5 steps over 160 images
+    for r in (r for r in far if r["status"] == "ok"):
+        assert r["head_warmup"] == (0 if r["method"] in ("wave", "nearest-kron", "scratch") else fit), r["key"]
+        assert r["init_compute"] == (0 if r["method"] == "scratch" else fit), r["key"]  # a scaler fit, or the others' warm-up
+    ancestry = load_model(out / "ancestry.safetensors").spec
+    for r in (json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()):
+        if r["status"] != "ok":
+            continue
+        spec = ViTSpec(depth=r["depth"], width=r["width"], heads=r["heads"], patch_size=2, image_size=8, channels=1, num_classes=10)
+        assert r["train_flops_per_image"] == train_flops(spec)
+        assert r["init_flops"] == r["init_compute"] * train_flops(spec) + r["init_teacher_forward"] * forward_flops(ancestry)
+        assert [row["flops"] for row in r["rows"]] == [r["init_flops"] + row["epoch"] * r["train_images"] * train_flops(spec)
+                                                       for row in r["rows"]]
 
 
 def test_a_rerun_skips_finished_cells_and_more_seeds_only_add_cells(run):

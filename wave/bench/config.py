@@ -69,6 +69,11 @@ class BenchConfig:
     # (fresh data-dependent roles) and every cell trains `epochs` epochs on it.
     downstream: tuple[str, ...] = ("digits",)
     downstream_subset: int | None = None  # training images of each downstream dataset (None: all)
+    # Downstream, every method but wave and nearest-kron (whose scaler fits train them) and scratch (the yardstick)
+    # first trains only the parameters started afresh (classifier; patch and position embeddings
+    # where their shape changed), the rest frozen, for wave's fit steps at its rate on its images:
+    # the same head warm-up for all, counted as compute (issue #17, item 6).
+    head_warmup: bool = True
 
     def check(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]

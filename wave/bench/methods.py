@@ -35,7 +35,8 @@ from ..errors import WaveError
 from ..io.datasets import Dataset
 from ..mimetic import mimetic
 from ..selection import check_applicable, weight_selection
-from ..spec import HEAD_ROLES, ViTSpec, data_fields, resized
+from ..keys import split_key, state_dict_keys
+from ..spec import HEAD_ROLES, ROLES_BY_NAME, ViTSpec, data_fields, resized
 from ..tasks import fit_images, random_vit, teacher_kd_loss
 from ..tleg import expand
 from ..training.distributed import resolve_device
@@ -48,7 +49,7 @@ from .records import images_passed
 @dataclass
 class Init:
     model: ViT
-    compute: int = 0  # forward + backward image passes spent before training (the scaler fit, kd-per-size's first part)
+    compute: int = 0  # forward + backward image passes spent before training (the scaler fit, kd-per-size's first part, a head warm-up)
     images: int = 0  # distinct training images the initialisation looked at
     teacher_forward: int = 0  # forward-only passes of the ancestry (its logits)
     seconds: float = 0.0
@@ -67,6 +68,32 @@ def not_applicable(method: str, spec: ViTSpec, family: Family) -> str | None:
             return (f"TLEG makes only its ancestry's width {own.width} ({own.heads} heads): A + l/(L-1) B changes the depth, "
                     f"not the shape of a layer")
     return None
+
+
+def fresh_keys(spec: ViTSpec, source: ViTSpec) -> set[str]:
+    """The parameters a model of `spec` inheriting from a model of `source` on other data starts
+    afresh: the classifier, and whatever has another shape (the patch and position embeddings
+    when the images differ)."""
+    roles = {split_key(key)[0] for key in state_dict_keys(spec)}
+    fresh = {r for r in roles if r in HEAD_ROLES or ROLES_BY_NAME[r].param_shape(spec) != ROLES_BY_NAME[r].param_shape(source)}
+    return {key for key in state_dict_keys(spec) if split_key(key)[0] in fresh}
+
+
+def warm_up_head(model: ViT, keys: set[str], data: Dataset, config: BenchConfig, seed: int, device: str) -> int:
+    """Train only the parameters `keys` (the rest frozen) for wave's fit steps, at its rate, on its
+    images (the same seeded draw, less the part the fit holds out); the image passes it cost."""
+    (images, labels), _ = fit_images(data, SpawnConfig(fit_samples=config.fit_samples, seed=seed))
+    params = dict(model.named_parameters())
+    for name, p in params.items():
+        p.requires_grad_(name in keys)
+    try:
+        train(model, images, labels, TrainConfig(batch_size=config.batch_size, lr=config.fit_lr, weight_decay=0.0, max_steps=config.fit_steps,
+                                                 seed=seed), param_groups=[{"params": [params[k] for k in sorted(keys)], "weight_decay": 0.0}],
+              device=device)
+    finally:
+        for p in params.values():
+            p.requires_grad_(True)
+    return images_passed(len(labels), config.batch_size, config.fit_steps)
 
 
 def with_fresh_data_keys(state: dict[str, np.ndarray], spec: ViTSpec, seed: int, same_data: bool) -> ViT:

@@ -23,7 +23,7 @@ from .config import METHODS, BenchConfig
 from .plots import plot_accuracy_vs_compute, plot_accuracy_vs_epoch, plot_accuracy_vs_size, plot_capacity, plot_storage, short_count
 
 CSV_COLUMNS = ("data", "size", "depth", "width", "heads", "params", "method", "seed", "status", "epoch", "accuracy", "loss", "train_loss",
-               "seconds", "lr", "init_compute", "compute", "compute_epochs", "images", "train_images")
+               "seconds", "lr", "init_compute", "compute", "compute_epochs", "flops", "images", "train_images")
 BYTES_PER_PARAM = 4  # float32
 
 
@@ -40,6 +40,7 @@ def flat_rows(records: list[dict]) -> list[dict]:
         for row in r["rows"]:
             rows.append({**base, "epoch": row["epoch"], "accuracy": row["accuracy"], "loss": row["loss"], "train_loss": row["train_loss"],
                          "seconds": row["seconds"], "lr": r["lr"], "init_compute": r["init_compute"], "compute": row["compute"],
+                         "flops": row.get("flops"),
                          "compute_epochs": row["compute"] / r["train_images"], "images": row["images"], "train_images": r["train_images"]})
     return rows
 
@@ -434,8 +435,10 @@ def _downstream_section(config: BenchConfig, far: dict) -> list[str]:
             f"parameters whose shape follows the data (the patch embedding's weights when the patch's pixels differ) start "
             f"afresh, the rest is inherited (position embeddings of the same 4x4 token grid included). {n:,} training images, "
             f"{config.epochs} epoch(s); test accuracy %, after initialisation -> after the budget. wave's and nearest-kron's "
-            f"initialisation trains on this data ({config.fit_steps} fit steps of {config.batch_size} images): the scratch "
-            f"table below compares every method at its compute."), "",
+            f"initialisation trains on this data ({config.fit_steps} fit steps of {config.batch_size} images)"
+            + (f"; every other method but scratch first trains its fresh parameters alone for as many steps at the same rate "
+               f"({config.fit_lr:g}), the rest frozen: the same head warm-up for all, counted as compute" if config.head_warmup else "")
+            + ". The scratch table below compares every method at its compute."), "",
             "| size | " + " | ".join(f"scratch ({config.epochs} / {config.scratch_epochs} ep)" if m == "scratch" else m for m in methods) + " |",
             "| --- |" + " --- |" * len(methods)]
         for size in sizes:

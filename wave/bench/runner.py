@@ -40,6 +40,7 @@ from ..api import plan_spawn, run_spawn
 from ..backends.torch import ViT, load_state_dict
 from ..configs import EVAL_BATCH_SIZE, TrainConfig
 from ..errors import WaveError
+from ..flops import forward_flops, train_flops
 from ..io.datasets import Dataset, load_dataset, split_validation
 from ..io.storage import atomic_write_bytes
 from ..spec import ViTSpec, check_width, resized
@@ -50,7 +51,7 @@ from ..training.evaluation import evaluate
 from ..training.objectives import cross_entropy_loss
 from .config import DOWNSTREAM_METHODS, METHODS, BenchConfig
 from .family import Family, make_family, planned_family
-from .methods import fit_config, initialise, kd_loss_for, not_applicable
+from .methods import fit_config, fresh_keys, initialise, kd_loss_for, not_applicable, warm_up_head
 from .records import RecordFile, images_passed
 from .report import BYTES_PER_PARAM, write_reports
 
@@ -178,7 +179,10 @@ def cell_key(spec: ViTSpec, method: str, seed: int, dataset: str | None = None) 
 
 def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, data: Dataset, config: BenchConfig, device: str,
              same_data: bool = True) -> dict:
-    """Initialise, score (epoch 0), train and score after every epoch: the cell's record."""
+    """Initialise (downstream: with the head warm-up, `BenchConfig.head_warmup`), score (epoch 0),
+    train and score after every epoch: the cell's record, its compute in image passes and FLOPs
+    (`waveinit.flops`: training passes at the model's training cost, the ancestry's forward
+    passes at its forward cost)."""
     base = {"key": cell_key(spec, method, seed, None if same_data else data.name), "size": size_name(spec), "depth": spec.depth,
             "width": spec.width, "heads": spec.heads, "params": spec.num_params(), "method": method, "seed": seed, "data": data.name}
     reason = not_applicable(method, spec, family)
@@ -186,10 +190,17 @@ def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, d
         return {**base, "status": "n/a", "reason": reason, "rows": []}
     init = initialise(method, spec, seed, family, data, config, device, same_data, lr=lr)
     model = init.model.to(resolve_device(device))
+    warmup = 0
+    if not same_data and config.head_warmup and method not in ("wave", "nearest-kron", "scratch"):  # their fits train the fresh parts
+        start = time.perf_counter()
+        warmup = warm_up_head(model, fresh_keys(spec, family.ancestry.spec), data, config, seed, device)
+        init.compute, init.seconds = init.compute + warmup, init.seconds + time.perf_counter() - start
     n = len(data.train_labels)
+    per_image = train_flops(spec)
+    init_flops = init.compute * per_image + init.teacher_forward * forward_flops(family.ancestry.spec)
     first = evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, device)
     rows = [{"epoch": 0, "accuracy": first["accuracy"], "loss": first["loss"], "train_loss": None,
-             "seconds": init.seconds, "compute": init.compute, "images": init.images}]
+             "seconds": init.seconds, "compute": init.compute, "flops": init_flops, "images": init.images}]
     epochs = config.scratch_epochs if method == "scratch" else config.epochs
     loss = kd_loss_for(family, data.train_images, device) if method == "kd-per-size" else cross_entropy_loss
     result = train(model, data.train_images, data.train_labels, TrainConfig(epochs=epochs, batch_size=config.batch_size, lr=lr, seed=seed),
@@ -198,9 +209,11 @@ def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, d
     for h in result.history:
         seconds += h["seconds"]
         rows.append({"epoch": h["epoch"], "accuracy": h["eval"]["accuracy"], "loss": h["eval"]["loss"], "train_loss": h["train_loss"],
-                     "seconds": seconds, "compute": init.compute + h["epoch"] * n, "images": n})
-    return {**base, "status": "ok", "lr": lr, "init_compute": init.compute, "init_images": init.images,
-            "init_teacher_forward": init.teacher_forward, "train_images": n, "test_images": len(data.test_labels), "rows": rows}
+                     "seconds": seconds, "compute": init.compute + h["epoch"] * n, "flops": init_flops + h["epoch"] * n * per_image,
+                     "images": n})
+    return {**base, "status": "ok", "lr": lr, "init_compute": init.compute, "init_images": init.images, "head_warmup": warmup,
+            "init_teacher_forward": init.teacher_forward, "init_flops": init_flops, "train_flops_per_image": per_image,
+            "train_images": n, "test_images": len(data.test_labels), "rows": rows}
 
 
 class Cell(NamedTuple):
