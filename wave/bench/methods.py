@@ -33,9 +33,9 @@ from ..backends.torch import ViT, dense_numpy, load_state_dict
 from ..configs import EVAL_BATCH_SIZE, DistillConfig, SpawnConfig, TrainConfig
 from ..errors import WaveError
 from ..io.datasets import Dataset
+from ..keys import split_key, state_dict_keys
 from ..mimetic import mimetic
 from ..selection import check_applicable, weight_selection
-from ..keys import split_key, state_dict_keys
 from ..spec import HEAD_ROLES, ROLES_BY_NAME, ViTSpec, data_fields, resized
 from ..tasks import fit_images, random_vit, teacher_kd_loss
 from ..tleg import expand
