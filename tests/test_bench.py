@@ -526,3 +526,32 @@ def test_training_compute_from_provenance():
     assert training_compute({"config": config}) is None
     assert training_compute({"config": "not a dict", "train_size": 1438}) is None
     assert training_compute({"config": config, "train_size": 0}) is None
+
+
+def test_family_validation_is_held_out_of_the_family_the_descendants_and_the_sweeps():
+    import dataclasses
+
+    import numpy as np
+
+    from waveinit.bench.config import BenchConfig
+    from waveinit.bench.runner import bench_data, validation_split
+    from waveinit.io.datasets import load_dataset, split_validation
+
+    config = BenchConfig(data="digits", subset=500, family_validation=0.25)
+    full, data, held_out = bench_data(config)
+    everything = load_dataset("digits")
+    train_part, val_part = split_validation(everything, 0.25, seed=0)
+    np.testing.assert_array_equal(held_out.test_images, val_part.test_images)  # protocol v3's split: split_validation, seed 0
+    np.testing.assert_array_equal(full.train_images, train_part.train_images)
+    np.testing.assert_array_equal(full.test_images, everything.test_images)  # the real test set kept for the final tables
+    rows = lambda x: {r.tobytes() for r in x}  # noqa: E731
+    assert not rows(held_out.test_images) & rows(full.train_images) and len(data.train_labels) == 500
+    assert rows(data.train_images) <= rows(full.train_images)
+    trains_on, scored_on = validation_split(config, data, held_out)
+    assert trains_on is data and rows(scored_on.test_images) == rows(held_out.test_images)
+    np.testing.assert_array_equal(scored_on.train_images, data.train_images)
+    legacy = dataclasses.replace(config, family_validation=None)
+    old_full, old_data, none = bench_data(legacy)
+    assert none is None and len(old_full.train_labels) == len(everything.train_labels)
+    with pytest.raises(Exception, match="family validation must be a fraction"):
+        BenchConfig(family_validation=1.5).check()

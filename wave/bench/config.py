@@ -40,6 +40,11 @@ class BenchConfig:
     lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # learning-rate sweep candidates, one rate: no sweep
     sweep_epochs: int = 1
     validation_fraction: float = 0.1  # of the (descendants') training set, held out for the sweeps
+    # Leak-free (protocol v3, issue #17): this fraction of the training set (split_validation, seed
+    # 0) is held out from everything: the family and the descendants train on the rest, and the
+    # sweeps and the fit study score on it, so no choice is made on images the family has seen.
+    # None: the older protocol, a split of the descendants' own training set (validation_fraction).
+    family_validation: float | None = None
     fit_steps: int = 100  # scaler fit of wave and nearest-kron (the fit study reports other counts)
     fit_samples: int = 1500
     fit_lr: float = 0.1
@@ -95,6 +100,8 @@ class BenchConfig:
         bad = [c for c in self.capacity if min(c) < 1]
         if bad:
             raise WaveError(f"capacity candidate {bad[0]}: templates, side and epochs must be at least 1")
+        if self.family_validation is not None and not 0 < self.family_validation < 1:
+            raise WaveError(f"family validation must be a fraction in (0, 1), got {self.family_validation}")
         if any(s < 1 for s in self.fit_study_steps):
             raise WaveError(f"fit study steps must be at least 1, got {list(self.fit_study_steps)}")
 

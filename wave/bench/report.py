@@ -276,8 +276,10 @@ def render_markdown(config: BenchConfig, family: dict, summary: dict, sizes: lis
 def _intro(config: BenchConfig, n: int, seeds: int) -> list[str]:
     subset = (f"The descendants train on a fixed draw of {n:,} of its training images (seed 0): the session's CPU budget "
               f"does not hold every size, method and seed on all of them" if config.subset else "The descendants train on all of them")
+    made = ("the whole training set" if config.family_validation is None else
+            f"the training set less a validation split of {100 * config.family_validation:.1f}% (seed 0) that no model sees in training")
     return [f"# wave bench: {config.data}", "", (
-        f"The ancestry and every learngene (WAVE's, TLEG's, the capacity study's) are made from the whole training set. {subset}; "
+        f"The ancestry and every learngene (WAVE's, TLEG's, the capacity study's) are made from {made}. {subset}; "
         f"every score is on the full test set. Each cell initialises a model, trains all its parameters for {config.epochs} "
         f"epoch(s) (scratch: {config.scratch_epochs}, scored after each), AdamW with warm-up and cosine, batch {config.batch_size}, "
         f"at its method's swept learning rate. Test accuracy in %, mean ± sample std over {seeds} seed(s) (the seed draws random "
@@ -394,8 +396,8 @@ def _fit_section(config: BenchConfig, fits: list[dict]) -> list[str]:
         return []
     steps = [0, *config.fit_study_steps]
     lines = ["## The scaler fit: cost and accuracy on their own", "", (
-        f"wave's accuracy right after its fit (0 steps: the data-free rule, wave-nofit) on a held-out {100 * config.validation_fraction:.0f}% "
-        f"of the descendants' training set, seed 0; the fit draws {config.fit_samples} images of the rest, batch {config.batch_size}, "
+        f"wave's accuracy right after its fit (0 steps: the data-free rule, wave-nofit) on {_validation(config)}, seed 0; "
+        f"the fit draws {config.fit_samples} training images, batch {config.batch_size}, "
         f"lr {config.fit_lr:g}, KL to the ancestry + CE. Its cost: about the step count x {config.batch_size} image passes."), "",
         "| size | fitted parameters | " + " | ".join(f"{k} steps" for k in steps) + " |", "| --- | --- |" + " --- |" * len(steps)]
     by = {(f["size"], f["steps"]): f for f in fits}
@@ -405,12 +407,19 @@ def _fit_section(config: BenchConfig, fits: list[dict]) -> list[str]:
     return lines
 
 
+def _validation(config: BenchConfig) -> str:
+    if config.family_validation is None:
+        return f"a held-out {100 * config.validation_fraction:.0f}% of the descendants' training set (the family has seen it)"
+    return "the validation split that no model of the family has seen"
+
+
 def _rates_section(config: BenchConfig, methods: list[str], rates: dict, sweep_size: str, sweeps: list[dict]) -> list[str]:
     if len(config.lrs) == 1:
         return ["## Learning rates", "", f"One rate for all methods: {config.lrs[0]:g} (no sweep)."]
     lines = ["## Learning rates", "", (
-        f"Swept on size {sweep_size}, seed 0, {config.sweep_epochs} epoch(s), trained on {100 * (1 - config.validation_fraction):.0f}% "
-        f"of the descendants' training set and scored on the held-out {100 * config.validation_fraction:.0f}% (validation accuracy %). "
+        f"Swept on size {sweep_size}, seed 0, {config.sweep_epochs} epoch(s), trained on "
+        + (f"{100 * (1 - config.validation_fraction):.0f}% of the descendants' training set" if config.family_validation is None
+           else "the descendants' training set") + f" and scored on {_validation(config)} (validation accuracy %). "
         f"scratch uses random's rate (the same initialisation); downstream cells use each method's rate from here."), "",
         "| method | " + " | ".join(f"lr {lr:g}" for lr in config.lrs) + " | chosen |",
         "| --- |" + " --- |" * (len(config.lrs) + 1)]

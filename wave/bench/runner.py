@@ -28,6 +28,7 @@ by `report.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -41,7 +42,7 @@ from ..backends.torch import ViT, load_state_dict
 from ..configs import EVAL_BATCH_SIZE, TrainConfig
 from ..errors import WaveError
 from ..flops import forward_flops, train_flops
-from ..io.datasets import Dataset, load_dataset, split_validation
+from ..io.datasets import Dataset, load_dataset, split_validation, subset_of
 from ..io.storage import atomic_write_bytes
 from ..spec import ViTSpec, check_width, resized
 from ..tasks import spec_for
@@ -110,14 +111,24 @@ def swept_methods(methods: tuple[str, ...]) -> list[str]:
     return swept
 
 
+def validation_split(config: BenchConfig, data: Dataset, held_out: Dataset | None) -> tuple[Dataset, Dataset]:
+    """(what the sweeps' and the fit study's initialisations may train on, the same training images
+    with the validation images as their test set). With `held_out` (the family's validation split,
+    `BenchConfig.family_validation`): the descendants' training set, scored on images no model of
+    the family has seen; else a split of the descendants' training set (`validation_fraction`)."""
+    if held_out is None:
+        return split_validation(data, config.validation_fraction, seed=0)
+    return data, dataclasses.replace(held_out, train_images=data.train_images, train_labels=data.train_labels)
+
+
 def sweep_learning_rates(config: BenchConfig, family: Family, data: Dataset, size: ViTSpec, store: RecordFile,
-                         device: str, log: Callable[[str], None], methods: tuple[str, ...]) -> dict[str, float]:
+                         device: str, log: Callable[[str], None], methods: tuple[str, ...], held_out: Dataset | None = None) -> dict[str, float]:
     """Method -> learning rate: the best validation accuracy (then loss) after `sweep_epochs`
-    epochs on the training part of a split of the training set, size `size`, seed 0. A method
-    that does not apply at that size takes random's rate (and the report says so)."""
+    epochs on the training part of `validation_split`, size `size`, seed 0. A method that does
+    not apply at that size takes random's rate (and the report says so)."""
     if len(config.lrs) == 1:
         return {m: config.lrs[0] for m in methods}
-    init_data, val = split_validation(data, config.validation_fraction, seed=0)  # the initialisations see the training part only
+    init_data, val = validation_split(config, data, held_out)  # the initialisations see the training part only
     chosen = {}
     for method in swept_methods(methods):
         if not_applicable(method, size, family):
@@ -144,10 +155,10 @@ def sweep_learning_rates(config: BenchConfig, family: Family, data: Dataset, siz
 # ----------------------------------------------------------------------------- the scaler-fit study
 
 def fit_study(config: BenchConfig, family: Family, data: Dataset, sizes: list[ViTSpec], store: RecordFile, device: str,
-              log: Callable[[str], None]) -> list[dict]:
-    """wave's validation accuracy after 0 (the data-free rule) and each of `fit_study_steps` fit
-    steps, every size, seed 0, and the fit's cost: one record per (size, steps)."""
-    _, val = split_validation(data, config.validation_fraction, seed=0)
+              log: Callable[[str], None], held_out: Dataset | None = None) -> list[dict]:
+    """wave's validation accuracy (`validation_split`) after 0 (the data-free rule) and each of
+    `fit_study_steps` fit steps, every size, seed 0, and the fit's cost: one record per (size, steps)."""
+    _, val = validation_split(config, data, held_out)
     gene = family.learngene
     for spec in sizes:
         for steps in (0, *config.fit_study_steps):
@@ -257,14 +268,24 @@ class BenchResult:
     files: dict[str, Path]  # report name -> path
 
 
+def bench_data(config: BenchConfig) -> tuple[Dataset, Dataset, Dataset | None]:
+    """(the family's training data, the descendants' (a `subset` of it), the validation split or
+    None): with `family_validation`, its images are held out of both (`validation_split`)."""
+    full = load_dataset(config.data, data_dir=config.data_dir, seed=0)
+    held_out = None
+    if config.family_validation is not None:
+        train_part, held_out = split_validation(full, config.family_validation, seed=0)
+        full = dataclasses.replace(train_part, name=full.name)
+    return full, full if config.subset is None else subset_of(full, config.subset, seed=0), held_out
+
+
 def run_bench(config: BenchConfig, out: str | Path, *, ancestry: str | Path | None = None, learngene: str | Path | None = None,
               device: str = "auto", log: Callable[[str], None] = print) -> BenchResult:
     """Run every missing part of the bench into `out` and write the reports (module docstring)."""
     config.check()
     out = Path(out)
     ancestry, learngene = (Path(p) if p is not None else None for p in (ancestry, learngene))
-    full = load_dataset(config.data, data_dir=config.data_dir, seed=0)
-    data = full if config.subset is None else load_dataset(config.data, data_dir=config.data_dir, subset=config.subset, seed=0)
+    full, data, held_out = bench_data(config)
     downstream = [load_dataset(name, subset=config.downstream_subset, seed=0) for name in config.downstream]  # bad names fail now
     header = _settings_header(config, ancestry, learngene)
     planned = bench_sizes(config, *planned_family(config, full, out, ancestry, learngene))  # bad sizes fail now, not after an hour
@@ -277,10 +298,10 @@ def run_bench(config: BenchConfig, out: str | Path, *, ancestry: str | Path | No
     sizes = bench_sizes(config, family.ancestry.spec, family.learngene.side)
     methods = tuple(m for m in config.methods if m != "tleg" or family.tleg is not None)
 
-    fits = fit_study(config, family, data, sizes, RecordFile(out / "fit.jsonl"), device, log) if "wave" in methods else []
+    fits = fit_study(config, family, data, sizes, RecordFile(out / "fit.jsonl"), device, log, held_out) if "wave" in methods else []
     sweeps = RecordFile(out / "sweep.jsonl")
     size = _sweep_size(sweeps, sizes, family, methods)
-    rates = sweep_learning_rates(config, family, data, size, sweeps, device, log, methods)
+    rates = sweep_learning_rates(config, family, data, size, sweeps, device, log, methods, held_out)
     log("learning rates: " + ", ".join(f"{m} {lr:g}" for m, lr in rates.items()) + (f" (swept on {size_name(size)})" if len(config.lrs) > 1 else ""))
 
     cells = RecordFile(out / "cells.jsonl")

@@ -114,7 +114,7 @@ def load_dataset(name: str, *, data_dir: str | None = None, subset: int | None =
         ds = _load_idx_dir(name, Path(name[4:]).expanduser())
     elif name.startswith("folder:") and name[7:]:
         ds = _load_folder(name, Path(name[7:]).expanduser(), image_size, augment, skip_bad_images, channels, auto_augment)
-    return ds if subset is None else _subset(ds, subset, seed)
+    return ds if subset is None else subset_of(ds, subset, seed)
 
 
 def check_name(name: str) -> None:
@@ -185,7 +185,8 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
     return kept, held_out
 
 
-def _subset(ds: Dataset, n: int, seed: int) -> Dataset:
+def subset_of(ds: Dataset, n: int, seed: int) -> Dataset:
+    """`n` of `ds`'s training images, drawn by a permutation of `seed` (the test set kept whole)."""
     total = len(ds.train_labels)
     if n < 1:
         raise WaveError(f"subset must be at least 1, got {n}")
