@@ -101,6 +101,9 @@ def bench(
         help="Downstream datasets (any --data spec), comma-separated, or none (default: digits; --quick: fashion-mnist).")] = None,
     downstream_subset: Annotated[Optional[int], typer.Option(min=1, help="Training images of each downstream dataset (default: all; --quick: 2000).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size of the descendants' training (default: 64).")] = None,
+    sweep_every_size: Annotated[Optional[bool], typer.Option("--sweep-every-size/--sweep-one-size", help=(
+        "Sweep the learning rates at every size, each method then training at its own size's rate (default: one "
+        "representative size's rates for all)."))] = None,
     family_validation: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
         "Hold this fraction of the training set out of the family and the descendants (split_validation, seed 0; "
         "0.0833 = protocol v3's 5,000 of Fashion-MNIST's 60,000) and make every choice on it; the ancestry and learngene given "
@@ -127,7 +130,7 @@ def bench(
         "data": data, "data_dir": str(data_dir) if data_dir else None, "seeds": seeds, "epochs": epochs,
         "scratch_epochs": scratch_epochs, "fit_steps": fit_steps, "fit_samples": fit_samples,
         "ancestry_epochs": ancestry_epochs, "batch_size": batch_size, "downstream_subset": downstream_subset,
-        "family_validation": family_validation,
+        "family_validation": family_validation, "sweep_every_size": sweep_every_size,
         "depths": parse_list(depths, int, "--depths") if depths is not None else None,
         "widths": parse_list(widths, int, "--widths") if widths is not None else None,
         "extra_sizes": parse_sizes(extra_sizes) if extra_sizes is not None else None,

@@ -555,3 +555,22 @@ def test_family_validation_is_held_out_of_the_family_the_descendants_and_the_swe
     assert none is None and len(old_full.train_labels) == len(everything.train_labels)
     with pytest.raises(Exception, match="family validation must be a fraction"):
         BenchConfig(family_validation=1.5).check()
+
+
+def test_sweep_every_size_trains_each_method_at_its_own_sizes_rate(tmp_path):
+    out = tmp_path / "every"
+    result = bench(*TINY, "--methods", "random,wave,scratch", "--downstream", "none", "--sweep-every-size", "--out", out)
+    assert result.exit_code == 0, result.output
+    sweeps = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines()]
+    assert {(r["size"], r["method"]) for r in sweeps} == {(s, m) for s in ("1x64", "3x32") for m in ("random", "wave")}
+    best = {}
+    for r in sweeps:
+        key = (r["size"], r["method"])
+        if key not in best or (r["val_accuracy"], -r["val_loss"]) > (best[key]["val_accuracy"], -best[key]["val_loss"]):
+            best[key] = r
+    for cell in (json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()):
+        method = "random" if cell["method"] == "scratch" else cell["method"]
+        assert cell["lr"] == best[(cell["size"], method)]["lr"], cell["key"]
+    report = json.loads((out / "results.json").read_text())
+    assert set(report["learning_rates_per_size"]) == {"1x64", "3x32"}
+    assert "### The rate of each method at each size" in (out / "results.md").read_text()

@@ -39,6 +39,9 @@ class BenchConfig:
     batch_size: int = 64
     lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # learning-rate sweep candidates, one rate: no sweep
     sweep_epochs: int = 1
+    # Sweep the rates at every size (each method at each size takes its own rate, issue #17 item
+    # 2), instead of at one representative size whose rates every size then uses.
+    sweep_every_size: bool = False
     validation_fraction: float = 0.1  # of the (descendants') training set, held out for the sweeps
     # Leak-free (protocol v3, issue #17): this fraction of the training set (split_validation, seed
     # 0) is held out from everything: the family and the descendants train on the rest, and the

@@ -181,8 +181,10 @@ def downstream_table(records: list[dict], methods: list[str], epochs: int = 1) -
 # ----------------------------------------------------------------------------- files
 
 def write_reports(out: Path, config: BenchConfig, family: dict, records: list[dict], rates: dict[str, float],
-                  sweep_size: str, sweeps: list[dict], fits: list[dict] | None = None, downstream: list[dict] | None = None) -> dict[str, Path]:
-    """Write every report into `out`, each through a temporary file and a rename; name -> path."""
+                  sweep_size: str, sweeps: list[dict], fits: list[dict] | None = None, downstream: list[dict] | None = None,
+                  size_rates: dict[str, dict[str, float]] | None = None) -> dict[str, Path]:
+    """Write every report into `out`, each through a temporary file and a rename; name -> path.
+    `size_rates` (size -> method -> rate): the rates of a sweep at every size, when there was one."""
     fits, downstream = fits or [], downstream or []
     sizes = list(dict.fromkeys(r["size"] for r in records))
     methods = [m for m in METHODS if any(r["method"] == m for r in records)]
@@ -202,7 +204,7 @@ def write_reports(out: Path, config: BenchConfig, family: dict, records: list[di
     atomic_write_bytes(files["results.csv"], text.getvalue().encode())
 
     report = {
-        "settings": asdict(config), "family": family, "learning_rates": rates,
+        "settings": asdict(config), "family": family, "learning_rates": rates, "learning_rates_per_size": size_rates,
         "sweep": {"size": sweep_size, "epochs": config.sweep_epochs, "validation_fraction": config.validation_fraction,
                   "runs": sorted(sweeps, key=lambda r: (r["method"], r["lr"]))},
         "fit_study": fits,
@@ -214,7 +216,7 @@ def write_reports(out: Path, config: BenchConfig, family: dict, records: list[di
                        for name, d in far.items()},
     }
     atomic_write_bytes(files["results.json"], (json.dumps(report, indent=1) + "\n").encode())
-    markdown = render_markdown(config, family, summary, sizes, methods, rates, sweep_size, sweeps, compute, storage, fits, far)
+    markdown = render_markdown(config, family, summary, sizes, methods, rates, sweep_size, sweeps, compute, storage, fits, far, size_rates)
     atomic_write_bytes(files["results.md"], markdown.encode())
     plot_accuracy_vs_size(files["accuracy_vs_size.png"], summary, sizes, methods, config)
     plot_accuracy_vs_epoch(files["accuracy_vs_epoch.png"], summary, sizes, methods)
@@ -256,7 +258,8 @@ def _percent(x: float | None) -> str:
 
 
 def render_markdown(config: BenchConfig, family: dict, summary: dict, sizes: list[str], methods: list[str], rates: dict,
-                    sweep_size: str, sweeps: list[dict], compute: dict, storage: dict, fits: list[dict], far: dict) -> str:
+                    sweep_size: str, sweeps: list[dict], compute: dict, storage: dict, fits: list[dict], far: dict,
+                    size_rates: dict | None = None) -> str:
     n = next(s["train_images"] for s in summary.values() if s["status"] == "ok")
     sections = [
         _intro(config, n, max(s["seeds"] for s in summary.values())),
@@ -267,6 +270,7 @@ def render_markdown(config: BenchConfig, family: dict, summary: dict, sizes: lis
         _savings_section(config, sizes, compute, n, family) if "total" in compute else [],
         _fit_section(config, fits),
         _rates_section(config, methods, rates, sweep_size, sweeps),
+        _size_rates_section(methods, size_rates) if size_rates else [],
         _downstream_section(config, far),
         _storage_section(storage),
     ]
@@ -430,6 +434,17 @@ def _rates_section(config: BenchConfig, methods: list[str], rates: dict, sweep_s
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {rates[m]:g} |")
         elif m != "scratch":
             lines.append(f"| {m} | " + " | ".join("n/a" for _ in config.lrs) + f" | {rates[m]:g} (random's: n/a at {sweep_size}) |")
+    return lines
+
+
+def _size_rates_section(methods: list[str], size_rates: dict) -> list[str]:
+    """The rate each method trained with at each size, from the sweep at every size."""
+    lines = ["### The rate of each method at each size", "", (
+        "The sweep above, run at every size the same way: each method trains at the rate chosen for it at its own size "
+        "(scratch at random's; a method that does not apply at a size never trains there)."), "",
+        "| size | " + " | ".join(m for m in methods if m != "scratch") + " |", "| --- |" + " --- |" * sum(m != "scratch" for m in methods)]
+    for size, rates in size_rates.items():
+        lines.append(f"| {size} | " + " | ".join(f"{rates[m]:g}" for m in methods if m != "scratch") + " |")
     return lines
 
 

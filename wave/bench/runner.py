@@ -122,10 +122,11 @@ def validation_split(config: BenchConfig, data: Dataset, held_out: Dataset | Non
 
 
 def sweep_learning_rates(config: BenchConfig, family: Family, data: Dataset, size: ViTSpec, store: RecordFile,
-                         device: str, log: Callable[[str], None], methods: tuple[str, ...], held_out: Dataset | None = None) -> dict[str, float]:
+                         device: str, log: Callable[[str], None], methods: tuple[str, ...], held_out: Dataset | None = None,
+                         fallback: dict[str, float] | None = None) -> dict[str, float]:
     """Method -> learning rate: the best validation accuracy (then loss) after `sweep_epochs`
     epochs on the training part of `validation_split`, size `size`, seed 0. A method that does
-    not apply at that size takes random's rate (and the report says so)."""
+    not apply at that size takes `fallback`'s rate if given, else random's (the report says so)."""
     if len(config.lrs) == 1:
         return {m: config.lrs[0] for m in methods}
     init_data, val = validation_split(config, data, held_out)  # the initialisations see the training part only
@@ -147,8 +148,9 @@ def sweep_learning_rates(config: BenchConfig, family: Family, data: Dataset, siz
             log(f"sweep {method} {size_name(size)} lr {lr:g}: validation accuracy {100 * result['accuracy']:.1f}%")
         runs = [store[keys[lr]] for lr in config.lrs]
         chosen[method] = max(runs, key=lambda r: (r["val_accuracy"], -r["val_loss"]))["lr"]
-    for method in methods:
-        chosen.setdefault(method, chosen.get("random", config.lrs[len(config.lrs) // 2]))  # scratch; methods n/a at the swept size
+    random = chosen.get("random", config.lrs[len(config.lrs) // 2])
+    for method in methods:  # scratch takes random's rate; a method n/a at this size, the fallback's or random's
+        chosen.setdefault(method, fallback[method] if fallback and method != "scratch" and method in fallback else random)
     return chosen
 
 
@@ -303,13 +305,18 @@ def run_bench(config: BenchConfig, out: str | Path, *, ancestry: str | Path | No
     size = _sweep_size(sweeps, sizes, family, methods)
     rates = sweep_learning_rates(config, family, data, size, sweeps, device, log, methods, held_out)
     log("learning rates: " + ", ".join(f"{m} {lr:g}" for m, lr in rates.items()) + (f" (swept on {size_name(size)})" if len(config.lrs) > 1 else ""))
+    size_rates = {size_name(s): rates for s in sizes}  # size -> method -> rate
+    if config.sweep_every_size:
+        size_rates = {size_name(s): sweep_learning_rates(config, family, data, s, sweeps, device, log, methods, held_out, fallback=rates)
+                      for s in sizes}
+    rate = lambda c: size_rates[size_name(c.spec)][c.method]  # noqa: E731  (a downstream size is named as its family size)
 
     cells = RecordFile(out / "cells.jsonl")
     todo = [Cell(cell_key(spec, m, seed), seed, spec, m, data) for seed in range(config.seeds) for spec in sizes for m in methods]
     log(f"{len(todo)} cells: {len(sizes)} sizes ({', '.join(map(size_name, sizes))}) x {len(methods)} methods x {config.seeds} seeds, "
         f"{config.epochs} epoch(s) each (scratch {config.scratch_epochs}) on {len(data.train_labels):,} {data.name} images")
     skipped = sum(c.key in cells for c in todo)
-    ran = _run_cells(todo, cells, lambda c: run_cell(c.method, c.spec, c.seed, rates[c.method], family, c.data, config, device), log)
+    ran = _run_cells(todo, cells, lambda c: run_cell(c.method, c.spec, c.seed, rate(c), family, c.data, config, device), log)
 
     far = RecordFile(out / "downstream.jsonl")
     far_todo = []
@@ -320,12 +327,13 @@ def run_bench(config: BenchConfig, out: str | Path, *, ancestry: str | Path | No
     if far_todo:
         log(f"downstream: {len(far_todo)} cells on {', '.join(ds.name for ds in downstream)}")
     skipped += sum(c.key in far for c in far_todo)
-    ran += _run_cells(far_todo, far, lambda c: run_cell(c.method, c.spec, c.seed, rates[c.method], family, c.data, config, device,
+    ran += _run_cells(far_todo, far, lambda c: run_cell(c.method, c.spec, c.seed, rate(c), family, c.data, config, device,
                                                         same_data=False), log)
 
     records = [cells[c.key] for c in todo]
     far_records = [far[c.key] for c in far_todo]
-    files = write_reports(out, config, family.record, records, rates, size_name(size), list(sweeps.records.values()), fits, far_records)
+    files = write_reports(out, config, family.record, records, rates, size_name(size), list(sweeps.records.values()), fits, far_records,
+                          size_rates if config.sweep_every_size else None)
     return BenchResult(out, records, far_records, ran, skipped, rates, files)
 
 
