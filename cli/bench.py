@@ -101,6 +101,12 @@ def bench(
         help="Downstream datasets (any --data spec), comma-separated, or none (default: digits; --quick: fashion-mnist).")] = None,
     downstream_subset: Annotated[Optional[int], typer.Option(min=1, help="Training images of each downstream dataset (default: all; --quick: 2000).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size of the descendants' training (default: 64).")] = None,
+    budgets: Annotated[Optional[str], typer.Option(help=(
+        "Epoch budgets of every method, each its own run annealed to its end, comma-separated; must include --epochs "
+        "(default: one run of --epochs, scored after each epoch)."))] = None,
+    scratch_budgets: Annotated[Optional[str], typer.Option(help=(
+        "Scratch's budgets, each its own annealed run, comma-separated, the largest being --scratch-epochs "
+        "(default: one run scored after each epoch)."))] = None,
     sweep_every_size: Annotated[Optional[bool], typer.Option("--sweep-every-size/--sweep-one-size", help=(
         "Sweep the learning rates at every size, each method then training at its own size's rate (default: one "
         "representative size's rates for all)."))] = None,
@@ -131,6 +137,8 @@ def bench(
         "scratch_epochs": scratch_epochs, "fit_steps": fit_steps, "fit_samples": fit_samples,
         "ancestry_epochs": ancestry_epochs, "batch_size": batch_size, "downstream_subset": downstream_subset,
         "family_validation": family_validation, "sweep_every_size": sweep_every_size,
+        "budgets": tuple(parse_list(budgets, int, "--budgets")) if budgets is not None else None,
+        "scratch_budgets": tuple(parse_list(scratch_budgets, int, "--scratch-budgets")) if scratch_budgets is not None else None,
         "depths": parse_list(depths, int, "--depths") if depths is not None else None,
         "widths": parse_list(widths, int, "--widths") if widths is not None else None,
         "extra_sizes": parse_sizes(extra_sizes) if extra_sizes is not None else None,

@@ -574,3 +574,36 @@ def test_sweep_every_size_trains_each_method_at_its_own_sizes_rate(tmp_path):
     report = json.loads((out / "results.json").read_text())
     assert set(report["learning_rates_per_size"]) == {"1x64", "3x32"}
     assert "### The rate of each method at each size" in (out / "results.md").read_text()
+
+
+def test_budgets_are_separate_runs_each_annealed_to_its_end(run):
+    import dataclasses
+
+    from waveinit.bench.config import BenchConfig
+    from waveinit.bench.family import make_family
+    from waveinit.bench.runner import bench_sizes, run_cell
+    from waveinit.configs import TrainConfig
+    from waveinit.io.datasets import load_dataset
+    from waveinit.tasks import random_vit
+    from waveinit.training.engine import train
+    from waveinit.training.evaluation import evaluate
+
+    out, _ = run
+    settings = json.loads((out / "bench.json").read_text())["settings"]
+    config = BenchConfig(**{**settings, "lrs": tuple(settings["lrs"]), "capacity": tuple(map(tuple, settings["capacity"])),
+                            "depths": (1,), "widths": (64,), "extra_sizes": (), "scratch_epochs": 2, "scratch_budgets": (1, 2)})
+    data = load_dataset("digits")
+    family = make_family(config, data, out, None, None, 10**9, True, "cpu", log=lambda _: None)
+    (size,) = bench_sizes(config, family.ancestry.spec, family.learngene.side)
+    record = run_cell("scratch", size, 0, 3e-3, family, data, config, "cpu")
+    assert [r["epoch"] for r in record["rows"]] == [0, 1, 2]
+    for row in record["rows"][1:]:  # each budget: random init trained that long on its own schedule
+        model = random_vit(size, 0)
+        train(model, data.train_images, data.train_labels, TrainConfig(epochs=row["epoch"], batch_size=config.batch_size, lr=3e-3, seed=0),
+              device="cpu")
+        assert evaluate(model, data.test_images, data.test_labels, 256, "cpu")["accuracy"] == row["accuracy"]
+        assert row["compute"] == row["epoch"] * len(data.train_labels)
+    one_run = run_cell("scratch", size, 0, 3e-3, family, data, dataclasses.replace(config, scratch_budgets=None), "cpu")
+    assert one_run["rows"][2]["accuracy"] == record["rows"][2]["accuracy"]  # the longest budget is the one run
+    with pytest.raises(Exception, match=r"must be positive and include epochs \(1\)"):
+        dataclasses.replace(config, budgets=(2, 4)).check()

@@ -36,6 +36,12 @@ class BenchConfig:
     seeds: int = 3
     epochs: int = 1  # training epochs of every cell after its initialisation
     scratch_epochs: int = 10  # scratch: random init trained this long, scored after every epoch
+    # Budgets, each its own run annealed to its end (issue #17, items 3-4), instead of one run
+    # scored after every epoch: a point of scratch's curve is then what that much compute buys.
+    # `budgets` must include `epochs` (the tables' headline budget), and the largest of
+    # `scratch_budgets` must be `scratch_epochs`. None: one run, scored after every epoch.
+    budgets: tuple[int, ...] | None = None
+    scratch_budgets: tuple[int, ...] | None = None
     batch_size: int = 64
     lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # learning-rate sweep candidates, one rate: no sweep
     sweep_epochs: int = 1
@@ -103,6 +109,10 @@ class BenchConfig:
         bad = [c for c in self.capacity if min(c) < 1]
         if bad:
             raise WaveError(f"capacity candidate {bad[0]}: templates, side and epochs must be at least 1")
+        if self.budgets is not None and (self.epochs not in self.budgets or min(self.budgets) < 1):
+            raise WaveError(f"budgets {list(self.budgets)} must be positive and include epochs ({self.epochs}), the tables' headline budget")
+        if self.scratch_budgets is not None and (max(self.scratch_budgets) != self.scratch_epochs or min(self.scratch_budgets) < 1):
+            raise WaveError(f"scratch budgets {list(self.scratch_budgets)} must be positive, the largest being scratch epochs ({self.scratch_epochs})")
         if self.family_validation is not None and not 0 < self.family_validation < 1:
             raise WaveError(f"family validation must be a fraction in (0, 1), got {self.family_validation}")
         if any(s < 1 for s in self.fit_study_steps):

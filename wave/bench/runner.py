@@ -28,6 +28,7 @@ by `report.py`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -215,12 +216,24 @@ def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, d
     rows = [{"epoch": 0, "accuracy": first["accuracy"], "loss": first["loss"], "train_loss": None,
              "seconds": init.seconds, "compute": init.compute, "flops": init_flops, "images": init.images}]
     epochs = config.scratch_epochs if method == "scratch" else config.epochs
+    budgets = config.scratch_budgets if method == "scratch" else config.budgets
     loss = kd_loss_for(family, data.train_images, device) if method == "kd-per-size" else cross_entropy_loss
-    result = train(model, data.train_images, data.train_labels, TrainConfig(epochs=epochs, batch_size=config.batch_size, lr=lr, seed=seed),
-                   loss_fn=loss, device=device, eval_data=(data.test_images, data.test_labels))
+    train_config = TrainConfig(epochs=epochs, batch_size=config.batch_size, lr=lr, seed=seed)
+    if budgets:  # one run per budget, each annealed to its end, from the same start
+        history = []
+        for budget in sorted(budgets):
+            run = copy.deepcopy(model)
+            done = train(run, data.train_images, data.train_labels, dataclasses.replace(train_config, epochs=budget), loss_fn=loss,
+                         device=device)
+            last = done.history[-1]
+            history.append({**last, "epoch": budget, "eval": evaluate(run, data.test_images, data.test_labels, EVAL_BATCH_SIZE, device),
+                            "seconds": sum(h["seconds"] for h in done.history)})
+    else:  # one run, scored after every epoch
+        history = train(model, data.train_images, data.train_labels, train_config, loss_fn=loss, device=device,
+                        eval_data=(data.test_images, data.test_labels)).history
     seconds = init.seconds
-    for h in result.history:
-        seconds += h["seconds"]
+    for h in history:
+        seconds = (init.seconds if budgets else seconds) + h["seconds"]
         rows.append({"epoch": h["epoch"], "accuracy": h["eval"]["accuracy"], "loss": h["eval"]["loss"], "train_loss": h["train_loss"],
                      "seconds": seconds, "compute": init.compute + h["epoch"] * n, "flops": init_flops + h["epoch"] * n * per_image,
                      "images": n})
