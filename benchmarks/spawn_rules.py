@@ -63,7 +63,8 @@ LOSSES = {"ce": None, "kd-t2-w0.5": (2.0, 0.5), "kd-t1-w1": (1.0, 1.0)}  # (temp
 
 
 def learngene_path(seed: int) -> Path:
-    return Path(f"runs/family-s{seed}/base-s{seed}.safetensors")
+    """The `base` learngene of seed `seed` (protocol v3), committed beside the ancestry."""
+    return Path(__file__).parent / "assets" / "learngenes" / f"fashion-mnist-6x192-base-s{seed}.safetensors"
 
 
 class Study:
