@@ -21,7 +21,10 @@ The data-free rule (what `wave spawn --no-fit` uses, and where the scaler fit st
    "pick" and "mean", on the input (fan-in) axis of a linear weight the scalers are multiplied
    by g_aux / g. For a width k times the auxiliary one (same depth, same head width), every
    block is duplicated k times and the spawned network computes exactly the auxiliary
-   network's function (each head copied k times, each fan-in sum divided by k).
+   network's function (each head copied k times, each fan-in sum divided by k). Roles a
+   learngene stores densely (`Learngene.dense`, when only the four block matrices are
+   templated) follow the same depth rule and, along width axes, the same rule applied to
+   side-long blocks (weight selection's elements under "project"): `spawn_dense`.
 4. Data: roles whose template shape depends on the data (position embedding, patch embedding,
    classifier) get fresh factors when the target's image size, channels or classes differ
    from the learngene's, and the classifier also when the target is another dataset with as
@@ -79,14 +82,15 @@ def fresh_factors(spec: ViTSpec, side: int, n: int | Mapping[str, int], seed: in
 
 
 def fresh_dense(spec: ViTSpec, roles, seed: int = 0) -> dict:
-    """timm-like random parameters (float32, `learngene.dense_shape`) for the given roles that are not templated."""
-    rng = np.random.default_rng(seed + 7919)  # apart from fresh_factors' stream
+    """timm-like random parameters (float32, `learngene.dense_shape`) for the given roles that
+    are not templated. Each role draws from its own stream (of `seed` and its place in the
+    schema), so a role's draw does not depend on which others are drawn."""
     out = {}
-    for role in ROLES:  # the same order every time, so a role's draw does not depend on `roles`
-        mean, std = init_target(role.name, spec)
-        x = mean + std * rng.standard_normal(dense_shape(role, spec))
+    for index, role in enumerate(ROLES):
         if role.name in roles:
-            out[role.name] = x.astype(np.float32)
+            mean, std = init_target(role.name, spec)
+            rng = np.random.default_rng((seed, 7919, index))  # 7919: apart from fresh_factors' stream
+            out[role.name] = (mean + std * rng.standard_normal(dense_shape(role, spec))).astype(np.float32)
     return out
 
 
@@ -208,9 +212,9 @@ def project_scalers(templates: Mapping[str, Array], scalers: Mapping[str, Array]
     # Roles to be started afresh are not projected: any factors of their shapes complete the model.
     filler = fresh_factors(deep, side, {name: t.shape[0] for name, t in templates.items()}, roles=missing)[1]
     stored = {name: _resample_dense(x, ROLES_BY_NAME[name], source, deep, side, depth_rule, "pick") for name, x in (dense or {}).items()}
-    dense = materialize(deep, side, templates, {**mapped, **{k: xp.asarray(v) for k, v in filler.items()}}, order, stored)
+    weights = materialize(deep, side, templates, {**mapped, **{k: xp.asarray(v) for k, v in filler.items()}}, order, stored)
     like = resized(target, **data_fields(deep))
-    selected = weight_selection(dense, deep, like)
+    selected = weight_selection(weights, deep, like)
     return {name: _least_squares(selected, ROLES_BY_NAME[name], like, side, templates[name], order) for name in scalers}
 
 
