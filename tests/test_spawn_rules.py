@@ -312,7 +312,7 @@ def test_distill_matrices_only_writes_dense_roles_and_the_fit_keeps_them_frozen(
     gene = load_learngene(tmp_path / "g.safetensors")
     assert set(gene.templates) == set(MATRIX_ROLES) and set(gene.dense) == set(DENSE)
     target = target_spec(gene, 1, 32)
-    result = fit_scalers(gene, target, data, SpawnConfig(fit_steps=3, fit_samples=100, batch_size=32), device="cpu")
+    result = fit_scalers(gene, target, data, SpawnConfig(depth_rule="relative", fit_steps=3, fit_samples=100, batch_size=32), device="cpu")
     fitted = result.factors.dense_tensors()
     assert not any(t.requires_grad for t in fitted.values())
     np.testing.assert_array_equal(fitted["norm1.weight"].detach().numpy(), gene.dense["norm1.weight"][1:])  # relative: layer 1 of 2

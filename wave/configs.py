@@ -158,8 +158,12 @@ class SpawnConfig:
     """A spawn's data-free rule and its scaler fit (`wave spawn`): templates frozen, scalers (and
     fresh templates) trained."""
 
-    depth_rule: str = "relative"  # DEPTH_RULES, or "choose"
-    width_rule: str = "pick"  # WIDTH_RULES
+    # The data-free rule: the winners of the spawn-rule study (docs/bench/ablations.md; issue #16),
+    # chosen on a validation split no model of the family saw, two seeds: "interpolate" led the
+    # depth rules by 0.1-0.6 points after one epoch (within the seeds' spread: depth barely
+    # matters once fitted), "mean" the width rules by 1.1-3.3 points at every narrower size.
+    depth_rule: str = "interpolate"  # DEPTH_RULES, or "choose"
+    width_rule: str = "mean"  # WIDTH_RULES
     choose_batches: int = 4  # "choose": fit batches each candidate's data-free model is scored on
     # "last": the fit's scalers after its last step; "best": after the epoch (of the fit's images)
     # with the lowest loss on the held-out fifth, scored at every epoch end (forward passes only).

@@ -40,11 +40,13 @@ import numpy as np
 from array_api_compat import array_namespace
 from array_api_compat import device as device_of
 
-from .configs import DEPTH_RULES, WIDTH_RULES
+from .configs import DEPTH_RULES, WIDTH_RULES, SpawnConfig
 from .errors import WaveError
 from .learngene import Array, Learngene, dense_shape, materialize
 from .selection import selected_indices, weight_selection
 from .spec import ROLE_NAMES, ROLES, ROLES_BY_NAME, ViTSpec, check_side, data_fields, init_target, resized, scaler_shapes, template_counts, template_shapes
+
+_DEFAULT = SpawnConfig()  # the rules' defaults, chosen by the spawn-rule study (docs/bench/ablations.md)
 
 
 def init_factors(target: tuple[float, float], template_shape, scaler_shape, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +117,7 @@ def balance(templates: Mapping[str, Array], scalers: Mapping[str, Array]) -> tup
     return out_t, out_s
 
 
-def layer_positions(source_depth: int, target_depth: int, rule: str = "relative") -> list[float]:
+def layer_positions(source_depth: int, target_depth: int, rule: str) -> list[float]:
     """Where each target layer starts among the auxiliary's layers (module docstring, step 2):
     whole numbers pick a layer, a fraction blends the two neighbours ("interpolate")."""
     if rule not in DEPTH_RULES:
@@ -132,14 +134,14 @@ def layer_positions(source_depth: int, target_depth: int, rule: str = "relative"
     return [layer * (source - 1) / (target - 1) for layer in range(target)]
 
 
-def layer_map(source_depth: int, target_depth: int, rule: str = "relative") -> list[int]:
+def layer_map(source_depth: int, target_depth: int, rule: str) -> list[int]:
     """The auxiliary layer each target layer starts from, for the rules that pick whole layers."""
     if rule == "interpolate":
         raise WaveError("the interpolate rule blends layers; use layer_positions")
     return [int(p) for p in layer_positions(source_depth, target_depth, rule)]
 
 
-def depth_mixing(source_depth: int, target_depth: int, rule: str = "relative") -> np.ndarray:
+def depth_mixing(source_depth: int, target_depth: int, rule: str) -> np.ndarray:
     """(target_depth, source_depth) weights: target layer l's scalers are row l's blend of the
     auxiliary layers' (one 1 per row for the rules that pick, two weights for "interpolate")."""
     mixing = np.zeros((target_depth, source_depth))
@@ -152,7 +154,7 @@ def depth_mixing(source_depth: int, target_depth: int, rule: str = "relative") -
     return mixing
 
 
-def width_pooling(source_blocks: int, target_blocks: int, rule: str = "pick") -> np.ndarray:
+def width_pooling(source_blocks: int, target_blocks: int, rule: str) -> np.ndarray:
     """(target_blocks, source_blocks) weights along one scaler grid axis (module docstring, step
     3), before the fan-in factor: duplication when wider, else "pick" or "mean" ("project" pools
     nothing: it is `project_scalers`; where it does not apply it picks)."""
@@ -167,8 +169,8 @@ def width_pooling(source_blocks: int, target_blocks: int, rule: str = "pick") ->
     return pooling
 
 
-def resample_scalers(scalers: Mapping[str, Array], source: ViTSpec, target: ViTSpec, side: int, depth_rule: str = "relative",
-                     width_rule: str = "pick") -> dict:
+def resample_scalers(scalers: Mapping[str, Array], source: ViTSpec, target: ViTSpec, side: int, depth_rule: str = _DEFAULT.depth_rule,
+                     width_rule: str = _DEFAULT.width_rule) -> dict:
     """The data-free rule's steps 2 and 3: the auxiliary scalers mapped to `target`'s shapes
     (for the roles present in `scalers`), "project" picking (see `project_scalers`)."""
     check_side(target, side)
@@ -199,7 +201,7 @@ def _mix(s: Array, weights: np.ndarray, axis: int) -> Array:
 
 
 def project_scalers(templates: Mapping[str, Array], scalers: Mapping[str, Array], source: ViTSpec, target: ViTSpec, side: int,
-                    depth_rule: str = "relative", order: str = "st", dense: Mapping[str, Array] | None = None) -> dict:
+                    depth_rule: str = _DEFAULT.depth_rule, order: str = "st", dense: Mapping[str, Array] | None = None) -> dict:
     """The "project" width rule: the auxiliary's dense weights (its layers mapped to the target's
     depth by `depth_rule`), weight-selected to `target`'s width, and each role's scalers for
     `target` by least squares against the frozen `templates` (the minimum-norm solution where
@@ -245,8 +247,8 @@ def data_roles_to_refresh(source: ViTSpec, target: ViTSpec, side: int) -> set[st
     return {r.name for r in ROLES if r.depends_on_data and r.template_shape(source, side) != r.template_shape(target, side)}
 
 
-def spawn_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset(), depth_rule: str = "relative",
-                  width_rule: str = "pick") -> tuple[dict, dict, set[str]]:
+def spawn_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset(), depth_rule: str = _DEFAULT.depth_rule,
+                  width_rule: str = _DEFAULT.width_rule) -> tuple[dict, dict, set[str]]:
     """Data-free (templates, scalers) for a `target` model, and the set of roles given fresh
     factors: those whose shapes differ with the target's data, and `refresh` (e.g. HEAD_ROLES
     for other classes of the same count). See the module docstring for the rules."""
@@ -263,8 +265,8 @@ def spawn_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=
     return templates, scalers, fresh
 
 
-def spawn_dense(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset(), depth_rule: str = "relative",
-                width_rule: str = "pick") -> dict:
+def spawn_dense(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset(), depth_rule: str = _DEFAULT.depth_rule,
+                width_rule: str = _DEFAULT.width_rule) -> dict:
     """The roles a learngene stores densely (`Learngene.dense`), for `target`: layers mapped by
     `depth_rule`, width axes by the scalers' rule applied to side-long blocks ("pick", "mean",
     with the fan-in factor), or by weight selection's elements ("project"); roles whose shape
@@ -313,8 +315,8 @@ def target_spec(learngene: Learngene, depth: int, width: int, heads: int | None 
     return spec
 
 
-def spawn_state_dict(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset(), depth_rule: str = "relative",
-                     width_rule: str = "pick") -> tuple[dict, set[str]]:
+def spawn_state_dict(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset(), depth_rule: str = _DEFAULT.depth_rule,
+                     width_rule: str = _DEFAULT.width_rule) -> tuple[dict, set[str]]:
     """The data-free spawn: a dense timm state dict (float32 NumPy) for `target`, no data used."""
     templates, scalers, fresh = spawn_factors(learngene, target, seed, refresh, depth_rule, width_rule)
     dense = spawn_dense(learngene, target, seed, refresh, depth_rule, width_rule)

@@ -473,7 +473,7 @@ class SpawnResult:
     seconds: float
     kept: str | None = None  # "fitted", or "start" when the fit did not lower the loss on the held-out fit images
     holdout: dict | None = None  # the held-out fit images' count and the start's and the fit's accuracy and loss there
-    depth_rule: str = "relative"  # the depth rule used (the chosen one under "choose")
+    depth_rule: str = SpawnConfig.depth_rule  # the depth rule used (the chosen one under "choose")
     depth_losses: dict | None = None  # "choose": each candidate's cross-entropy on the fit's first batches
     best_step: int | None = None  # fit_keep "best": the step of the epoch end kept
 
@@ -534,8 +534,8 @@ def fit_scalers(
                        depth_rule=depth_rule, depth_losses=losses, best_step=fit.best_step)
 
 
-def spawned_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset(), depth_rule: str = "relative",
-                    width_rule: str = "pick") -> tuple[TemplatedViT, set[str]]:
+def spawned_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset(), depth_rule: str = SpawnConfig.depth_rule,
+                    width_rule: str = SpawnConfig.width_rule) -> tuple[TemplatedViT, set[str]]:
     """The data-free spawn as a `TemplatedViT` (templates, scalers and dense roles of `target`),
     and the roles started afresh: what a scaler fit starts from."""
     templates, scalers, fresh = spawn_factors(learngene, target, seed, refresh, depth_rule, width_rule)

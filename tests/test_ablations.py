@@ -1,0 +1,55 @@
+"""The spawn defaults are the spawn-rule study's winners (issue #16): the choices are recomputed
+from the study's committed rows (docs/bench/ablations/, validation accuracy only) by the study's
+own rule, and compared with `SpawnConfig`, `waveinit.spawn` and `wave spawn`."""
+
+import inspect
+import sys
+from pathlib import Path
+
+import pytest
+
+from waveinit.configs import SpawnConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+ROWS = ROOT / "docs" / "bench" / "ablations"
+
+
+@pytest.fixture(scope="module")
+def study():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import spawn_rules
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return spawn_rules
+
+
+def test_the_committed_rows_hold_both_seeds_of_every_stage_they_hold(study):
+    rows = study.read_rows(ROWS)
+    stages = {r["stage"] for r in rows}
+    assert {0, 1, 2} <= stages
+    for stage in stages:
+        assert {r["seed"] for r in rows if r["stage"] == stage} == {0, 1}, stage
+    assert all("test_accuracy" not in score for r in rows if r["stage"] in (1, 2) for score in r["epoch"].values())
+
+
+def test_spawn_defaults_are_the_studys_choices(study):
+    chosen = study.chosen(study.read_rows(ROWS), study.FINAL)
+    default = SpawnConfig()
+    fields = {"depth_rule": default.depth_rule, "width_rule": default.width_rule, "fit_lr": default.lr, "fit_steps": default.fit_steps,
+              "fit_keep": default.fit_keep}
+    assert fields == {k: chosen[k] for k in fields}
+    assert chosen["loss"] == "ce"  # the fit's default has no teacher: cross-entropy on labels
+
+
+def test_the_api_and_the_cli_take_their_spawn_defaults_from_spawn_config():
+    import waveinit
+    from waveinit.cli.main import spawn
+
+    api = inspect.signature(waveinit.spawn).parameters
+    cli = inspect.signature(spawn).parameters
+    default = SpawnConfig()
+    for name in ("depth_rule", "width_rule", "fit_steps", "fit_keep"):
+        assert api[name].default == getattr(default, name), name
+        assert cli[name].default == getattr(default, name), name
+    assert api["lr"].default == default.lr
