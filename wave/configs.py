@@ -114,6 +114,10 @@ class AncestryConfig:
 
 DISTILL_INITS = ("random", "nearest-kron")
 TEMPLATED_SETS = ("all", "matrices")
+# The order of each Kronecker product: "st" is kron(S, T), an (a x b) grid of template-shaped
+# blocks (the default: a template is one attention head's block); "ts" is kron(T, S), a (p x q)
+# grid of scaler-shaped blocks (the order one public summary of the paper writes).
+KRON_ORDERS = ("st", "ts")
 # The data-free spawn rule's choices (spawning.py says what each does). "choose" (depth only)
 # picks, per target, the fixed depth rule whose data-free model has the lowest cross-entropy on
 # the fit's first batches (forward passes only; it needs the fit's data).
@@ -134,7 +138,7 @@ class DistillConfig:
     # nearest Kronecker sums, `learngene_from_weights`; the auxiliary must then have the teacher's shape).
     init: str = "random"
     # Each weight a sum of kron(S, T), "st" (template-shaped blocks, a template per head), or of
-    # kron(T, S), "ts" (kron.KRON_ORDERS).
+    # kron(T, S), "ts" (KRON_ORDERS).
     order: str = "st"
     # What is templated: "all" (every parameter a Kronecker sum of shared templates), or
     # "matrices" (the four block matrices, qkv, proj, fc1 and fc2, as in the paper; the other
@@ -143,7 +147,7 @@ class DistillConfig:
 
     def __post_init__(self):
         _check([
-            (self.order in ("st", "ts"), f"Kronecker order must be st or ts, got {self.order!r}"),
+            (self.order in KRON_ORDERS, f"Kronecker order must be one of {', '.join(KRON_ORDERS)}, got {self.order!r}"),
             (self.templated in TEMPLATED_SETS, f"templated must be one of {', '.join(TEMPLATED_SETS)}, got {self.templated!r}"),
             (self.init in DISTILL_INITS, f"distillation init must be one of {', '.join(DISTILL_INITS)}, got {self.init!r}"),
             (_positive(self.temperature), f"distillation temperature must be positive, got {self.temperature}"),

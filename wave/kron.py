@@ -17,13 +17,10 @@ from typing import Any
 from array_api_compat import array_namespace, is_numpy_namespace
 from array_api_compat import device as device_of
 
+from .configs import KRON_ORDERS
 from .errors import WaveError
 
 Array = Any  # any array-API array
-# The order of each Kronecker product: "st" is kron(S, T), an (a x b) grid of template-shaped
-# blocks (the default: a template is one attention head's block); "ts" is kron(T, S), a (p x q)
-# grid of scaler-shaped blocks (the order one public summary of the paper writes).
-KRON_ORDERS = ("st", "ts")
 
 
 def kron_expand(scalers: Array, templates: Array, order: str = "st") -> Array:
