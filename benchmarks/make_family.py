@@ -22,7 +22,9 @@ used to choose).
    (a plain 6x192 student, the same recipe: what the Kronecker constraint costs), `nearest-kron`
    (factors from the ancestry's nearest Kronecker sums), `kd1` (KD weight 1.0), `online` (shifts
    and flips, the teacher run on every augmented batch), `e3`, `e6`, `e24` (lengths), `ts` (each
-   weight a sum of kron(T, S)), `matrices` (only the four block matrices templated).
+   weight a sum of kron(T, S)), `matrices` (only the four block matrices templated); and the
+   3-epoch screen: `dense-e3`, `nearest-kron-e3`, `kd1-e3`, `online-e3`, `ts-e3`, `matrices-e3`,
+   each judged against `e3`.
 
 Everything lands in `--out`: the files and `family.json` (each model's recipe, seconds, validation
 and test accuracy, and what the budget left out); `--publish DIR` copies them after each step
@@ -68,6 +70,10 @@ VARIANTS = {  # name: (epochs, DistillConfig changes, dense student)
     "ts": (12, {"order": "ts"}, False),  # issue #16, item 5: kron(T, S)
     "matrices": (12, {"templated": "matrices"}, False),  # item 4: only qkv, proj, fc1, fc2 templated
 }
+# The 3-epoch screen (protocol v3, 2026-12-04 amendment): each variant at `e3`'s budget, judged
+# against `e3`, so that one CPU session compares them all; a winner then runs at 12 epochs.
+VARIANTS.update({f"{name}-e3": (3, changes, dense) for name, (_, changes, dense) in list(VARIANTS.items())
+                 if name in ("dense", "nearest-kron", "kd1", "online", "ts", "matrices")})
 
 
 def splits(data: Dataset) -> tuple[Dataset, Dataset]:
@@ -140,7 +146,7 @@ class Maker:
     def variant(self, name: str, seed: int) -> None:
         epochs, changes, dense = VARIANTS[name]
         epochs = min(epochs, 2) if self.tiny else epochs
-        config = TrainConfig(epochs=epochs, seed=seed, **DISTILL_RECIPE, augment=name == "online")
+        config = TrainConfig(epochs=epochs, seed=seed, **DISTILL_RECIPE, augment=changes.get("cache_teacher") is False)  # online: augmented
         settings = DistillConfig(templates=4, side=64, **changes)
         key = f"{name}-s{seed}"
         estimate = self.distill_seconds(settings, config, dense)
