@@ -110,6 +110,10 @@ def bench(
     sweep_every_size: Annotated[Optional[bool], typer.Option("--sweep-every-size/--sweep-one-size", help=(
         "Sweep the learning rates at every size, each method then training at its own size's rate (default: one "
         "representative size's rates for all)."))] = None,
+    recipe: Annotated[Optional[str], typer.Option(help=(
+        "How every method trains after its initialisation on the family's data: plain (AdamW alone) or ancestry (shifts and "
+        "flips where the data allow them, random erasing 0.25, label smoothing 0.1, drop-path 0.1: scratch at full strength). "
+        "Downstream cells train plain (default: plain; --preset v3: ancestry)."))] = None,
     family_validation: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
         "Hold this fraction of the training set out of the family and the descendants (split_validation, seed 0; "
         "0.0833 = protocol v3's 5,000 of Fashion-MNIST's 60,000) and make every choice on it; the ancestry and learngene given "
@@ -136,7 +140,7 @@ def bench(
         "data": data, "data_dir": str(data_dir) if data_dir else None, "seeds": seeds, "epochs": epochs,
         "scratch_epochs": scratch_epochs, "fit_steps": fit_steps, "fit_samples": fit_samples,
         "ancestry_epochs": ancestry_epochs, "batch_size": batch_size, "downstream_subset": downstream_subset,
-        "family_validation": family_validation, "sweep_every_size": sweep_every_size,
+        "family_validation": family_validation, "sweep_every_size": sweep_every_size, "recipe": recipe,
         "budgets": tuple(parse_list(budgets, int, "--budgets")) if budgets is not None else None,
         "scratch_budgets": tuple(parse_list(scratch_budgets, int, "--scratch-budgets")) if scratch_budgets is not None else None,
         "depths": parse_list(depths, int, "--depths") if depths is not None else None,

@@ -180,8 +180,11 @@ def test_downstream_methods_share_the_head_warm_up_and_every_row_counts_flops(ru
         spec = ViTSpec(depth=r["depth"], width=r["width"], heads=r["heads"], patch_size=2, image_size=8, channels=1, num_classes=10)
         assert r["train_flops_per_image"] == train_flops(spec)
         assert r["init_flops"] == r["init_compute"] * train_flops(spec) + r["init_teacher_forward"] * forward_flops(ancestry)
+        # kd-per-size's epochs add the ancestry's logits, computed once over the training set (the plain recipe: cached)
+        teacher = r["train_images"] if r["method"] == "kd-per-size" else 0
+        assert [row.get("teacher_forward", 0) for row in r["rows"]] == [teacher if row["epoch"] else 0 for row in r["rows"]]
         assert [row["flops"] for row in r["rows"]] == [r["init_flops"] + row["epoch"] * r["train_images"] * train_flops(spec)
-                                                       for row in r["rows"]]
+                                                       + row.get("teacher_forward", 0) * forward_flops(ancestry) for row in r["rows"]]
 
 
 def test_a_rerun_skips_finished_cells_and_more_seeds_only_add_cells(run):
@@ -607,3 +610,41 @@ def test_budgets_are_separate_runs_each_annealed_to_its_end(run):
     assert one_run["rows"][2]["accuracy"] == record["rows"][2]["accuracy"]  # the longest budget is the one run
     with pytest.raises(Exception, match=r"must be positive and include epochs \(1\)"):
         dataclasses.replace(config, budgets=(2, 4)).check()
+
+
+def test_the_ancestry_recipe_trains_every_method_as_the_ancestry_was(run):
+    # --recipe ancestry: scratch is random init trained with the ancestry's regularisation (no
+    # flips on digits), and kd-per-size's teacher then runs on every erased batch, counted per epoch.
+    from waveinit.bench.config import BenchConfig
+    from waveinit.bench.family import make_family
+    from waveinit.bench.runner import bench_sizes, run_cell
+    from waveinit.configs import TrainConfig
+    from waveinit.flops import forward_flops
+    from waveinit.io.datasets import load_dataset
+    from waveinit.tasks import random_vit
+    from waveinit.training.engine import train
+    from waveinit.training.evaluation import evaluate
+    from waveinit.training.objectives import smoothed
+
+    out, _ = run
+    settings = json.loads((out / "bench.json").read_text())["settings"]
+    config = BenchConfig(**{**settings, "lrs": tuple(settings["lrs"]), "capacity": tuple(map(tuple, settings["capacity"])),
+                            "depths": (1,), "widths": (64,), "extra_sizes": (), "recipe": "ancestry"})
+    assert config.ancestry_augment is False  # digits: a flipped digit is another symbol
+    data = load_dataset("digits")
+    family = make_family(config, data, out, None, None, 10**9, True, "cpu", log=lambda _: None)
+    (size,) = bench_sizes(config, family.ancestry.spec, family.learngene.side)
+    record = run_cell("scratch", size, 0, 3e-3, family, data, config, "cpu")
+    model = random_vit(size, 0)
+    recipe = TrainConfig(epochs=config.scratch_epochs, batch_size=config.batch_size, lr=3e-3, seed=0, reprob=0.25, smoothing=0.1, drop_path=0.1)
+    train(model, data.train_images, data.train_labels, recipe, loss_fn=smoothed(0.1), device="cpu")
+    assert evaluate(model, data.test_images, data.test_labels, 256, "cpu")["accuracy"] == record["rows"][-1]["accuracy"]
+    plain = json.loads(next(line for line in (out / "cells.jsonl").read_text().splitlines() if '"1x64/scratch/seed0"' in line))
+    assert [r["accuracy"] for r in plain["rows"]] != [r["accuracy"] for r in record["rows"]]
+
+    kd = run_cell("kd-per-size", size, 0, 3e-3, family, data, config, "cpu")
+    n = len(data.train_labels)
+    assert [row.get("teacher_forward", 0) for row in kd["rows"]] == [row["epoch"] * n for row in kd["rows"]]
+    assert kd["rows"][-1]["flops"] == kd["init_flops"] + n * kd["train_flops_per_image"] + n * forward_flops(family.ancestry.spec)
+    with pytest.raises(Exception, match="unknown training recipe 'heavy'"):
+        BenchConfig(recipe="heavy").check()

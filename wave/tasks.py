@@ -149,11 +149,15 @@ def teacher_kd_loss(teacher: torch.nn.Module, images, temperature: float, kd_wei
     large image folder). `smoothing`: label smoothing of the cross-entropy part."""
     loss = distillation_loss(temperature, kd_weight, smoothing)  # its settings checked once, here
     augmented = batch_source(images).changes_every_epoch or inputs_change
+    # (the returned function's `teacher_cached`: whether the teacher ran once over the images,
+    # rather than on every batch; callers count its forward passes by it)
     if cache and not augmented and len(images) * teacher.spec.num_classes * 4 <= _CACHE_BYTES:
         cached = predict_logits(teacher, images, batch_size, device, workers).to(device)  # (n, classes)
 
         def loss_fn(logits, batch, labels, indices):
             return loss(logits, cached[indices.to(device)].to(logits.dtype), labels)
+
+        loss_fn.teacher_cached = True  # the teacher ran once over the images, not on every batch
     else:
         last: dict = {}
 
@@ -163,6 +167,7 @@ def teacher_kd_loss(teacher: torch.nn.Module, images, temperature: float, kd_wei
                     last.update(batch=batch, logits=teacher(batch))
             return loss(logits, last["logits"].to(logits.dtype), labels)
 
+        loss_fn.teacher_cached = False
     return loss_fn
 
 

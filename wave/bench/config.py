@@ -21,6 +21,13 @@ METHODS = ("random", "weight-selection", "mimetic", "nearest-kron", "tleg", "kd-
 DOWNSTREAM_METHODS = ("random", "weight-selection", "mimetic", "nearest-kron", "tleg", "wave", "wave-nofit", "scratch")
 
 
+# How the descendants (and scratch) train on the family's data, as TrainConfig fields: "plain",
+# AdamW alone; "ancestry", protocol v3's ancestry recipe (shifts and flips where the data allow
+# them, random erasing 0.25, label smoothing 0.1, drop-path 0.1), so that scratch trains at full
+# strength (issue #17, item 3) and every method trains the same way after its initialisation.
+RECIPES = {"plain": {}, "ancestry": {"augment": True, "reprob": 0.25, "smoothing": 0.1, "drop_path": 0.1}}
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     data: str = "fashion-mnist"
@@ -43,6 +50,7 @@ class BenchConfig:
     budgets: tuple[int, ...] | None = None
     scratch_budgets: tuple[int, ...] | None = None
     batch_size: int = 64
+    recipe: str = "plain"  # RECIPES; downstream cells always train plain
     lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # learning-rate sweep candidates, one rate: no sweep
     sweep_epochs: int = 1
     # Sweep the rates at every size (each method at each size takes its own rate, issue #17 item
@@ -113,6 +121,8 @@ class BenchConfig:
             raise WaveError(f"budgets {list(self.budgets)} must be positive and include epochs ({self.epochs}), the tables' headline budget")
         if self.scratch_budgets is not None and (max(self.scratch_budgets) != self.scratch_epochs or min(self.scratch_budgets) < 1):
             raise WaveError(f"scratch budgets {list(self.scratch_budgets)} must be positive, the largest being scratch epochs ({self.scratch_epochs})")
+        if self.recipe not in RECIPES:
+            raise WaveError(f"unknown training recipe {self.recipe!r}: choose from {', '.join(RECIPES)}")
         if self.family_validation is not None and not 0 < self.family_validation < 1:
             raise WaveError(f"family validation must be a fraction in (0, 1), got {self.family_validation}")
         if any(s < 1 for s in self.fit_study_steps):

@@ -162,8 +162,11 @@ def fit_config(config: BenchConfig, seed: int, steps: int | None = None) -> Spaw
                        lr=config.fit_lr, seed=seed)
 
 
-def kd_loss_for(family: Family, images, device: str):
+def kd_loss_for(family: Family, images, device: str, train_config: TrainConfig | None = None):
     """The distillation loss (the learngene's temperature and weight) against the ancestry on
-    training `images` (the engine's dataset indices), the teacher's logits computed once."""
+    training `images` (the engine's dataset indices): the teacher's logits computed once, or on
+    every batch where `train_config` augments the images (its label smoothing applies too)."""
     d = DistillConfig()
-    return teacher_kd_loss(family.ancestry, images, d.temperature, d.kd_weight, EVAL_BATCH_SIZE, resolve_device(device))
+    return teacher_kd_loss(family.ancestry, images, d.temperature, d.kd_weight, EVAL_BATCH_SIZE, resolve_device(device),
+                           smoothing=train_config.smoothing if train_config else 0.0,
+                           inputs_change=bool(train_config and train_config.changes_inputs))

@@ -50,8 +50,8 @@ from ..tasks import spec_for
 from ..training.distributed import resolve_device
 from ..training.engine import train
 from ..training.evaluation import evaluate
-from ..training.objectives import cross_entropy_loss
-from .config import DOWNSTREAM_METHODS, METHODS, BenchConfig
+from ..training.objectives import smoothed
+from .config import DOWNSTREAM_METHODS, METHODS, RECIPES, BenchConfig
 from .family import Family, make_family, planned_family
 from .methods import fit_config, fresh_keys, initialise, kd_loss_for, not_applicable, warm_up_head
 from .records import RecordFile, images_passed
@@ -90,6 +90,23 @@ def representative_size(sizes: list[ViTSpec], family: Family, methods: tuple[str
 def downstream_size(spec: ViTSpec, data: Dataset, patch: int | None) -> ViTSpec:
     """The bench size `spec` for other data: its depth, width and heads, the data's images and classes."""
     return spec_for(data, spec.depth, spec.width, spec.heads, patch)
+
+
+# ----------------------------------------------------------------------------- how descendants train
+
+def training_config(config: BenchConfig, same_data: bool, **fields) -> TrainConfig:
+    """The descendants' training after their initialisation (AdamW, warm-up and cosine): on the
+    family's data with `config.recipe`'s regularisation (shifts and flips only where
+    `ancestry_augment` allows them), downstream plain."""
+    recipe = dict(RECIPES[config.recipe]) if same_data else {}
+    if "augment" in recipe:
+        recipe["augment"] = config.ancestry_augment
+    return TrainConfig(batch_size=config.batch_size, **recipe, **fields)
+
+
+def training_loss(method: str, family: Family, images, train_config: TrainConfig, device: str):
+    """kd-per-size trains on the ancestry's logits, every other method on the labels."""
+    return kd_loss_for(family, images, device, train_config) if method == "kd-per-size" else smoothed(train_config.smoothing)
 
 
 # ----------------------------------------------------------------------------- the learning-rate sweep
@@ -140,9 +157,9 @@ def sweep_learning_rates(config: BenchConfig, family: Family, data: Dataset, siz
         for lr in missing:
             start = initialise(method, size, 0, family, init_data, config, device, lr=lr)
             model = start.model
-            loss = kd_loss_for(family, val.train_images, device) if method == "kd-per-size" else cross_entropy_loss
-            train(model, val.train_images, val.train_labels, TrainConfig(epochs=config.sweep_epochs, batch_size=config.batch_size, lr=lr),
-                  loss_fn=loss, device=device)
+            train_config = training_config(config, True, epochs=config.sweep_epochs, lr=lr)
+            train(model, val.train_images, val.train_labels, train_config,
+                  loss_fn=training_loss(method, family, val.train_images, train_config, device), device=device)
             result = evaluate(model, val.test_images, val.test_labels, EVAL_BATCH_SIZE, device)
             store.add({"key": keys[lr], "method": method, "size": size_name(size), "lr": lr, "epochs": config.sweep_epochs,
                        "val_accuracy": result["accuracy"], "val_loss": result["loss"], "val_samples": result["samples"]})
@@ -210,15 +227,22 @@ def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, d
         warmup = warm_up_head(model, fresh_keys(spec, family.ancestry.spec), data, config, seed, device)
         init.compute, init.seconds = init.compute + warmup, init.seconds + time.perf_counter() - start
     n = len(data.train_labels)
-    per_image = train_flops(spec)
-    init_flops = init.compute * per_image + init.teacher_forward * forward_flops(family.ancestry.spec)
+    per_image, teacher_flops = train_flops(spec), forward_flops(family.ancestry.spec)
+    init_flops = init.compute * per_image + init.teacher_forward * teacher_flops
     first = evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, device)
     rows = [{"epoch": 0, "accuracy": first["accuracy"], "loss": first["loss"], "train_loss": None,
              "seconds": init.seconds, "compute": init.compute, "flops": init_flops, "images": init.images}]
     epochs = config.scratch_epochs if method == "scratch" else config.epochs
     budgets = config.scratch_budgets if method == "scratch" else config.budgets
-    loss = kd_loss_for(family, data.train_images, device) if method == "kd-per-size" else cross_entropy_loss
-    train_config = TrainConfig(epochs=epochs, batch_size=config.batch_size, lr=lr, seed=seed)
+    train_config = training_config(config, same_data, epochs=epochs, lr=lr, seed=seed)
+    loss = training_loss(method, family, data.train_images, train_config, device)
+
+    def teacher_passes(epoch: int) -> int:
+        """kd-per-size's teacher after `epoch` epochs: its logits once over the training set, or on every augmented batch."""
+        if method != "kd-per-size":
+            return 0
+        return n if loss.teacher_cached else epoch * n
+
     if budgets:  # one run per budget, each annealed to its end, from the same start
         history = []
         for budget in sorted(budgets):
@@ -235,8 +259,8 @@ def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, d
     for h in history:
         seconds = (init.seconds if budgets else seconds) + h["seconds"]
         rows.append({"epoch": h["epoch"], "accuracy": h["eval"]["accuracy"], "loss": h["eval"]["loss"], "train_loss": h["train_loss"],
-                     "seconds": seconds, "compute": init.compute + h["epoch"] * n, "flops": init_flops + h["epoch"] * n * per_image,
-                     "images": n})
+                     "seconds": seconds, "compute": init.compute + h["epoch"] * n, "teacher_forward": teacher_passes(h["epoch"]),
+                     "flops": init_flops + h["epoch"] * n * per_image + teacher_passes(h["epoch"]) * teacher_flops, "images": n})
     return {**base, "status": "ok", "lr": lr, "init_compute": init.compute, "init_images": init.images, "head_warmup": warmup,
             "init_teacher_forward": init.teacher_forward, "init_flops": init_flops, "train_flops_per_image": per_image,
             "train_images": n, "test_images": len(data.test_labels), "rows": rows}
