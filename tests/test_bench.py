@@ -430,7 +430,7 @@ def test_the_learngene_is_chosen_by_the_written_rule():
 
     def cand(templates, side, epochs, nbytes, gap):
         return {"templates": templates, "side": side, "epochs": epochs, "bytes": nbytes, "fraction_of_family": nbytes / 10_000,
-                "gap": gap, "test_accuracy": 0.9 - gap}
+                "gap": gap, "score": 0.9 - gap}
 
     rows = [cand(4, 64, 3, 200, 0.03), cand(8, 64, 3, 400, 0.008), cand(8, 64, 6, 400, 0.005), cand(16, 64, 3, 450, 0.001),
             cand(16, 32, 3, 100, 0.0), cand(32, 64, 3, 900, 0.0)]
@@ -648,3 +648,29 @@ def test_the_ancestry_recipe_trains_every_method_as_the_ancestry_was(run):
     assert kd["rows"][-1]["flops"] == kd["init_flops"] + n * kd["train_flops_per_image"] + n * forward_flops(family.ancestry.spec)
     with pytest.raises(Exception, match="unknown training recipe 'heavy'"):
         BenchConfig(recipe="heavy").check()
+
+
+def test_with_a_family_validation_split_the_capacity_study_chooses_on_it(run, tmp_path):
+    import dataclasses
+    import shutil
+
+    from waveinit.bench.config import BenchConfig
+    from waveinit.bench.family import make_family
+    from waveinit.io.datasets import load_dataset, split_validation
+
+    out, _ = run
+    shutil.copytree(out / "learngenes", tmp_path / "learngenes")
+    shutil.copyfile(out / "ancestry.safetensors", tmp_path / "ancestry.safetensors")
+    settings = json.loads((out / "bench.json").read_text())["settings"]
+    config = BenchConfig(**{**settings, "lrs": tuple(settings["lrs"]), "capacity": tuple(map(tuple, settings["capacity"]))})
+    data = load_dataset("digits")
+    # the held-out images are the test set here, so the auxiliary's accuracy on them must be what distill recorded on it
+    _, held = split_validation(data, 0.25, seed=0)
+    held = dataclasses.replace(held, test_images=data.test_images, test_labels=data.test_labels)
+    family = make_family(config, data, tmp_path, None, None, 10**9, False, "cpu", log=lambda _: None, held_out=held)
+    (row,) = family.record["capacity"]
+    assert row["chosen_on"] == "val_accuracy" and row["chosen"]
+    assert row["score"] == row["val_accuracy"] == pytest.approx(row["test_accuracy"], abs=1e-9)
+    assert row["gap"] == pytest.approx(family.record["ancestry"]["val_accuracy"] - row["val_accuracy"])
+    plain = make_family(config, data, tmp_path, None, None, 10**9, False, "cpu", log=lambda _: None)
+    assert plain.record["capacity"][0]["chosen_on"] == "test_accuracy" and plain.record["ancestry"]["val_accuracy"] is None

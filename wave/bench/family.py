@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..backends.torch import ViT, dense_numpy
+from ..backends.torch import TemplatedViT, ViT, dense_numpy
 from ..configs import EVAL_BATCH_SIZE, AncestryConfig, DistillConfig, TrainConfig
 from ..errors import WaveError
 from ..io.datasets import Dataset
@@ -49,13 +49,14 @@ class Family:
 
 
 def make_family(config: BenchConfig, data: Dataset, out: Path, ancestry: Path | None, learngene: Path | None,
-                family_bytes: int, with_tleg: bool, device: str, log: Callable[[str], None]) -> Family:
+                family_bytes: int, with_tleg: bool, device: str, log: Callable[[str], None], held_out: Dataset | None = None) -> Family:
     """Load the given ancestry and learngene, or make them in `out` (a rerun reuses them) on
     `data` (the whole training set); `family_bytes`: the dense float32 bytes of the bench's
-    sizes, the yardstick of the learngene's size."""
-    model, ancestry, record = _ancestry(config, data, out, ancestry, device, log)
+    sizes, the yardstick of the learngene's size. `held_out`: the validation split no model of
+    the family sees (its test images), on which the capacity study then chooses."""
+    model, ancestry, record = _ancestry(config, data, out, ancestry, device, log, held_out)
     if learngene is None:
-        record["capacity"] = capacity_study(config, data, out, model, ancestry, record["ancestry"]["test_accuracy"], family_bytes, device, log)
+        record["capacity"] = capacity_study(config, data, out, model, ancestry, record["ancestry"], family_bytes, device, log, held_out)
         chosen = next(c for c in record["capacity"] if c["chosen"])
         learngene, epochs = Path(chosen["path"]), chosen["epochs"]
     else:
@@ -86,7 +87,7 @@ def ancestry_recipe(config: BenchConfig) -> AncestryConfig:
     return AncestryConfig(depth=config.ancestry_depth, width=config.ancestry_width, epochs=config.ancestry_epochs, lr=config.ancestry_lr)
 
 
-def _ancestry(config, data, out, path, device, log) -> tuple[ViT, Path, dict]:
+def _ancestry(config, data, out, path, device, log, held_out: Dataset | None = None) -> tuple[ViT, Path, dict]:
     if path is not None:
         model, provenance = load_vit(path)
         check_fits(model.spec, data, f"ancestry {path}")
@@ -107,6 +108,7 @@ def _ancestry(config, data, out, path, device, log) -> tuple[ViT, Path, dict]:
     record = {"ancestry": {
         "path": str(path), "how": how, "spec": model.spec.to_dict(), "params": model.spec.num_params(), "data": provenance.get("data"),
         "test_accuracy": evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, device)["accuracy"],
+        "val_accuracy": evaluate(model, held_out.test_images, held_out.test_labels, EVAL_BATCH_SIZE, device)["accuracy"] if held_out else None,
         "compute": training_compute(provenance), "train_images": provenance.get("train_size"), "seconds": provenance.get("seconds"),
         "bytes": path.stat().st_size if path.is_file() else None,
     }}
@@ -125,10 +127,13 @@ def candidate_path(out: Path, templates: int, side: int, epochs: int) -> Path:
     return out / "learngenes" / f"t{templates}-s{side}-e{epochs}.safetensors"
 
 
-def capacity_study(config: BenchConfig, data: Dataset, out: Path, ancestry: ViT, ancestry_path: Path, ancestry_accuracy: float,
-                   family_bytes: int, device: str, log: Callable[[str], None]) -> list[dict]:
+def capacity_study(config: BenchConfig, data: Dataset, out: Path, ancestry: ViT, ancestry_path: Path, ancestry_record: dict,
+                   family_bytes: int, device: str, log: Callable[[str], None], held_out: Dataset | None = None) -> list[dict]:
     """Distil every candidate of `config.capacity` (each kept as a file: a rerun reuses it) and
-    pick the bench's learngene by the rule written in `BenchConfig`. One record per candidate."""
+    pick the bench's learngene by the rule written in `BenchConfig`, reading each auxiliary's
+    accuracy on `held_out` (the family's validation split) when given, else on the test set
+    (the older protocol). One record per candidate; its "score" is the accuracy the rule read."""
+    on = "val_accuracy" if held_out is not None else "test_accuracy"
     rows = []
     for templates, side, epochs in config.capacity:
         path = candidate_path(out, templates, side, epochs)
@@ -140,17 +145,25 @@ def capacity_study(config: BenchConfig, data: Dataset, out: Path, ancestry: ViT,
                     DistillConfig(side=side, templates=templates), out=path, device=device, resume=True,
                     provenance={"teacher": str(ancestry_path.resolve()), "made_by": "wave bench"})
         gene = load_learngene(path)
-        accuracy = gene.provenance.get("test_accuracy")
+        scores = {"test_accuracy": gene.provenance.get("test_accuracy"),
+                  "val_accuracy": auxiliary_accuracy(gene, held_out, device) if held_out is not None else None}
         rows.append({"templates": templates, "side": side, "epochs": epochs, "path": str(path), "bytes": path.stat().st_size,
-                     "template_params": gene.num_template_params(), "test_accuracy": accuracy,
-                     "gap": None if accuracy is None else ancestry_accuracy - accuracy, "compute": training_compute(gene.provenance),
+                     "template_params": gene.num_template_params(), **scores, "chosen_on": on, "score": scores[on],
+                     "gap": None if scores[on] is None else ancestry_record[on] - scores[on], "compute": training_compute(gene.provenance),
                      "seconds": gene.provenance.get("seconds"), "fraction_of_family": path.stat().st_size / family_bytes, "chosen": False})
     pick = _kept_choice(out, rows) or choose_learngene(rows, config)
     pick["chosen"] = True
     atomic_write_bytes(out / "learngene-choice.json", (json.dumps({k: pick[k] for k in ("templates", "side", "epochs")}) + "\n").encode())
     log(f"capacity study: the learngene is {pick['templates']} templates of {pick['side']}x{pick['side']} per role, {pick['epochs']} epochs "
-        f"(auxiliary {100 * pick['test_accuracy']:.2f}%, ancestry {100 * ancestry_accuracy:.2f}%, {pick['bytes']:,} bytes)")
+        f"(auxiliary {100 * pick['score']:.2f}%, ancestry {100 * ancestry_record[on]:.2f}% on the {'validation' if held_out is not None else 'test'} images, "
+        f"{pick['bytes']:,} bytes)")
     return rows
+
+
+def auxiliary_accuracy(gene: Learngene, data: Dataset, device: str) -> float:
+    """The accuracy on `data`'s test images of a learngene's auxiliary model."""
+    model = TemplatedViT.from_learngene(gene).to(resolve_device(device))
+    return evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, device)["accuracy"]
 
 
 def _kept_choice(out: Path, rows: list[dict]) -> dict | None:
@@ -168,13 +181,13 @@ def choose_learngene(rows: list[dict], config: BenchConfig) -> dict:
     family's bytes, whose auxiliary is within `capacity_tolerance` of the ancestry at the
     fewest bytes (ties: fewer distillation epochs); none within it: the most accurate of those
     small enough; none small enough: the smallest."""
-    own = [r for r in rows if r["side"] == config.side and r["test_accuracy"] is not None]
+    own = [r for r in rows if r["side"] == config.side and r["score"] is not None]
     small = [r for r in own if r["fraction_of_family"] <= config.capacity_bytes_fraction]
     close = [r for r in small if r["gap"] is not None and r["gap"] <= config.capacity_tolerance]
     if close:
         return min(close, key=lambda r: (r["bytes"], r["epochs"]))
     if small:
-        return max(small, key=lambda r: (r["test_accuracy"] or 0.0, -r["bytes"], -r["epochs"]))
+        return max(small, key=lambda r: (r["score"], -r["bytes"], -r["epochs"]))
     return min(own, key=lambda r: (r["bytes"], r["epochs"]))
 
 

@@ -151,20 +151,21 @@ def _legend(axes) -> tuple[list, list[str]]:
     return list(seen.values()), list(seen)
 
 
-def plot_capacity(path: Path, capacity: list[dict], ancestry_accuracy: float, tolerance: float) -> None:
-    """The capacity study: each candidate learngene's auxiliary accuracy against its bytes."""
+def plot_capacity(path: Path, capacity: list[dict], ancestry_accuracy: float, tolerance: float, where: str = "test") -> None:
+    """The capacity study: each candidate learngene's auxiliary accuracy (on `where`'s images, the ones the rule read) against its bytes."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for c in capacity:
         colour = "tab:blue" if c["chosen"] else "tab:gray"
-        ax.scatter([c["bytes"] / 1e3], [100 * c["test_accuracy"]], color=colour, marker="D" if c["chosen"] else "o", s=50)
-        ax.annotate(f"{c['templates']}x{c['side']}², {c['epochs']} ep", (c["bytes"] / 1e3, 100 * c["test_accuracy"]), fontsize=8,
+        accuracy = c["score"]
+        ax.scatter([c["bytes"] / 1e3], [100 * accuracy], color=colour, marker="D" if c["chosen"] else "o", s=50)
+        ax.annotate(f"{c['templates']}x{c['side']}², {c['epochs']} ep", (c["bytes"] / 1e3, 100 * accuracy), fontsize=8,
                     textcoords="offset points", xytext=(5, 4))
     ax.axhline(100 * ancestry_accuracy, color="black", linestyle=":", label="ancestry")
     ax.axhline(100 * (ancestry_accuracy - tolerance), color="black", linestyle="--", alpha=0.4, label=f"ancestry - {100 * tolerance:g} point(s)")
     ax.set_xscale("log")
     ax.set_xlabel("learngene file (kB, log scale)")
-    ax.set_ylabel("auxiliary model's test accuracy (%)")
+    ax.set_ylabel(f"auxiliary model's {where} accuracy (%)")
     ax.set_title("What condensation keeps: templates per role x side², distillation epochs (blue: chosen)")
     ax.grid(True, alpha=0.3)
     ax.legend()

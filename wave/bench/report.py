@@ -223,7 +223,9 @@ def write_reports(out: Path, config: BenchConfig, family: dict, records: list[di
     plot_accuracy_vs_compute(files["accuracy_vs_compute.png"], summary, sizes, methods, config.epochs)
     plot_storage(files["storage.png"], storage)
     if family.get("capacity"):
-        plot_capacity(files["capacity.png"], family["capacity"], family["ancestry"]["test_accuracy"], config.capacity_tolerance)
+        on = family["capacity"][0]["chosen_on"]
+        plot_capacity(files["capacity.png"], family["capacity"], family["ancestry"][on], config.capacity_tolerance,
+                      "validation" if on == "val_accuracy" else "test")
     return files
 
 
@@ -317,17 +319,22 @@ def _capacity_section(config: BenchConfig, family: dict) -> list[str]:
     rows = family.get("capacity")
     if not rows:
         return []
-    a = family["ancestry"]["test_accuracy"]
+    on = rows[0]["chosen_on"]
+    where = "validation" if on == "val_accuracy" else "test"
+    a = family["ancestry"][on]
     lines = ["## The learngene's capacity: what condensation keeps", "", (
-        f"Every candidate distilled from the ancestry ({_percent(a)}) on the whole training set, an auxiliary model of its shape; "
-        f"the rule, fixed before the run: the candidate of side {config.side} within {100 * config.capacity_tolerance:g} point(s) "
-        f"of the ancestry at the fewest bytes, among those at most 1/{1 / config.capacity_bytes_fraction:.0f} of the family's dense "
-        f"bytes (none within: the most accurate of those). Plot: `capacity.png`."), "",
-        "| templates per role | side | distillation epochs | file | of the family | auxiliary accuracy | gap to the ancestry | chosen |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        f"Every candidate distilled from the ancestry ({_percent(a)} on {where}) on the family's training set, an auxiliary model of "
+        f"its shape; the rule, fixed before the run and read on the {where} images: the candidate of side {config.side} within "
+        f"{100 * config.capacity_tolerance:g} point(s) of the ancestry at the fewest bytes, among those at most "
+        f"1/{1 / config.capacity_bytes_fraction:.0f} of the family's dense bytes (none within: the most accurate of those). "
+        f"Plot: `capacity.png`."), "",
+        f"| templates per role | side | distillation epochs | file | of the family | auxiliary accuracy ({where}) | gap to the ancestry "
+        f"| test accuracy | chosen |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in rows:
         lines.append(f"| {c['templates']} | {c['side']} | {c['epochs']} | {_bytes(c['bytes'])} | 1/{1 / c['fraction_of_family']:.0f} | "
-                     f"{_percent(c['test_accuracy'])} | {100 * c['gap']:.2f} | {'yes' if c['chosen'] else ''} |")
+                     f"{_percent(c['score'])} | {100 * c['gap']:.2f} | {_percent(c['test_accuracy'])} | "
+                     f"{'yes' if c['chosen'] else ''} |")
     return lines
 
 

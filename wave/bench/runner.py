@@ -333,7 +333,7 @@ def run_bench(config: BenchConfig, out: str | Path, *, ancestry: str | Path | No
             downstream_size(spec, ds, None)  # and downstream images a patch cannot tile
     _claim(out, header)
     family_bytes = sum(s.num_params() for s in planned) * BYTES_PER_PARAM
-    family = make_family(config, full, out, ancestry, learngene, family_bytes, "tleg" in config.methods, device, log)
+    family = make_family(config, full, out, ancestry, learngene, family_bytes, "tleg" in config.methods, device, log, held_out)
     sizes = bench_sizes(config, family.ancestry.spec, family.learngene.side)
     methods = tuple(m for m in config.methods if m != "tleg" or family.tleg is not None)
 
