@@ -67,10 +67,12 @@ def parse_names(text: str) -> tuple[str, ...]:
 
 @handles_errors
 def bench(
-    preset_name: Annotated[str, typer.Option("--preset", help="cpu (Fashion-MNIST, 2 CPU cores), gpu (the full grid, one GPU) or quick.")] = "cpu",
+    preset_name: Annotated[str, typer.Option("--preset", help=(
+        "cpu (Fashion-MNIST, 2 CPU cores), gpu (the full grid, one GPU), quick, or protocol v3: v3 (2 CPU cores) and v3-gpu "
+        "(docs/bench/protocol-v3.md; give them the committed --ancestry and --learngene)."))] = "cpu",
     quick: Annotated[bool, typer.Option("--quick", help="The quick preset (--preset quick): digits and tiny sizes, minutes on 2 CPU cores.")] = False,
     out: Annotated[Optional[Path], typer.Option(
-        help="Folder of the results; a rerun skips what is finished (default: runs/bench, runs/bench-gpu, runs/bench-quick).")] = None,
+        help="Folder of the results; a rerun skips what is finished (default: runs/bench, or runs/bench-PRESET).")] = None,
     ancestry: Annotated[Optional[Path], typer.Option(help="Ancestry model to reuse (default: train one in --out).")] = None,
     learngene: Annotated[Optional[Path], typer.Option(
         help="Learngene to reuse (default: the capacity study distils candidates in --out and picks one).")] = None,
@@ -157,7 +159,7 @@ def bench(
         config = dataclasses.replace(config, subset=subset)  # another dataset: all its images unless told
     if config.data == "digits":
         config = dataclasses.replace(config, ancestry_augment=False)  # a flipped digit is another symbol
-    out = out or Path({"quick": "runs/bench-quick", "gpu": "runs/bench-gpu"}.get(name, "runs/bench"))
+    out = out or Path("runs/bench" if name == "cpu" else f"runs/bench-{name}")
     if threads or name == "quick":
         import torch
 

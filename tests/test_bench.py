@@ -298,11 +298,17 @@ ACCURACIES = {
 }
 
 
+PER_IMAGE = {"1x32": 10, "2x64": 40}  # training FLOPs per image of each hand-made size
+TEACHER = 7  # the ancestry's forward FLOPs per image: wave's fit runs it on every fit image
+
+
 def hand_record(size, method, seed, accuracies):
     depth, width = map(int, size.split("x"))
     init = FIT if method in ("wave", "nearest-kron") else 0
+    teacher = FIT * TEACHER if method == "wave" else 0
     rows = [{"epoch": e, "accuracy": a, "loss": 2.0 - a, "train_loss": 2.1 - a, "seconds": 0.5 * e,
-             "compute": init + e * N_TRAIN, "images": N_TRAIN if e else 0} for e, a in enumerate(accuracies)]
+             "compute": init + e * N_TRAIN, "flops": (init + e * N_TRAIN) * PER_IMAGE[size] + teacher, "images": N_TRAIN if e else 0}
+            for e, a in enumerate(accuracies)]
     return {"key": f"{size}/{method}/seed{seed}", "size": size, "depth": depth, "width": width, "heads": 1,
             "params": 0, "method": method, "seed": seed, "status": "ok", "lr": 1e-3, "init_compute": init,
             "init_images": 600 if init else 0, "init_teacher_forward": 0, "train_images": N_TRAIN, "test_images": 359, "rows": rows}
@@ -319,9 +325,10 @@ def hand_records():
 
 def hand_family(ancestry_compute=6000, learngene_compute=2000):
     return {
-        "ancestry": {"spec": ANCESTRY_SPEC, "compute": ancestry_compute, "bytes": 420_000},
+        "ancestry": {"spec": ANCESTRY_SPEC, "compute": ancestry_compute, "bytes": 420_000,
+                     "flops": ancestry_compute * 50 if ancestry_compute else None},
         "learngene": {"side": 32, "templates": {**{name: 2 for name in ROLE_NAMES}, "attn.qkv.weight": 3},
-                      "template_params": 12_345, "compute": learngene_compute, "bytes": 50_000},
+                      "template_params": 12_345, "compute": learngene_compute, "bytes": 50_000, "flops": learngene_compute * 50 + 1000 * TEACHER},
         "nearest_kron": {"compute": 0, "bytes": 50_000},
     }
 
@@ -413,6 +420,17 @@ def test_compute_table_against_numbers_worked_by_hand():
     assert total["saving_without_ancestry"] == pytest.approx(scratch / (2 * (FIT + 1000) + 2000))
     assert total["wave_with_ancestry"] == 2 * (FIT + 1000) + 8000
     assert total["saving_with_ancestry"] == pytest.approx(scratch / (2 * (FIT + 1000) + 8000))
+
+    # in FLOPs: scratch's curve is its passes at 10 (1x32) or 40 (2x64) FLOPs each, so its FLOPs to
+    # wave's accuracy are the passes times that; wave's own add the teacher's forward passes in its fit
+    assert wave["flops"] == (FIT + 1000) * 10 + FIT * TEACHER
+    assert wave["scratch_equivalent_flops"] == pytest.approx(10 * wave["scratch_equivalent"]) and wave["scratch_max_flops"] == 30_000
+    assert small["random"]["flops"] == 10_000 and big["wave"]["scratch_equivalent_flops"] is None
+    flops = 10 * wave["scratch_equivalent"] + 40 * 3000
+    waves = (FIT + 1000) * 10 + (FIT + 1000) * 40 + 2 * FIT * TEACHER
+    assert total["scratch_flops"] == pytest.approx(flops) and total["wave_flops"] == waves
+    assert total["saving_flops_without_ancestry"] == pytest.approx(flops / (waves + 2000 * 50 + 1000 * TEACHER))
+    assert total["saving_flops_with_ancestry"] == pytest.approx(flops / (waves + 2000 * 50 + 1000 * TEACHER + 6000 * 50))
 
     # a given ancestry has no compute: the saving with it is not reported
     unknown = compute_table(summary, ["1x32", "2x64"], methods, hand_family(ancestry_compute=None), epochs=1)["total"]
@@ -674,3 +692,25 @@ def test_with_a_family_validation_split_the_capacity_study_chooses_on_it(run, tm
     assert row["gap"] == pytest.approx(family.record["ancestry"]["val_accuracy"] - row["val_accuracy"])
     plain = make_family(config, data, tmp_path, None, None, 10**9, False, "cpu", log=lambda _: None)
     assert plain.record["capacity"][0]["chosen_on"] == "test_accuracy" and plain.record["ancestry"]["val_accuracy"] is None
+
+
+def test_budgets_give_curves_for_every_method_and_flop_savings_per_budget(tmp_path):
+    out = tmp_path / "budgets"
+    result = bench(*TINY, "--methods", "random,wave,scratch", "--downstream", "none", "--budgets", "1,2", "--scratch-budgets", "1,2",
+                   "--out", out)
+    assert result.exit_code == 0, result.output
+    cells = {r["key"]: r for r in (json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines())}
+    assert [row["epoch"] for row in cells["1x64/wave/seed0"]["rows"]] == [0, 1, 2]
+    report = json.loads((out / "results.json").read_text())
+    assert set(report["compute_per_budget"]) == {"1", "2"}
+    for budget in (1, 2):
+        wave = report["compute_per_budget"][str(budget)]["sizes"]["1x64"]["wave"]
+        row = cells["1x64/wave/seed0"]["rows"][budget]
+        assert wave["flops"] == row["flops"] and wave["compute"] == row["compute"] and wave["final"] == row["accuracy"]
+        scratch = [r["flops"] for r in cells["1x64/scratch/seed0"]["rows"]]
+        assert wave["scratch_max_flops"] == scratch[-1]
+        assert wave["scratch_equivalent_flops"] is None or 0 <= wave["scratch_equivalent_flops"] <= scratch[-1]
+    markdown = (out / "results.md").read_text()
+    assert "## Test accuracy (%) after each budget: 1 / 2 epoch(s) (scratch: 1 / 2)" in markdown
+    assert "## FLOP savings after 1 / 2 epoch(s)" in markdown
+    assert (out / "savings_vs_params.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

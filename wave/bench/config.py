@@ -8,9 +8,11 @@ and nothing in them was tuned toward a result.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 
+from ..configs import SpawnConfig
 from ..errors import WaveError
 
 # The initialisations compared, in the order of every table. `scratch` is random init trained for
@@ -182,12 +184,50 @@ GPU = BenchConfig(
     capacity=((4, 64, 5), (8, 64, 5), (16, 64, 5), (16, 32, 5), (8, 64, 10)),
 )
 
-PRESETS = {"cpu": BenchConfig(), "gpu": GPU, "quick": QUICK}
+# Protocol v3 (docs/bench/protocol-v3.md, "wave bench v3"): the leak-free family of the paper's
+# geometry (a 6x192 ancestry, most descendants smaller), given as files (--ancestry and
+# --learngene: the committed ones), every choice on a validation split no model of the family
+# saw, every method at its own rate per size, scratch at full strength with a point per budget,
+# each budget a separately annealed run, and the spawn defaults the spawn-rule study chose.
+_SPAWN = SpawnConfig()
+V3 = BenchConfig(
+    subset=11_000,  # a fifth of the 55,000-image train split: the whole split costs 5x the CPU time (the GPU preset uses it)
+    family_validation=5000 / 60000,
+    depths=(2, 4, 6),
+    widths=(64, 128),
+    extra_sizes=((4, 192), (4, 256)),  # the ancestry's width, and one beyond it
+    seeds=2,
+    epochs=1,
+    budgets=(1, 2, 4),
+    scratch_epochs=16,
+    scratch_budgets=(1, 2, 4, 8, 16),
+    recipe="ancestry",
+    sweep_every_size=True,
+    fit_steps=_SPAWN.fit_steps,
+    fit_samples=_SPAWN.fit_samples,
+    fit_lr=_SPAWN.lr,
+    fit_study_steps=(25, 100, 400),
+    ancestry_depth=6,  # the committed ancestry's recipe, for a bench run without --ancestry
+    ancestry_width=192,
+    ancestry_epochs=30,
+    ancestry_lr=1e-3,
+    ancestry_batch_size=256,
+    capacity=((4, 64, 12),),  # the committed learngene's recipe, for a run without --learngene
+    distill_lr=2e-3,
+    distill_batch_size=256,
+)
+# The same protocol on one GPU, at full scale: the whole train split, the full grid, three seeds.
+V3_GPU = dataclasses.replace(
+    V3, subset=None, depths=(2, 4, 6), widths=(64, 128, 192), extra_sizes=((4, 256), (8, 256)), seeds=3, batch_size=256,
+    scratch_epochs=32, scratch_budgets=(1, 2, 4, 8, 16, 32))
+
+PRESETS = {"cpu": BenchConfig(), "gpu": GPU, "quick": QUICK, "v3": V3, "v3-gpu": V3_GPU}
 
 
 def preset(name: str | bool) -> BenchConfig:
     """`quick`: digits, tiny sizes, minutes on 2 CPU cores; `cpu` (default): Fashion-MNIST on 2
-    CPU cores; `gpu`: the full grid on one GPU. (A bool is the old `quick` flag.)"""
+    CPU cores; `gpu`: the full grid on one GPU; `v3` and `v3-gpu`: protocol v3 on 2 CPU cores
+    and on one GPU. (A bool is the old `quick` flag.)"""
     if isinstance(name, bool):
         name = "quick" if name else "cpu"
     if name not in PRESETS:

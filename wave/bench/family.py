@@ -20,6 +20,7 @@ from pathlib import Path
 from ..backends.torch import TemplatedViT, ViT, dense_numpy
 from ..configs import EVAL_BATCH_SIZE, AncestryConfig, DistillConfig, TrainConfig
 from ..errors import WaveError
+from ..flops import forward_flops, train_flops
 from ..io.datasets import Dataset
 from ..io.files import load_learngene, load_model, load_tleg, save_learngene
 from ..io.storage import atomic_write_bytes
@@ -62,7 +63,7 @@ def make_family(config: BenchConfig, data: Dataset, out: Path, ancestry: Path | 
     else:
         record["capacity"] = []
         epochs = None
-    gene, record["learngene"] = _learngene(learngene, data, epochs)
+    gene, record["learngene"] = _learngene(learngene, data, epochs, model.spec)
     epochs = epochs or gene.provenance.get("epochs")
     nearest = learngene_from_weights(dense_numpy(model.state_dict()), model.spec, gene.side, gene.counts)
     nearest.provenance.update(teacher=str(ancestry.resolve()), data=record["ancestry"]["data"] or data.name)
@@ -109,7 +110,8 @@ def _ancestry(config, data, out, path, device, log, held_out: Dataset | None = N
         "path": str(path), "how": how, "spec": model.spec.to_dict(), "params": model.spec.num_params(), "data": provenance.get("data"),
         "test_accuracy": evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, device)["accuracy"],
         "val_accuracy": evaluate(model, held_out.test_images, held_out.test_labels, EVAL_BATCH_SIZE, device)["accuracy"] if held_out else None,
-        "compute": training_compute(provenance), "train_images": provenance.get("train_size"), "seconds": provenance.get("seconds"),
+        "compute": (compute := training_compute(provenance)), "flops": distillation_flops(compute, model.spec, 0, model.spec),
+        "train_images": provenance.get("train_size"), "seconds": provenance.get("seconds"),
         "bytes": path.stat().st_size if path.is_file() else None,
     }}
     return model, path, record
@@ -191,7 +193,7 @@ def choose_learngene(rows: list[dict], config: BenchConfig) -> dict:
     return min(own, key=lambda r: (r["bytes"], r["epochs"]))
 
 
-def _learngene(path: Path, data: Dataset, epochs: int | None) -> tuple[Learngene, dict]:
+def _learngene(path: Path, data: Dataset, epochs: int | None, teacher: ViTSpec) -> tuple[Learngene, dict]:
     gene = load_learngene(path)
     check_fits(gene.spec, data, f"learngene {path}")
     how = (f"distilled by wave bench ({epochs} epochs, auxiliary model of the ancestry's size), chosen by the capacity study"
@@ -201,9 +203,28 @@ def _learngene(path: Path, data: Dataset, epochs: int | None) -> tuple[Learngene
         "path": str(path), "how": how, "spec": gene.spec.to_dict(), "side": gene.side, "templates": gene.counts,
         "template_params": gene.num_template_params(), "scaler_params": gene.num_scaler_params(),
         "test_accuracy": gene.provenance.get("test_accuracy"), "compute": compute,
-        "teacher_forward": gene.provenance.get("train_size") if compute is not None else None,  # the teacher's logits, cached once
+        "teacher_forward": (teacher_forward := _teacher_passes(gene.provenance) if compute is not None else None),
+        "flops": distillation_flops(compute, gene.spec, teacher_forward, teacher),
         "train_images": gene.provenance.get("train_size"), "seconds": gene.provenance.get("seconds"), "bytes": path.stat().st_size,
     }
+
+
+def _teacher_passes(provenance: dict) -> int | None:
+    """The teacher's forward passes in a distillation: its logits once per training image when
+    cached (the default), else once per training pass."""
+    size = provenance.get("train_size")
+    if not size:
+        return None
+    return size if provenance.get("distill", {}).get("cache_teacher", True) else size * provenance.get("epochs", 1)
+
+
+def distillation_flops(compute: int | None, student: ViTSpec, teacher_forward: int | None, teacher: ViTSpec) -> float | None:
+    """A training run's FLOPs (`waveinit.flops`): its image passes at the student's training cost
+    (a templated student counted as the dense model it computes: forming its weights from the
+    templates once a step is not counted), plus the teacher's forward passes."""
+    if compute is None:
+        return None
+    return compute * train_flops(student) + (teacher_forward or 0) * forward_flops(teacher)
 
 
 # ----------------------------------------------------------------------------- TLEG
@@ -219,7 +240,8 @@ def _tleg(config, data, out, ancestry: ViT, ancestry_path: Path, epochs: int, de
     return gene, path, {
         "path": str(path), "how": f"distilled by wave bench ({epochs} epochs: the learngene's loss and budget)",
         "params": gene.num_params(), "test_accuracy": gene.provenance.get("test_accuracy"), "compute": compute,
-        "teacher_forward": gene.provenance.get("train_size") if compute is not None else None,
+        "teacher_forward": (teacher_forward := _teacher_passes(gene.provenance) if compute is not None else None),
+        "flops": distillation_flops(compute, gene.spec, teacher_forward, ancestry.spec),
         "seconds": gene.provenance.get("seconds"), "bytes": path.stat().st_size,
     }
 

@@ -1,6 +1,6 @@
 """The plots of `wave bench` (matplotlib, imported when a plot is drawn): accuracy against
-model size, against training epochs and against compute per size, the learngene's capacity
-(auxiliary accuracy against bytes), and storage."""
+model size, against training epochs and against compute per size, each method's FLOP saving
+against its parameters, the learngene's capacity (auxiliary accuracy against bytes), and storage."""
 
 from __future__ import annotations
 
@@ -92,9 +92,10 @@ def plot_accuracy_vs_epoch(path: Path, summary: dict, sizes: list[str], methods:
     _finish_panels(fig, axes, len(sizes), "Test accuracy against training epochs, per model size (mean ± std over seeds)", path)
 
 
-def plot_accuracy_vs_compute(path: Path, summary: dict, sizes: list[str], methods: list[str], epochs: int) -> None:
+def plot_accuracy_vs_compute(path: Path, summary: dict, sizes: list[str], methods: list[str]) -> None:
     """One panel per size: scratch's test accuracy against its training compute (a curve, mean
-    ± std), and each method's accuracy after its budget at its compute (a point, ± std)."""
+    ± std), and each method's accuracy after its initialisation and after each budget at its
+    compute (± std)."""
     fig, axes = _panels(len(sizes), sharey=False)
     for ax, size in zip(axes.flat, sizes):
         n = None
@@ -108,15 +109,50 @@ def plot_accuracy_vs_compute(path: Path, summary: dict, sizes: list[str], method
                 x, y, err = np.array(s["compute"]) / n, 100 * np.array(s["mean"]), 100 * np.array(s["std"])
                 ax.plot(x, y, label=m, color=colour, marker=marker, linestyle=line, markersize=4)
                 ax.fill_between(x, y - err, y + err, color=colour, alpha=0.12)
-            else:
-                i = s["epochs"].index(epochs)
-                ax.errorbar([s["compute"][i] / n], [100 * s["mean"][i]], yerr=[100 * s["std"][i]], label=m, color=colour, marker=marker,
-                            linestyle="none", markersize=7, capsize=3)
+            else:  # after initialisation and after each budget (a curve where there are several)
+                ax.errorbar(np.array(s["compute"]) / n, 100 * np.array(s["mean"]), yerr=100 * np.array(s["std"]), label=m, color=colour,
+                            marker=marker, linestyle=line, markersize=6, capsize=3, alpha=0.85)
         params = next(s["params"] for (sz, _), s in summary.items() if sz == size)
         ax.set_title(f"{size} ({short_count(params)} parameters)")
         ax.set_xlabel("training compute (epochs of the training set, fwd+bwd passes)")
     _finish_panels(fig, axes, len(sizes), "Accuracy against compute per size: scratch's curve, every method after its budget "
                                            "(mean ± std over seeds)", path)
+
+
+def plot_savings_vs_params(path: Path, compute: dict, summary: dict, sizes: list[str], methods: list[str], epochs: int) -> None:
+    """Each method's FLOP saving against scratch (scratch's FLOPs to reach the method's accuracy
+    after `epochs`, over the method's own) against the model's parameters: the paper's
+    "particularly for smaller models", measured. Hollow: scratch never got there (a lower bound)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for m in methods:
+        points = []
+        for size in sizes:
+            c = compute["sizes"][size].get(m)
+            if c is None or c.get("flops") is None or not c["flops"] or c.get("scratch_max_flops") is None:
+                continue
+            reached = c["scratch_equivalent_flops"] is not None
+            reach = c["scratch_equivalent_flops"] if reached else c["scratch_max_flops"]
+            points.append((next(s["params"] for (sz, _), s in summary.items() if sz == size), reach / c["flops"], reached))
+        if not points:
+            continue
+        colour, marker, line = STYLE[m]
+        points.sort()
+        ax.plot([p for p, _, _ in points], [r for _, r, _ in points], color=colour, linestyle=line, alpha=0.6)
+        for params, ratio, reached in points:
+            ax.scatter([params], [ratio], color=colour if reached else "white", edgecolors=colour, marker=marker, s=45, zorder=3)
+        ax.plot([], [], color=colour, marker=marker, linestyle=line, label=m)
+    ax.axhline(1.0, color="black", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("model parameters (log scale)")
+    ax.set_ylabel("FLOP saving against scratch (x, log scale)")
+    ax.set_title(f"Scratch's FLOPs to each method's accuracy after {epochs} epoch(s), over the method's own\n"
+                 "(hollow: scratch never got there, a lower bound; below 1: scratch is cheaper)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
 
 
 def _panels(count: int, sharey: bool):

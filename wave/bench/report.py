@@ -19,8 +19,8 @@ import numpy as np
 
 from ..io.storage import atomic_write_bytes
 from ..spec import ViTSpec, scaler_shapes
-from .config import METHODS, BenchConfig
-from .plots import plot_accuracy_vs_compute, plot_accuracy_vs_epoch, plot_accuracy_vs_size, plot_capacity, plot_storage, short_count
+from .config import METHODS, RECIPES, BenchConfig
+from .plots import plot_accuracy_vs_compute, plot_accuracy_vs_epoch, plot_accuracy_vs_size, plot_capacity, plot_savings_vs_params, plot_storage, short_count
 
 CSV_COLUMNS = ("data", "size", "depth", "width", "heads", "params", "method", "seed", "status", "epoch", "accuracy", "loss", "train_loss",
                "seconds", "lr", "init_compute", "compute", "compute_epochs", "flops", "images", "train_images")
@@ -65,18 +65,19 @@ def summarise(records: list[dict]) -> dict[tuple[str, str], dict]:
             "epochs": [row["epoch"] for row in rs[0]["rows"]],
             "mean": acc.mean(0).tolist(), "std": (acc.std(0, ddof=1) if len(rs) > 1 else np.zeros(acc.shape[1])).tolist(),
             "compute": [row["compute"] for row in rs[0]["rows"]], "train_images": rs[0]["train_images"], "lr": rs[0]["lr"],
+            "flops": [row.get("flops") for row in rs[0]["rows"]],  # None in records older than the FLOP count
         }
     return out
 
 
-def scratch_compute_to_reach(scratch: dict, target: float, short: tuple[float, float] | None = None) -> float | None:
+def scratch_compute_to_reach(scratch: dict, target: float, short: tuple[float, float] | None = None, unit: str = "compute") -> float | None:
     """The training compute at which training from scratch reaches `target`: on the upper
     envelope of scratch's scored epochs (compute, mean accuracy) and `short`, the (compute,
     accuracy) of random init trained for the short budget on its own schedule (a run annealed
     early ends higher than the long run at the same point), linear between points; 0 at or below
-    the initial accuracy; None beyond the last point."""
+    the initial accuracy; None beyond the last point. `unit`: "compute" (image passes) or "flops"."""
     points: dict[float, float] = {}
-    for c, a in [*zip(scratch["compute"], scratch["mean"]), *([short] if short else [])]:
+    for c, a in [*zip(scratch[unit], scratch["mean"]), *([short] if short else [])]:
         points[c] = max(a, points.get(c, a))
     best, envelope = -1.0, []
     for c in sorted(points):
@@ -95,27 +96,34 @@ def final_index(s: dict, epochs: int) -> int:
 
 
 def compute_table(summary: dict, sizes: list[str], methods: list[str], family: dict, epochs: int) -> dict:
-    """Per size and method: the accuracy after the budget, its compute, and the compute scratch
-    needs to reach that accuracy (`scratch_equivalent`, None if not within scratch's epochs).
-    For WAVE, the saving per size and over all sizes, without and with the ancestry: the
-    learngene's distillation is always charged to the family (shared by the sizes)."""
-    ancestry, gene = family.get("ancestry", {}).get("compute"), family.get("learngene", {}).get("compute")
-    table = {"ancestry_compute": ancestry, "learngene_compute": gene, "sizes": {}}
+    """Per size and method: the accuracy after the budget `epochs`, its compute, and the compute
+    scratch needs to reach that accuracy (`scratch_equivalent`, None if not within scratch's
+    epochs), in image passes and, where the records count them, in FLOPs (`*_flops`: the teacher's
+    forward passes included, which passes leave out). For WAVE, the saving per size and over all
+    sizes, without and with the ancestry: the learngene's distillation is always charged to the
+    family (shared by the sizes). Sizes differ in cost per pass, so the total's fair unit is FLOPs."""
+    ancestry, gene = family.get("ancestry", {}), family.get("learngene", {})
+    table = {"ancestry_compute": ancestry.get("compute"), "learngene_compute": gene.get("compute"),
+             "ancestry_flops": ancestry.get("flops"), "learngene_flops": gene.get("flops"), "sizes": {}}
     for size in sizes:
         scratch, random = summary.get((size, "scratch")), summary.get((size, "random"))
-        short = None
-        if random and random["status"] == "ok":
-            i = final_index(random, epochs)
-            short = (random["compute"][i], random["mean"][i])
+        scratch = scratch if scratch and scratch["status"] == "ok" else None
+        random = random if random and random["status"] == "ok" and epochs in random["epochs"] else None
         entry = {}
         for m in methods:
             s = summary.get((size, m))
-            if m == "scratch" or s is None or s["status"] != "ok":
+            if m == "scratch" or s is None or s["status"] != "ok" or epochs not in s["epochs"]:
                 continue
             i = final_index(s, epochs)
-            reach = scratch_compute_to_reach(scratch, s["mean"][i], short) if scratch and scratch["status"] == "ok" else None
-            entry[m] = {"final": s["mean"][i], "compute": s["compute"][i], "scratch_equivalent": reach,
-                        "scratch_max": scratch["compute"][-1] if scratch and scratch["status"] == "ok" else None}
+            entry[m] = {"final": s["mean"][i]}
+            for unit, suffix in (("compute", ""), ("flops", "_flops")):
+                if unit == "flops" and not _counted(s, scratch, random):
+                    continue  # records older than the FLOP count
+                short = (random[unit][final_index(random, epochs)], random["mean"][final_index(random, epochs)]) if random else None
+                entry[m].update({
+                    unit: s[unit][i],
+                    f"scratch_equivalent{suffix}": scratch_compute_to_reach(scratch, s["mean"][i], short, unit) if scratch else None,
+                    f"scratch_max{suffix}": scratch[unit][-1] if scratch else None})
         table["sizes"][size] = entry
     waves = [table["sizes"][size].get("wave") for size in sizes]
     if sizes and all(w is not None and w["scratch_max"] is not None for w in waves):
@@ -123,14 +131,35 @@ def compute_table(summary: dict, sizes: list[str], methods: list[str], family: d
         scratch_total = sum(w["scratch_equivalent"] if w["scratch_equivalent"] is not None else w["scratch_max"] for w in waves)
         wave_total = sum(w["compute"] for w in waves)
         total = {"scratch": scratch_total, "scratch_lower_bound": not reached, "wave": wave_total, "sizes": len(sizes)}
+        gene, ancestry = table["learngene_compute"], table["ancestry_compute"]
         if gene is not None:
             total["wave_with_learngene"] = wave_total + gene
             total["saving_without_ancestry"] = scratch_total / (wave_total + gene)
             if ancestry is not None:
                 total["wave_with_ancestry"] = wave_total + gene + ancestry
                 total["saving_with_ancestry"] = scratch_total / (wave_total + gene + ancestry)
+        if all("flops" in w for w in waves):
+            total.update(_flop_total(waves, table["learngene_flops"], table["ancestry_flops"]))
         table["total"] = total
     return table
+
+
+def _counted(*summaries: dict | None) -> bool:
+    """Whether every row of these summaries (None: absent) counts its FLOPs."""
+    return all(None not in s["flops"] for s in summaries if s is not None)
+
+
+def _flop_total(waves: list[dict], learngene: float | None, ancestry: float | None) -> dict:
+    """The n-times claim in FLOPs: scratch to each size's WAVE accuracy (its whole run where it
+    never gets there), against WAVE's fits and epochs, the learngene charged once to the family."""
+    scratch = sum(w["scratch_equivalent_flops"] if w["scratch_equivalent_flops"] is not None else w["scratch_max_flops"] for w in waves)
+    wave = sum(w["flops"] for w in waves)
+    total = {"scratch_flops": scratch, "wave_flops": wave}
+    if learngene is not None:
+        total["saving_flops_without_ancestry"] = scratch / (wave + learngene)
+        if ancestry is not None:
+            total["saving_flops_with_ancestry"] = scratch / (wave + learngene + ancestry)
+    return total
 
 
 def storage_table(records: list[dict], family: dict) -> dict:
@@ -190,12 +219,13 @@ def write_reports(out: Path, config: BenchConfig, family: dict, records: list[di
     methods = [m for m in METHODS if any(r["method"] == m for r in records)]
     summary = summarise(records)
     compute = compute_table(summary, sizes, methods, family, config.epochs)
+    per_budget = {b: compute_table(summary, sizes, methods, family, b) for b in sorted(config.budgets or (config.epochs,))}
     storage = storage_table(records, family)
     far = downstream_table(downstream, [m for m in METHODS if any(r["method"] == m for r in downstream)], config.epochs)
     rows = flat_rows(records) + flat_rows(downstream)
 
     names = ["results.csv", "results.json", "results.md", "accuracy_vs_size.png", "accuracy_vs_epoch.png", "accuracy_vs_compute.png",
-             "storage.png"] + (["capacity.png"] if family.get("capacity") else [])
+             "savings_vs_params.png", "storage.png"] + (["capacity.png"] if family.get("capacity") else [])
     files = {name: out / name for name in names}
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -210,17 +240,19 @@ def write_reports(out: Path, config: BenchConfig, family: dict, records: list[di
         "fit_study": fits,
         "rows": rows,
         "summary": [{"size": size, "method": m, **summary[(size, m)]} for size in sizes for m in methods if (size, m) in summary],
-        "compute": compute, "storage": storage,
+        "compute": compute, "compute_per_budget": per_budget, "storage": storage,
         "downstream": {name: {"gains": d["gains"], "shared_sizes": d["shared_sizes"], "compute": d["compute"],
                               "summary": [{"size": k[0], "method": k[1], **v} for k, v in d["summary"].items()]}
                        for name, d in far.items()},
     }
     atomic_write_bytes(files["results.json"], (json.dumps(report, indent=1) + "\n").encode())
-    markdown = render_markdown(config, family, summary, sizes, methods, rates, sweep_size, sweeps, compute, storage, fits, far, size_rates)
+    markdown = render_markdown(config, family, summary, sizes, methods, rates, sweep_size, sweeps, compute, storage, fits, far, size_rates,
+                               per_budget)
     atomic_write_bytes(files["results.md"], markdown.encode())
     plot_accuracy_vs_size(files["accuracy_vs_size.png"], summary, sizes, methods, config)
     plot_accuracy_vs_epoch(files["accuracy_vs_epoch.png"], summary, sizes, methods)
-    plot_accuracy_vs_compute(files["accuracy_vs_compute.png"], summary, sizes, methods, config.epochs)
+    plot_accuracy_vs_compute(files["accuracy_vs_compute.png"], summary, sizes, methods)
+    plot_savings_vs_params(files["savings_vs_params.png"], compute, summary, sizes, methods, config.epochs)
     plot_storage(files["storage.png"], storage)
     if family.get("capacity"):
         on = family["capacity"][0]["chosen_on"]
@@ -261,14 +293,16 @@ def _percent(x: float | None) -> str:
 
 def render_markdown(config: BenchConfig, family: dict, summary: dict, sizes: list[str], methods: list[str], rates: dict,
                     sweep_size: str, sweeps: list[dict], compute: dict, storage: dict, fits: list[dict], far: dict,
-                    size_rates: dict | None = None) -> str:
+                    size_rates: dict | None = None, per_budget: dict | None = None) -> str:
     n = next(s["train_images"] for s in summary.values() if s["status"] == "ok")
     sections = [
         _intro(config, n, max(s["seeds"] for s in summary.values())),
         _family_section(family, n),
         _capacity_section(config, family),
         _accuracy_section(config, summary, sizes, methods),
+        _budgets_section(config, summary, sizes, methods) if config.budgets else [],
         _scratch_section(config, sizes, methods, compute, n),
+        _flop_savings_section(config, sizes, methods, per_budget or {config.epochs: compute}),
         _savings_section(config, sizes, compute, n, family) if "total" in compute else [],
         _fit_section(config, fits),
         _rates_section(config, methods, rates, sweep_size, sweeps),
@@ -286,11 +320,26 @@ def _intro(config: BenchConfig, n: int, seeds: int) -> list[str]:
             f"the training set less a validation split of {100 * config.family_validation:.1f}% (seed 0) that no model sees in training")
     return [f"# wave bench: {config.data}", "", (
         f"The ancestry and every learngene (WAVE's, TLEG's, the capacity study's) are made from {made}. {subset}; "
-        f"every score is on the full test set. Each cell initialises a model, trains all its parameters for {config.epochs} "
-        f"epoch(s) (scratch: {config.scratch_epochs}, scored after each), AdamW with warm-up and cosine, batch {config.batch_size}, "
-        f"at its method's swept learning rate. Test accuracy in %, mean ± sample std over {seeds} seed(s) (the seed draws random "
+        f"every score is on the full test set. Each cell initialises a model, trains all its parameters for {_budget(config)}, "
+        f"AdamW with warm-up and cosine, batch {config.batch_size}{_recipe(config)}, at its method's swept learning rate. "
+        f"Test accuracy in %, mean ± sample std over {seeds} seed(s) (the seed draws random "
         f"initialisations, the fit's images and the data order). Compute: forward + backward image passes, in epochs of the "
         f"descendants' training set; a pass of a bigger model costs more, which these counts do not weigh.")]
+
+
+def _budget(config: BenchConfig) -> str:
+    if config.budgets:
+        scratch = f"scratch: {' / '.join(map(str, sorted(config.scratch_budgets)))}" if config.scratch_budgets else \
+            f"scratch: {config.scratch_epochs}, scored after each"
+        return f"{' / '.join(map(str, sorted(config.budgets)))} epochs, each budget its own run annealed to its end ({scratch})"
+    return f"{config.epochs} epoch(s) (scratch: {config.scratch_epochs}, scored after each)"
+
+
+def _recipe(config: BenchConfig) -> str:
+    if config.recipe == "plain":
+        return ""
+    settings = ", ".join(f"{k} {v}" for k, v in RECIPES[config.recipe].items())
+    return f", with the {config.recipe}'s regularisation ({settings}; downstream: none)"
 
 
 def _family_section(family: dict, n: int) -> list[str]:
@@ -365,7 +414,7 @@ def _scratch_section(config: BenchConfig, sizes: list[str], methods: list[str], 
     lines = [title, "", (
         f"Per size and method: the training compute scratch needs to reach the method's mean accuracy after its budget, and in "
         f"brackets the ratio to the method's own compute (initialisation included): the saving. Scratch's curve is the upper "
-        f"envelope of its {config.scratch_epochs}-epoch run, scored after each epoch, and random init's {config.epochs}-epoch run "
+        f"envelope of {_scratch_curve(config)} and random init's {config.epochs}-epoch run "
         f"(annealed over its own short schedule), linear between points. \"> k ep\": scratch never reached it. Not counted: "
         f"the ancestry's forward passes (its logits for the fits, kd-per-size and the distillations)."), "",
         "| size | " + " | ".join(shown) + " |", "| --- |" + " --- |" * len(shown)]
@@ -386,6 +435,58 @@ def _scratch_section(config: BenchConfig, sizes: list[str], methods: list[str], 
     return lines
 
 
+def _budgets_section(config: BenchConfig, summary: dict, sizes: list[str], methods: list[str]) -> list[str]:
+    """Test accuracy after each budget, each its own run annealed to its end."""
+    budgets, scratch = sorted(config.budgets), sorted(config.scratch_budgets or range(1, config.scratch_epochs + 1))
+    lines = [f"## Test accuracy (%) after each budget: {' / '.join(map(str, budgets))} epoch(s) (scratch: {' / '.join(map(str, scratch))})",
+             "", "Each budget is its own run from the same initialisation, its schedule annealed to its end.", "",
+             "| size | " + " | ".join(methods) + " |", "| --- |" + " --- |" * len(methods)]
+    for size in sizes:
+        cells = []
+        for m in methods:
+            s = summary.get((size, m))
+            if s is None or s["status"] != "ok":
+                cells.append("-" if s is None else "n/a")
+                continue
+            cells.append(" / ".join(_acc(s, b) for b in (scratch if m == "scratch" else budgets) if b in s["epochs"]))
+        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _scratch_curve(config: BenchConfig) -> str:
+    if config.scratch_budgets:
+        return f"its runs of {' / '.join(map(str, sorted(config.scratch_budgets)))} epochs, each annealed to its end,"
+    return f"its {config.scratch_epochs}-epoch run, scored after each epoch,"
+
+
+def _flop_savings_section(config: BenchConfig, sizes: list[str], methods: list[str], per_budget: dict) -> list[str]:
+    """Per size and method, after each budget: scratch's FLOPs to reach the method's accuracy over
+    the method's own FLOPs (initialisation, the teacher's forward passes and training)."""
+    shown = [m for m in methods if m != "scratch"]
+    if not any("flops" in c for table in per_budget.values() for entry in table["sizes"].values() for c in entry.values()):
+        return []  # records older than the FLOP count
+
+    def saving(c: dict | None) -> str:
+        if c is None or "flops" not in c:
+            return "n/a"
+        if c["scratch_max_flops"] is None or not c["flops"]:
+            return "-"
+        if c["scratch_equivalent_flops"] is None:
+            return f"> {c['scratch_max_flops'] / c['flops']:.1f}x"
+        return f"{c['scratch_equivalent_flops'] / c['flops']:.2f}x"
+
+    budgets = sorted(per_budget)
+    lines = [f"## FLOP savings after {' / '.join(map(str, budgets))} epoch(s)", "", (
+        "Per size and method: scratch's training FLOPs to reach the method's mean accuracy after the budget, over the method's "
+        "own FLOPs (its initialisation, the ancestry's forward passes where it uses them, and its training; `waveinit.flops`). "
+        "Above 1x the method saves compute; \"> kx\": scratch never reached it, a lower bound. The learngene's distillation is "
+        "charged to the family below, not to a size. Plot: `savings_vs_params.png`."), "",
+        "| size | " + " | ".join(shown) + " |", "| --- |" + " --- |" * len(shown)]
+    for size in sizes:
+        lines.append(f"| {size} | " + " | ".join(" / ".join(saving(per_budget[b]["sizes"][size].get(m)) for b in budgets) for m in shown) + " |")
+    return lines
+
+
 def _savings_section(config: BenchConfig, sizes: list[str], compute: dict, n: int, family: dict) -> list[str]:
     t = compute["total"]
     bound = "at least " if t["scratch_lower_bound"] else ""
@@ -399,6 +500,13 @@ def _savings_section(config: BenchConfig, sizes: list[str], compute: dict, n: in
     if "wave_with_ancestry" in t:
         lines.append(f"- with the ancestry too ({_passes(compute['ancestry_compute'], n)}): {_passes(t['wave_with_ancestry'], n)}, "
                      f"a saving of {bound}{t['saving_with_ancestry']:.2f}x.")
+    if "scratch_flops" in t:
+        lines += ["", (f"In FLOPs, which weigh each size's passes by its cost and count the ancestry's forward passes: scratch "
+                       f"{bound}{t['scratch_flops']:.3g}, WAVE {t['wave_flops']:.3g}")
+                  + (f", the learngene's distillation {compute['learngene_flops']:.3g}: a saving of "
+                     f"{bound}{t['saving_flops_without_ancestry']:.2f}x" if "saving_flops_without_ancestry" in t else "")
+                  + (f"; with the ancestry ({compute['ancestry_flops']:.3g}), {bound}{t['saving_flops_with_ancestry']:.2f}x"
+                     if "saving_flops_with_ancestry" in t else "") + "."]
     return lines
 
 
