@@ -714,3 +714,31 @@ def test_budgets_give_curves_for_every_method_and_flop_savings_per_budget(tmp_pa
     assert "## Test accuracy (%) after each budget: 1 / 2 epoch(s) (scratch: 1 / 2)" in markdown
     assert "## FLOP savings after 1 / 2 epoch(s)" in markdown
     assert (out / "savings_vs_params.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_v3_presets_hold_protocol_v3():
+    # docs/bench/protocol-v3.md, "wave bench v3": the family's split is the one the committed
+    # ancestry and learngenes were made on, the fit is `wave spawn`'s, every budget has its run
+    from pathlib import Path
+
+    from waveinit.bench.config import PRESETS
+    from waveinit.configs import SpawnConfig
+
+    benchmarks = Path(__file__).resolve().parent.parent / "benchmarks"
+    sys.path.insert(0, str(benchmarks))
+    try:
+        import make_family
+    finally:
+        sys.path.remove(str(benchmarks))
+    spawn = SpawnConfig()
+    for name in ("v3", "v3-gpu"):
+        p = PRESETS[name]
+        p.check()
+        assert p.family_validation == make_family.VALIDATION and p.data == "fashion-mnist"
+        assert (p.ancestry_depth, p.ancestry_width) == (make_family.ANCESTRY["depth"], make_family.ANCESTRY["width"])
+        assert (p.fit_steps, p.fit_lr, p.fit_samples) == (spawn.fit_steps, spawn.lr, spawn.fit_samples)
+        assert p.recipe == "ancestry" and p.sweep_every_size and len(p.lrs) == 3 and p.seeds >= 2
+        assert len(p.budgets) > 1 and len(p.scratch_budgets) > 1 and max(p.scratch_budgets) == p.scratch_epochs
+        sizes = [(d, w) for d in p.depths for w in p.widths] + list(p.extra_sizes)
+        assert min(d for d, _ in sizes) == 2 and max(d for d, _ in sizes) >= 6
+        assert min(w for _, w in sizes) == 64 and any(w > p.ancestry_width for _, w in sizes)  # one beyond the ancestry
