@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -441,16 +442,20 @@ def _budgets_section(config: BenchConfig, summary: dict, sizes: list[str], metho
     lines = [f"## Test accuracy (%) after each budget: {' / '.join(map(str, budgets))} epoch(s) (scratch: {' / '.join(map(str, scratch))})",
              "", "Each budget is its own run from the same initialisation, its schedule annealed to its end.", "",
              "| size | " + " | ".join(methods) + " |", "| --- |" + " --- |" * len(methods)]
-    for size in sizes:
-        cells = []
-        for m in methods:
-            s = summary.get((size, m))
-            if s is None or s["status"] != "ok":
-                cells.append("-" if s is None else "n/a")
-                continue
-            cells.append(" / ".join(_acc(s, b) for b in (scratch if m == "scratch" else budgets) if b in s["epochs"]))
-        lines.append(f"| {size} | " + " | ".join(cells) + " |")
-    return lines
+    return lines + _method_rows(summary, sizes, methods, lambda m, s: " / ".join(
+        _acc(s, b) for b in (scratch if m == "scratch" else budgets) if b in s["epochs"]))
+
+
+def _method_rows(summary: dict, sizes: list[str], methods: list[str], cell: Callable[[str, dict], str]) -> list[str]:
+    """Table rows, one per size, a column per method: `cell(method, its summary)` where it ran,
+    "n/a" where it does not apply, "-" where it did not run."""
+    def text(size: str, m: str) -> str:
+        s = summary.get((size, m))
+        if s is None:
+            return "-"
+        return cell(m, s) if s["status"] == "ok" else "n/a"
+
+    return [f"| {size} | " + " | ".join(text(size, m) for m in methods) + " |" for size in sizes]
 
 
 def _scratch_curve(config: BenchConfig) -> str:
@@ -580,17 +585,8 @@ def _downstream_section(config: BenchConfig, far: dict) -> list[str]:
             + ". The scratch table below compares every method at its compute."), "",
             "| size | " + " | ".join(f"scratch ({config.epochs} / {config.scratch_epochs} ep)" if m == "scratch" else m for m in methods) + " |",
             "| --- |" + " --- |" * len(methods)]
-        for size in sizes:
-            cells = []
-            for m in methods:
-                s = summary.get((size, m))
-                if s is None or s["status"] != "ok":
-                    cells.append("-" if s is None else "n/a")
-                elif m == "scratch":
-                    cells.append(f"{_acc(s, config.epochs)} / {_acc(s, config.scratch_epochs)}")
-                else:
-                    cells.append(f"{_acc(s, 0)} -> {_acc(s, config.epochs)}")
-            lines.append(f"| {size} | " + " | ".join(cells) + " |")
+        lines += _method_rows(summary, sizes, methods, lambda m, s: f"{_acc(s, config.epochs)} / {_acc(s, config.scratch_epochs)}"
+                              if m == "scratch" else f"{_acc(s, 0)} -> {_acc(s, config.epochs)}")
         gains = ", ".join(f"{m} {100 * g['mean_gain']:+.1f} ({g['sizes']} sizes)" for m, g in d["gains"].items())
         lines += ["", f"Mean gain over random after the budget (points, mean over the sizes each applies to): {gains}."]
         if d["shared_sizes"]:
