@@ -690,6 +690,13 @@ def test_with_a_family_validation_split_the_capacity_study_chooses_on_it(run, tm
     assert row["chosen_on"] == "val_accuracy" and row["chosen"]
     assert row["score"] == row["val_accuracy"] == pytest.approx(row["test_accuracy"], abs=1e-9)
     assert row["gap"] == pytest.approx(family.record["ancestry"]["val_accuracy"] - row["val_accuracy"])
+    # the family's FLOPs: passes at the model's training cost, the teacher's logits once per image (cached)
+    from waveinit.flops import forward_flops, train_flops
+
+    gene, ancestry = family.record["learngene"], family.record["ancestry"]
+    assert gene["teacher_forward"] == gene["train_images"] == len(data.train_labels)
+    assert gene["flops"] == gene["compute"] * train_flops(family.learngene.spec) + gene["teacher_forward"] * forward_flops(family.ancestry.spec)
+    assert ancestry["flops"] == ancestry["compute"] * train_flops(family.ancestry.spec) and ancestry["compute"] > 0
     plain = make_family(config, data, tmp_path, None, None, 10**9, False, "cpu", log=lambda _: None)
     assert plain.record["capacity"][0]["chosen_on"] == "test_accuracy" and plain.record["ancestry"]["val_accuracy"] is None
 

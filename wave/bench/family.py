@@ -110,7 +110,7 @@ def _ancestry(config, data, out, path, device, log, held_out: Dataset | None = N
         "path": str(path), "how": how, "spec": model.spec.to_dict(), "params": model.spec.num_params(), "data": provenance.get("data"),
         "test_accuracy": evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, device)["accuracy"],
         "val_accuracy": evaluate(model, held_out.test_images, held_out.test_labels, EVAL_BATCH_SIZE, device)["accuracy"] if held_out else None,
-        "compute": (compute := training_compute(provenance)), "flops": distillation_flops(compute, model.spec, 0, model.spec),
+        "compute": training_compute(provenance), "flops": training_flops(training_compute(provenance), model.spec),
         "train_images": provenance.get("train_size"), "seconds": provenance.get("seconds"),
         "bytes": path.stat().st_size if path.is_file() else None,
     }}
@@ -203,8 +203,8 @@ def _learngene(path: Path, data: Dataset, epochs: int | None, teacher: ViTSpec) 
         "path": str(path), "how": how, "spec": gene.spec.to_dict(), "side": gene.side, "templates": gene.counts,
         "template_params": gene.num_template_params(), "scaler_params": gene.num_scaler_params(),
         "test_accuracy": gene.provenance.get("test_accuracy"), "compute": compute,
-        "teacher_forward": (teacher_forward := _teacher_passes(gene.provenance) if compute is not None else None),
-        "flops": distillation_flops(compute, gene.spec, teacher_forward, teacher),
+        "teacher_forward": _teacher_passes(gene.provenance) if compute is not None else None,
+        "flops": training_flops(compute, gene.spec, _teacher_passes(gene.provenance), teacher),
         "train_images": gene.provenance.get("train_size"), "seconds": gene.provenance.get("seconds"), "bytes": path.stat().st_size,
     }
 
@@ -218,13 +218,13 @@ def _teacher_passes(provenance: dict) -> int | None:
     return size if provenance.get("distill", {}).get("cache_teacher", True) else size * provenance.get("epochs", 1)
 
 
-def distillation_flops(compute: int | None, student: ViTSpec, teacher_forward: int | None, teacher: ViTSpec) -> float | None:
+def training_flops(compute: int | None, student: ViTSpec, teacher_forward: int | None = None, teacher: ViTSpec | None = None) -> float | None:
     """A training run's FLOPs (`waveinit.flops`): its image passes at the student's training cost
     (a templated student counted as the dense model it computes: forming its weights from the
-    templates once a step is not counted), plus the teacher's forward passes."""
+    templates once a step is not counted), plus a teacher's forward passes, if any."""
     if compute is None:
         return None
-    return compute * train_flops(student) + (teacher_forward or 0) * forward_flops(teacher)
+    return compute * train_flops(student) + (teacher_forward * forward_flops(teacher) if teacher_forward else 0)
 
 
 # ----------------------------------------------------------------------------- TLEG
@@ -240,8 +240,8 @@ def _tleg(config, data, out, ancestry: ViT, ancestry_path: Path, epochs: int, de
     return gene, path, {
         "path": str(path), "how": f"distilled by wave bench ({epochs} epochs: the learngene's loss and budget)",
         "params": gene.num_params(), "test_accuracy": gene.provenance.get("test_accuracy"), "compute": compute,
-        "teacher_forward": (teacher_forward := _teacher_passes(gene.provenance) if compute is not None else None),
-        "flops": distillation_flops(compute, gene.spec, teacher_forward, ancestry.spec),
+        "teacher_forward": _teacher_passes(gene.provenance) if compute is not None else None,
+        "flops": training_flops(compute, gene.spec, _teacher_passes(gene.provenance), ancestry.spec),
         "seconds": gene.provenance.get("seconds"), "bytes": path.stat().st_size,
     }
 
