@@ -3,6 +3,7 @@
 
     python benchmarks/make_family.py --out DIR [--budget SECONDS] [--data-dir D]   # a GPU: minutes
     python benchmarks/make_family.py --tiny --out DIR                              # any CPU: the steps, tiny
+    python benchmarks/make_family.py --report DIR/family.json ...                  # the variants, as a table
     python benchmarks/make_family.py --device cpu --ancestry benchmarks/assets/fashion-mnist-6x192.safetensors \
         --only base --seeds 1 --budget 1e9 --out DIR                               # one variant on the committed ancestry
 
@@ -167,7 +168,9 @@ class Maker:
                                    teacher_test_accuracy=self.record["models"]["ancestry"]["test_accuracy"])
             gene.provenance.pop("test_loss", None)
             save_learngene(path, gene)
+        kept = path.with_suffix(".dense") if dense else path
         self.record["models"][key] = {"path": path.name, "epochs": epochs, "distill": dataclasses.asdict(settings), "dense": dense,
+                                      "bytes": kept.stat().st_size if kept.exists() else None,
                                       "seconds": time.perf_counter() - start, "estimate_seconds": estimate, **self.scores(model)}
         print(f"{key}: validation {self.record['models'][key]['validation_accuracy']:.4f} "
               f"({self.record['models'][key]['seconds']:.0f} s)", flush=True)
@@ -216,7 +219,26 @@ def _epoch_lines(progress) -> None:
               f"{progress.eval['accuracy']:.4f}, {progress.images_per_second:,.0f} images/s, {progress.seconds_elapsed:,.0f} s", flush=True)
 
 
+def screen_table(records: list[dict], baseline: str = "e3-s0") -> str:
+    """The variants of `family.json` records, as a markdown table: validation accuracy (the
+    reading), its difference from `baseline`'s, test accuracy (reported, never read), bytes."""
+    models = {k: v for r in records for k, v in r["models"].items() if k != "ancestry"}
+    base = models.get(baseline, {}).get("validation_accuracy")
+    lines = ["| variant | epochs | changes | validation | vs " + baseline + " | test | bytes | seconds |", "|---" * 8 + "|"]
+    for key, m in models.items():
+        changes = [f"{k} {v}" for k, v in m["distill"].items() if DistillConfig.__dataclass_fields__[k].default != v and k not in ("templates", "side")]
+        changes = ", ".join(changes + (["dense student"] if m["dense"] else []))
+        diff = f"{100 * (m['validation_accuracy'] - base):+.2f}" if base is not None else "-"
+        nbytes = f"{m['bytes']:,}" if m.get("bytes") else "-"
+        lines.append(f"| {key} | {m['epochs']} | {changes or '-'} | {100 * m['validation_accuracy']:.2f} | {diff} | "
+                     f"{100 * m['test_accuracy']:.2f} | {nbytes} | {m['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--report"]:  # make_family.py --report DIR/family.json ...: the variants' table
+        print(screen_table([json.loads(Path(f).read_text()) for f in sys.argv[2:]]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--budget", type=float, default=400.0, help="seconds for the whole run")
