@@ -178,16 +178,26 @@ def resample_scalers(scalers: Mapping[str, Array], source: ViTSpec, target: ViTS
 
 
 def _resample(s: Array, role, source: ViTSpec, target: ViTSpec, side: int, depth_rule: str, width_rule: str) -> Array:
-    if role.per_layer:
-        s = _mix(s, depth_mixing(source.depth, target.depth, depth_rule), axis=0)
+    s = _map_layers(s, role, source, target, depth_rule)
     first_grid_axis = s.ndim - len(role.axes)
+    return _pool_grid(s, role, source, target, side, width_rule, lambda k: first_grid_axis + k)
+
+
+def _map_layers(x: Array, role, source: ViTSpec, target: ViTSpec, depth_rule: str) -> Array:
+    """A per-layer role's layers (axis 0) mapped from the source's depth to the target's by `depth_rule`."""
+    return _mix(x, depth_mixing(source.depth, target.depth, depth_rule), axis=0) if role.per_layer else x
+
+
+def _pool_grid(x: Array, role, source: ViTSpec, target: ViTSpec, side: int, width_rule: str, axis_of) -> Array:
+    """Each grid axis k of `role` (axis `axis_of(k)` of `x`) pooled from the source's count of
+    side-long blocks to the target's by `width_rule` ("project" picks here)."""
     for k, (g_s, g_t) in enumerate(zip(role.scaler_shape(source, side), role.scaler_shape(target, side))):
         if g_s == g_t:
             continue
-        s = _mix(s, width_pooling(g_s, g_t, "pick" if width_rule == "project" else width_rule), axis=first_grid_axis + k)
+        x = _mix(x, width_pooling(g_s, g_t, "pick" if width_rule == "project" else width_rule), axis=axis_of(k))
         if k == role.fan_in:  # a linear layer sums over this axis: keep the sum's scale
-            s = s * (g_s / g_t)
-    return s
+            x = x * (g_s / g_t)
+    return x
 
 
 def _mix(s: Array, weights: np.ndarray, axis: int) -> Array:
@@ -281,8 +291,7 @@ def spawn_dense(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=fr
 
 def _resample_dense(x: Array, role, source: ViTSpec, target: ViTSpec, side: int, depth_rule: str, width_rule: str) -> Array:
     xp = array_namespace(x)
-    if role.per_layer:
-        x = _mix(x, depth_mixing(source.depth, target.depth, depth_rule), axis=0)
+    x = _map_layers(x, role, source, target, depth_rule)
     lead = 1 if role.per_layer else 0
     if width_rule == "project" and target.width < source.width:  # weight selection's elements, on the stored shape
         deep, like = resized(source, depth=target.depth), resized(target, **data_fields(source))
@@ -291,17 +300,11 @@ def _resample_dense(x: Array, role, source: ViTSpec, target: ViTSpec, side: int,
             if kind is not None:
                 x = xp.take(x, xp.asarray(indices[kind], device=device_of(x)), axis=lead + axis)
         return x
-    x = xp.reshape(x, (*x.shape[:lead], *role.kron_shape(source)))
-    for k, (g_s, g_t) in enumerate(zip(role.scaler_shape(source, side), role.scaler_shape(target, side))):
-        if g_s == g_t:
-            continue
-        axis = lead + k
-        size = x.shape[axis]
-        x = xp.reshape(x, (*x.shape[:axis], g_s, size // g_s, *x.shape[axis + 1:]))
-        x = _mix(x, width_pooling(g_s, g_t, "pick" if width_rule == "project" else width_rule), axis=axis)
-        x = xp.reshape(x, (*x.shape[:axis], g_t * (size // g_s), *x.shape[axis + 2:]))
-        if k == role.fan_in:
-            x = x * (g_s / g_t)
+    # each axis split into (its grid's blocks, a block's elements), the blocks pooled as scalers are
+    grid = role.scaler_shape(source, side)
+    blocks = [(g, n // g) for g, n in zip(grid, role.kron_shape(source))]
+    x = xp.reshape(x, (*x.shape[:lead], *(d for pair in blocks for d in pair)))
+    x = _pool_grid(x, role, source, target, side, width_rule, lambda k: lead + 2 * k)
     return xp.reshape(x, (*x.shape[:lead], *role.param_shape(target)))
 
 
