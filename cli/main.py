@@ -388,7 +388,8 @@ def spawn(
     lr: Annotated[float, typer.Option(min=0.0, help="Learning rate of the scaler fit.", rich_help_panel=FIT)] = _SPAWN.lr,
     teacher: Annotated[Optional[str], typer.Option(help=(
         "Ancestry to distil from while fitting: a model file or folder, hf-hub:ORG/NAME, or 'recorded' (the ancestry the learngene "
-        "records, which must be on this machine). Default: none, the fit trains on labels alone (the same model on every machine)."),
+        "records, which must be on this machine). Default: none, the fit trains on labels alone (the same model on every machine). "
+        "With the ancestry the fit is better: docs/bench/ablations.md, stage 5."),
         rich_help_panel=FIT)] = None,
     no_fit: Annotated[bool, typer.Option("--no-fit", help="Data-free: scalers resampled from the learngene, no data used.",
                                          rich_help_panel=FIT)] = False,

@@ -39,7 +39,11 @@ def test_spawn_defaults_are_the_studys_choices(study):
     fields = {"depth_rule": default.depth_rule, "width_rule": default.width_rule, "fit_lr": default.lr, "fit_steps": default.fit_steps,
               "fit_keep": default.fit_keep}
     assert fields == {k: chosen[k] for k in fields}
-    assert chosen["loss"] == "ce"  # the fit's default has no teacher: cross-entropy on labels
+    # the fit's loss: cross-entropy on labels (no teacher, `wave spawn`'s default), or KD from the
+    # ancestry at a temperature and weight, which become the fit's settings when a teacher is given
+    kd = study.LOSSES[chosen["loss"]]
+    if kd is not None:
+        assert (default.temperature, default.kd_weight) == kd
 
 
 def test_the_api_and_the_cli_take_their_spawn_defaults_from_spawn_config():
