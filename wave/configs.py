@@ -181,8 +181,8 @@ class SpawnConfig:
     batch_size: int = 64
     lr: float = 0.1  # scalers are O(1) numbers: a far larger rate than for weights (0.1 beat 3e-2 and 1e-2 on digits)
     # With a teacher (`wave spawn --teacher`), the fit's loss: the spawn-rule study's winner, KL to
-    # the ancestry alone at temperature 1 (+0.5 to +1.1 points after one epoch at 2x128-6x128
-    # against labels alone; docs/bench/ablations.md, stage 5). Without one: cross-entropy.
+    # the ancestry alone at temperature 1 (+0.8 to +1.0 points after one epoch at 2x128-6x128
+    # and 4x192 against labels alone; docs/bench/ablations.md, stage 5). Without one: cross-entropy.
     temperature: float = 1.0
     kd_weight: float = 1.0  # KL to the ancestry, the rest cross-entropy on labels
     seed: int = 0
