@@ -150,7 +150,10 @@ def plot_savings_vs_params(path: Path, compute: dict, summary: dict, sizes: list
     ax.set_title(f"Scratch's FLOPs to each method's accuracy after {epochs} epoch(s), over the method's own\n"
                  "(hollow: scratch never got there, a lower bound; below 1: scratch is cheaper)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:  # no method has a FLOP saving to show (no scratch, or records older than the FLOP count)
+        ax.text(0.5, 0.5, "no FLOP savings to show", transform=ax.transAxes, ha="center")
     _save(fig, path)
     plt.close(fig)
 
