@@ -1,9 +1,10 @@
 """The reports of `wave bench`, made from its records alone: `results.csv` and `results.json`
-(one row per size, method, seed and epoch), `results.md` (tables) and three PNG plots.
+(one row per size, method, seed and epoch), `results.md` (tables) and PNG plots.
 
-Compute is counted in image passes through forward + backward (the unit of the issue; a pass
-of a bigger model costs more, which these numbers do not weigh), and also shown in epochs of
-the training set (passes / training images). Storage is float32 bytes.
+Compute is counted in image passes through forward + backward, also shown in epochs of the
+training set (passes / training images), and in FLOPs (`waveinit.flops`), which weigh a pass by
+its model's cost and count the ancestry's forward passes: the savings tables and the n-times
+total are given in both. Storage is float32 bytes.
 """
 
 from __future__ import annotations
