@@ -174,12 +174,12 @@ class SpawnConfig:
     # "best" by the study's rule (stage 6), though by 0.0003 points: a tie within the seeds' spread.
     fit_keep: str = "best"
 
-    # Optimizer steps of the scaler fit: the fewest of 25-400 within 0.5 points of the best, on
-    # average over six Fashion-MNIST sizes (docs/bench/results.md, "The scaler fit").
+    # Optimizer steps of the scaler fit, and its rate below: the spawn-rule study's winners (400
+    # against 100 and 1000, 0.1 against 0.03 and 0.3; docs/bench/ablations.md, stages 3 and 4).
     fit_steps: int = 400
     fit_samples: int = 1500  # training images the fit may see (a fixed seeded choice)
     batch_size: int = 64
-    lr: float = 0.1  # scalers are O(1) numbers: a far larger rate than for weights (0.1 beat 3e-2 and 1e-2 on digits)
+    lr: float = 0.1  # scalers are O(1) numbers: a far larger rate than for weights
     # With a teacher (`wave spawn --teacher`), the fit's loss: the spawn-rule study's winner, KL to
     # the ancestry alone at temperature 1 (+0.8 to +1.0 points after one epoch at 2x128-6x128
     # and 4x192 against labels alone; docs/bench/ablations.md, stage 5). Without one: cross-entropy.

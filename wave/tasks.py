@@ -146,18 +146,17 @@ def teacher_kd_loss(teacher: torch.nn.Module, images, temperature: float, kd_wei
     dataset indices): the teacher's logits computed once for all images (`cache`), or per batch.
     The cache turns itself off where it would be wrong (augmented images differ every epoch; the
     engine mixes or erases them: `inputs_change`) or would grow with the data past 256 MiB (a
-    large image folder). `smoothing`: label smoothing of the cross-entropy part."""
+    large image folder). `smoothing`: label smoothing of the cross-entropy part. The returned
+    function's `teacher_cached` says which it is, for callers that count the teacher's passes."""
     loss = distillation_loss(temperature, kd_weight, smoothing)  # its settings checked once, here
     augmented = batch_source(images).changes_every_epoch or inputs_change
-    # (the returned function's `teacher_cached`: whether the teacher ran once over the images,
-    # rather than on every batch; callers count its forward passes by it)
     if cache and not augmented and len(images) * teacher.spec.num_classes * 4 <= _CACHE_BYTES:
         cached = predict_logits(teacher, images, batch_size, device, workers).to(device)  # (n, classes)
 
         def loss_fn(logits, batch, labels, indices):
             return loss(logits, cached[indices.to(device)].to(logits.dtype), labels)
 
-        loss_fn.teacher_cached = True  # the teacher ran once over the images, not on every batch
+        loss_fn.teacher_cached = True
     else:
         last: dict = {}
 

@@ -218,7 +218,7 @@ V3 = BenchConfig(
 )
 # The same protocol on one GPU, at full scale: the whole train split, the full grid, three seeds.
 V3_GPU = dataclasses.replace(
-    V3, subset=None, depths=(2, 4, 6), widths=(64, 128, 192), extra_sizes=((4, 256), (8, 256)), seeds=3, batch_size=256,
+    V3, subset=None, widths=(64, 128, 192), extra_sizes=((4, 256), (8, 256)), seeds=3, batch_size=256,
     scratch_epochs=32, scratch_budgets=(1, 2, 4, 8, 16, 32))
 
 PRESETS = {"cpu": BenchConfig(), "gpu": GPU, "quick": QUICK, "v3": V3, "v3-gpu": V3_GPU}

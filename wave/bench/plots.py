@@ -129,7 +129,7 @@ def plot_savings_vs_params(path: Path, compute: dict, summary: dict, sizes: list
         points = []
         for size in sizes:
             c = compute["sizes"][size].get(m)
-            if c is None or c.get("flops") is None or not c["flops"] or c.get("scratch_max_flops") is None:
+            if c is None or not c.get("flops") or c.get("scratch_max_flops") is None:
                 continue
             reached = c["scratch_equivalent_flops"] is not None
             reach = c["scratch_equivalent_flops"] if reached else c["scratch_max_flops"]

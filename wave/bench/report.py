@@ -340,7 +340,7 @@ def _budget(config: BenchConfig) -> str:
 def _recipe(config: BenchConfig) -> str:
     if config.recipe == "plain":
         return ""
-    settings = ", ".join(f"{k} {v}" for k, v in RECIPES[config.recipe].items())
+    settings = ", ".join(f"{k} {v}" for k, v in RECIPES[config.recipe].items() if k != "augment" or config.ancestry_augment)
     return f", with the {config.recipe}'s regularisation ({settings}; downstream: none)"
 
 
