@@ -2,6 +2,7 @@
 
     python benchmarks/spawn_rules.py --seed S --stage K [--out runs/rules]   # one seed's cells of stage K
     python benchmarks/spawn_rules.py --report [--out runs/rules]            # the tables, as markdown
+    python benchmarks/spawn_rules.py --seed S --stage 7 --learngene ts      # stage 7's chosen arm on another learngene
 
 Stages, each choosing on validation accuracy averaged over the seeds that ran it (stage K reads
 the choices of stages < K from both seeds' rows, so run both seeds of a stage before the next):
@@ -25,6 +26,11 @@ Each cell (a size and an arm: the rules and the fit) records the data-free, afte
 after-one-epoch validation accuracy, the seconds and the image passes (forward-only ones apart).
 Rows append to `<out>/seed<S>.jsonl`; a cell already there (same size, arm and rates) is reused,
 so the study resumes and a stage reuses the cells of the stages before it.
+
+The learngene is part of the arm: `base` (the protocol's learngene, every stage) unless
+`--learngene VARIANT` names another distillation variant of `make_family.py`, committed beside it
+(`fashion-mnist-6x192-<VARIANT>-s<S>.safetensors`); with one, only stage 7's chosen arm runs, so
+the variant is judged by the same final table.
 """
 
 from __future__ import annotations
@@ -57,14 +63,15 @@ FINAL_SIZES = SIZES + [(4, 256)]
 RATES = (3e-4, 1e-3, 3e-3)
 EPOCH_IMAGES = 5000  # the descendants' epoch: a fixed seeded draw of the train split
 ANCESTRY = Path(__file__).parent / "assets" / "fashion-mnist-6x192.safetensors"
-TODAY = {"depth_rule": "relative", "width_rule": "pick", "fit_lr": 0.1, "fit_steps": 400, "loss": "ce", "fit_keep": "last"}
+TODAY = {"depth_rule": "relative", "width_rule": "pick", "fit_lr": 0.1, "fit_steps": 400, "loss": "ce", "fit_keep": "last",
+         "learngene": "base"}
 ARM = tuple(TODAY)
 LOSSES = {"ce": None, "kd-t2-w0.5": (2.0, 0.5), "kd-t1-w1": (1.0, 1.0)}  # (temperature, KL weight), teacher: the ancestry
 
 
-def learngene_path(seed: int) -> Path:
-    """The `base` learngene of seed `seed` (protocol v3), committed beside the ancestry."""
-    return Path(__file__).parent / "assets" / "learngenes" / f"fashion-mnist-6x192-base-s{seed}.safetensors"
+def learngene_path(seed: int, variant: str = "base") -> Path:
+    """The learngene of distillation variant `variant` and seed `seed` (protocol v3), committed beside the ancestry."""
+    return Path(__file__).parent / "assets" / "learngenes" / f"fashion-mnist-6x192-{variant}-s{seed}.safetensors"
 
 
 class Study:
@@ -72,11 +79,19 @@ class Study:
         self.out, self.seed = out, seed
         data = load_dataset("fashion-mnist", data_dir=data_dir)
         self.test_data, self.val_data = splits(data)
-        self.gene = load_learngene(learngene_path(seed))
+        self.genes = {}  # variant -> learngene, loaded when an arm first asks
         pick = np.random.default_rng(1000 + seed).permutation(len(self.val_data.train_labels))[:EPOCH_IMAGES]
         self.epoch_images, self.epoch_labels = self.val_data.train_images[pick], self.val_data.train_labels[pick]
         self.rows = read_rows(out, seed)
         self._teacher = None
+
+    def gene(self, variant: str):
+        if variant not in self.genes:
+            path = learngene_path(self.seed, variant)
+            if not path.exists():
+                raise SystemExit(f"{path}: no such learngene: run make_family.py --only {variant} and copy it there")
+            self.genes[variant] = load_learngene(path)
+        return self.genes[variant]
 
     @property
     def teacher(self):
@@ -91,20 +106,21 @@ class Study:
         if done is not None:
             return done
         start = time.perf_counter()
-        spec = target_spec(self.gene, *size)
+        gene = self.gene(arm["learngene"])
+        spec = target_spec(gene, *size)
         temperature, kd_weight = LOSSES[arm["loss"]] or (2.0, 0.5)
         config = SpawnConfig(depth_rule=arm["depth_rule"], width_rule=arm["width_rule"], fit_steps=arm["fit_steps"], lr=arm["fit_lr"],
                              temperature=temperature, kd_weight=kd_weight, fit_keep=arm["fit_keep"], seed=self.seed)
         row = {"stage": stage, "seed": self.seed, "size": list(size), **arm, "params": spec.num_params(), "forward_images": 0}
         depth_rule = arm["depth_rule"]
         if depth_rule == "choose":
-            depth_rule, row["depth_losses"] = choose_depth_rule(self.gene, spec, self.val_data, config, device="cpu")
-            candidates = {tuple(layer_positions(self.gene.spec.depth, size[0], rule)) for rule in DEPTH_RULES}
+            depth_rule, row["depth_losses"] = choose_depth_rule(gene, spec, self.val_data, config, device="cpu")
+            candidates = {tuple(layer_positions(gene.spec.depth, size[0], rule)) for rule in DEPTH_RULES}
             row["forward_images"] += len(candidates) * config.choose_batches * config.batch_size
         row["depth_rule_used"] = depth_rule
-        row["data_free"] = self.score(spawned_factors(self.gene, spec, self.seed, depth_rule=depth_rule, width_rule=arm["width_rule"])[0])
+        row["data_free"] = self.score(spawned_factors(gene, spec, self.seed, depth_rule=depth_rule, width_rule=arm["width_rule"])[0])
         teacher = self.teacher if LOSSES[arm["loss"]] else None
-        fitted = fit_scalers(self.gene, spec, self.val_data, dataclasses.replace(config, depth_rule=depth_rule), teacher=teacher,
+        fitted = fit_scalers(gene, spec, self.val_data, dataclasses.replace(config, depth_rule=depth_rule), teacher=teacher,
                              teacher_name="ancestry" if teacher else None, device="cpu")
         row["fit"] = {"accuracy": fitted.eval["accuracy"], "loss": fitted.eval["loss"], "kept": fitted.kept}
         row["fit_images"] = fitted.steps * config.batch_size
@@ -135,8 +151,12 @@ class Study:
 
 
 def read_rows(out: Path, seed: int | None = None) -> list[dict]:
+    """The rows of one seed, or of every seed; rows written before the learngene was part of the arm are `base`'s."""
     files = [out / f"seed{seed}.jsonl"] if seed is not None else sorted(out.glob("seed*.jsonl"))
-    return [json.loads(line) for f in files if f.exists() for line in f.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for f in files if f.exists() for line in f.read_text().splitlines() if line.strip()]
+    for row in rows:
+        row.setdefault("learngene", "base")
+    return rows
 
 
 def find(rows: list[dict], size: tuple, arm: dict, rates=(), test: bool = False, seed: int | None = None) -> dict | None:
@@ -200,8 +220,17 @@ def chosen(rows: list[dict], upto: int) -> dict:
     return arm
 
 
-def run_stage(study: Study, stage: int) -> None:
+def run_stage(study: Study, stage: int, learngene: str = "base") -> None:
     rows = read_rows(study.out)
+    if learngene != "base":
+        if stage != FINAL:
+            raise SystemExit(f"--learngene {learngene} runs stage {FINAL} only (the chosen arm's final table)")
+        rates, arm = size_rates(rows), chosen(rows, FINAL)
+        if set(rates) != set(FINAL_SIZES):
+            raise SystemExit("run stage 0 first, for every seed")
+        for size in FINAL_SIZES:
+            study.cell(FINAL, size, {**arm, "learngene": learngene}, RATES, test=True)
+        return
     if stage == 0:
         for size in FINAL_SIZES:
             study.cell(0, size, TODAY, RATES, test=True)  # test recorded now (read by no choice), so the final stage reuses these
@@ -265,19 +294,23 @@ def final_table(rows: list[dict]) -> str:
     names = ["today"] + [f"arm {i}" for i in range(1, len(arms))]
     lines = [f"- {name}: {arm}" for name, arm in zip(names, arms)] + [""]
     lines += ["| size | params | " + " | ".join(f"{name}: val / test (rate)" for name in names) + " |", "|---" * (len(arms) + 2) + "|"]
+    vals = {i: [] for i in range(len(arms))}  # arm -> its validation accuracy per size
     for size in FINAL_SIZES:
         cols = []
-        for a in arms:
+        for i, a in enumerate(arms):
             found = [r for r in rows if find([r], size, a, RATES, test=True)]
             if not found:
                 cols.append("not run")
                 continue
             rate = max(found[0]["epoch"], key=lambda k: statistics.mean(r["epoch"][k]["accuracy"] for r in found))
             val = statistics.mean(100 * r["epoch"][rate]["accuracy"] for r in found)
+            vals[i].append(val)
             test = [100 * r["epoch"][rate]["test_accuracy"] for r in found]
             cols.append(f"{val:.1f} / {statistics.mean(test):.1f}±{(max(test) - min(test)) / 2:.1f} ({rate})")
         params = next((r["params"] for r in rows if tuple(r["size"]) == size), 0)
         lines.append(f"| {size[0]}x{size[1]} | {params:,} | " + " | ".join(cols) + " |")
+    means = [f"{statistics.mean(v):.2f} over {len(v)} sizes" if v else "not run" for v in vals.values()]
+    lines.append("| mean (validation) | | " + " | ".join(means) + " |")
     return "\n".join(lines)
 
 
@@ -321,6 +354,7 @@ def main() -> int:
     parser.add_argument("--stage", type=int, choices=range(FINAL + 1), default=None)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--report", action="store_true", help="print the tables (markdown) from the rows so far")
+    parser.add_argument("--learngene", default="base", help="a distillation variant of make_family.py: stage 7's chosen arm on it")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.report:
@@ -329,7 +363,7 @@ def main() -> int:
     if args.stage is None:
         parser.error("give --stage or --report")
     torch.manual_seed(args.seed)
-    run_stage(Study(args.out, args.seed, args.data_dir), args.stage)
+    run_stage(Study(args.out, args.seed, args.data_dir), args.stage, args.learngene)
     return 0
 
 
