@@ -3,6 +3,7 @@ determinism, one-line errors; and the `--quick` preset as it ships (about 2 minu
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -179,7 +180,13 @@ def test_downstream_methods_share_the_head_warm_up_and_every_row_counts_flops(ru
             continue
         spec = ViTSpec(depth=r["depth"], width=r["width"], heads=r["heads"], patch_size=2, image_size=8, channels=1, num_classes=10)
         assert r["train_flops_per_image"] == train_flops(spec)
-        assert r["init_flops"] == r["init_compute"] * train_flops(spec) + r["init_teacher_forward"] * forward_flops(ancestry)
+        assert r["init_flops"] == (r["init_compute"] * train_flops(spec) + r["init_teacher_forward"] * forward_flops(ancestry)
+                                   + r["init_forward"] * forward_flops(spec))
+        held = 200 // FIT_HOLDOUT  # the fit scores its held-out images before, at each epoch end ("best") and after
+        if r["method"] in ("wave", "nearest-kron"):
+            assert r["init_forward"] % held == 0 and r["init_forward"] >= 3 * held, r["key"]
+        else:
+            assert r["init_forward"] == 0, r["key"]
         # kd-per-size's epochs add the ancestry's logits, computed once over the training set (the plain recipe: cached)
         teacher = r["train_images"] if r["method"] == "kd-per-size" else 0
         assert [row.get("teacher_forward", 0) for row in r["rows"]] == [teacher if row["epoch"] else 0 for row in r["rows"]]
@@ -225,6 +232,40 @@ def test_a_cell_run_again_gives_the_same_numbers(run):
         assert [(r["accuracy"], r["loss"]) for r in again["rows"]] == [(r["accuracy"], r["loss"]) for r in record["rows"]], method
 
 
+def test_the_init_cache_gives_what_initialise_gives_and_fits_once(run):
+    # The sweep's rates and seed 0's cell share one scaler fit: the cached start must be the
+    # very model a fresh fit makes, with its cost, and training one copy must not touch it.
+    import torch
+
+    from waveinit.bench.config import BenchConfig
+    from waveinit.bench.family import make_family
+    from waveinit.bench.methods import InitCache, initialise
+    from waveinit.bench.runner import bench_sizes
+    from waveinit.io.datasets import load_dataset
+
+    out, _ = run
+    settings = json.loads((out / "bench.json").read_text())["settings"]
+    config = BenchConfig(**{**settings, "lrs": tuple(settings["lrs"]), "capacity": tuple(map(tuple, settings["capacity"])),
+                            "depths": (1,), "widths": (64,), "extra_sizes": ()})
+    data = load_dataset("digits")
+    family = make_family(config, data, out, None, None, 10**9, True, "cpu", log=lambda _: None)
+    (size,) = bench_sizes(config, family.ancestry.spec, family.learngene.side)
+    cache = InitCache()
+    first = cache("wave", size, 0, family, data, config, "cpu", lr=1e-3)
+    with torch.no_grad():
+        for p in first.model.parameters():
+            p.add_(1.0)  # as a sweep's training would
+    again = cache("wave", size, 0, family, data, config, "cpu", lr=3e-3)  # another rate: the same fit
+    fresh = initialise("wave", size, 0, family, data, config, "cpu")
+    assert len(cache.entries) == 1 and again.model is not first.model
+    for (key, a), b in zip(again.model.state_dict().items(), fresh.model.state_dict().values()):
+        assert torch.equal(a, b), key
+    assert (again.compute, again.forward, again.teacher_forward, again.images) == (fresh.compute, fresh.forward, fresh.teacher_forward,
+                                                                                  fresh.images)
+    cache("random", size, 0, family, data, config, "cpu")
+    assert len(cache.entries) == 1  # only the fitted methods are kept
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -249,6 +290,23 @@ def test_bad_input_is_one_line_and_exit_2_before_any_training(run, args, message
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "new" / "ancestry.safetensors").exists()
+
+
+def test_a_resume_under_other_library_defaults_is_refused(run, tmp_path):
+    # A run spans sessions while the project's defaults move: cells made under another spawn
+    # rule (or distillation loss, or training recipe) must not be mixed with new ones.
+    out, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    header = json.loads((copy / "bench.json").read_text())
+    assert header["defaults"]["fit"]["depth_rule"] == "interpolate"
+    header["defaults"]["fit"]["depth_rule"] = "relative"
+    (copy / "bench.json").write_text(json.dumps(header))
+    before = (copy / "cells.jsonl").read_text()
+    result = bench(*TINY, "--out", copy)
+    assert result.exit_code == 2, result.output
+    assert "other library defaults (fit.depth_rule: relative there, interpolate now)" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and (copy / "cells.jsonl").read_text() == before
 
 
 @pytest.mark.slow
@@ -743,7 +801,10 @@ def test_the_v3_presets_hold_protocol_v3():
         p.check()
         assert p.family_validation == make_family.VALIDATION and p.data == "fashion-mnist"
         assert (p.ancestry_depth, p.ancestry_width) == (make_family.ANCESTRY["depth"], make_family.ANCESTRY["width"])
-        assert (p.fit_steps, p.fit_lr, p.fit_samples) == (spawn.fit_steps, spawn.lr, spawn.fit_samples)
+        assert (p.fit_steps, p.fit_lr, p.fit_samples, p.fit_batch) == (spawn.fit_steps, spawn.lr, spawn.fit_samples, spawn.batch_size)
+        # downstream (digits, 1,438 training images), scratch's curve reaches past the fit alone (18 epochs of it)
+        far = p.for_downstream()
+        assert far.scratch_epochs * 1438 > 2 * p.fit_steps * p.fit_batch and max(far.scratch_budgets) == far.scratch_epochs
         assert p.recipe == "ancestry" and p.sweep_every_size and len(p.lrs) == 3 and p.seeds >= 2
         assert len(p.budgets) > 1 and len(p.scratch_budgets) > 1 and max(p.scratch_budgets) == p.scratch_epochs
         sizes = [(d, w) for d in p.depths for w in p.widths] + list(p.extra_sizes)

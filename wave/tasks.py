@@ -476,7 +476,7 @@ class SpawnResult:
     eval: dict | None  # held-out accuracy and loss after the fit
     seconds: float
     kept: str | None = None  # "fitted", or "start" when the fit did not lower the loss on the held-out fit images
-    holdout: dict | None = None  # the held-out fit images' count and the start's and the fit's accuracy and loss there
+    holdout: dict | None = None  # the held-out fit images' count, how often they were scored, the start's and the fit's accuracy and loss there
     depth_rule: str = SpawnConfig.depth_rule  # the depth rule used (the chosen one under "choose")
     depth_losses: dict | None = None  # "choose": each candidate's cross-entropy on the fit's first batches
     best_step: int | None = None  # fit_keep "best": the step of the epoch end kept
@@ -600,7 +600,8 @@ def _fit_and_judge(model: TemplatedViT, trainable: list, data: Dataset, config: 
         if after["loss"] >= before["loss"]:
             model.load_state_dict(start_state)
             fit.kept = "start"
-        fit.holdout = {"samples": before["samples"], "start_accuracy": before["accuracy"], "start_loss": before["loss"],
+        evaluations = 2 + (best.evaluations if best else 0)  # before, after, and each epoch end "best" watched: the fit's judging cost
+        fit.holdout = {"samples": before["samples"], "evaluations": evaluations, "start_accuracy": before["accuracy"], "start_loss": before["loss"],
                        "fitted_accuracy": after["accuracy"], "fitted_loss": after["loss"]}
     fit.evaluation = evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, dev, workers)
     return fit
@@ -612,10 +613,13 @@ class _BestEpoch:
     def __init__(self, model, on_progress):
         self.model, self.on_progress = model, on_progress
         self.loss, self.state, self.step = math.inf, None, None
+        self.evaluations = 0  # held-out evaluations seen (forward passes the fit spent judging itself)
 
     def watch(self, progress) -> None:
         if self.on_progress is not None:
             self.on_progress(progress)
+        if progress.event == "epoch" and progress.eval is not None:
+            self.evaluations += 1
         if progress.event == "epoch" and progress.eval is not None and progress.eval["loss"] < self.loss:
             self.loss, self.step = progress.eval["loss"], progress.global_step
             self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}

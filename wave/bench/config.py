@@ -51,6 +51,10 @@ class BenchConfig:
     # `scratch_budgets` must be `scratch_epochs`. None: one run, scored after every epoch.
     budgets: tuple[int, ...] | None = None
     scratch_budgets: tuple[int, ...] | None = None
+    # Scratch's budgets on downstream data (None: `scratch_budgets`). A small downstream set needs
+    # a longer curve: the scaler fit alone can be many of its epochs (400 steps of 64 images are
+    # 18 epochs of digits), and a saving can only be read where scratch's curve gets that far.
+    downstream_scratch_budgets: tuple[int, ...] | None = None
     batch_size: int = 64
     recipe: str = "plain"  # RECIPES; downstream cells always train plain
     lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # learning-rate sweep candidates, one rate: no sweep
@@ -67,6 +71,7 @@ class BenchConfig:
     fit_steps: int = 100  # scaler fit of wave and nearest-kron (the fit study reports other counts)
     fit_samples: int = 1500
     fit_lr: float = 0.1
+    fit_batch_size: int | None = None  # the scaler fit's batch, and so the mirrored warm-ups' (None: `batch_size`)
     fit_study_steps: tuple[int, ...] = (25, 50, 100, 200, 400)  # the scaler-fit trade-off (0: no fit, wave-nofit)
     patch: int | None = None  # None: image side / 4
     # The ancestry, when the bench makes it: trained long on the whole training set, with random
@@ -123,12 +128,28 @@ class BenchConfig:
             raise WaveError(f"budgets {list(self.budgets)} must be positive and include epochs ({self.epochs}), the tables' headline budget")
         if self.scratch_budgets is not None and (max(self.scratch_budgets) != self.scratch_epochs or min(self.scratch_budgets) < 1):
             raise WaveError(f"scratch budgets {list(self.scratch_budgets)} must be positive, the largest being scratch epochs ({self.scratch_epochs})")
+        if self.downstream_scratch_budgets is not None and (not self.scratch_budgets or min(self.downstream_scratch_budgets) < 1):
+            raise WaveError(f"downstream scratch budgets {list(self.downstream_scratch_budgets)} must be positive, "
+                            f"and come with scratch budgets")
+        if self.fit_batch_size is not None and self.fit_batch_size < 1:
+            raise WaveError(f"fit batch size must be at least 1, got {self.fit_batch_size}")
         if self.recipe not in RECIPES:
             raise WaveError(f"unknown training recipe {self.recipe!r}: choose from {', '.join(RECIPES)}")
         if self.family_validation is not None and not 0 < self.family_validation < 1:
             raise WaveError(f"family validation must be a fraction in (0, 1), got {self.family_validation}")
         if any(s < 1 for s in self.fit_study_steps):
             raise WaveError(f"fit study steps must be at least 1, got {list(self.fit_study_steps)}")
+
+    @property
+    def fit_batch(self) -> int:
+        return self.fit_batch_size or self.batch_size
+
+    def for_downstream(self) -> BenchConfig:
+        """The settings of the downstream cells: scratch's curve is `downstream_scratch_budgets`."""
+        if self.downstream_scratch_budgets is None:
+            return self
+        return dataclasses.replace(self, scratch_budgets=self.downstream_scratch_budgets,
+                                   scratch_epochs=max(self.downstream_scratch_budgets), downstream_scratch_budgets=None)
 
     def fingerprint(self) -> dict:
         """The settings a finished cell depends on: a rerun must share them to reuse cells.
@@ -201,11 +222,13 @@ V3 = BenchConfig(
     budgets=(1, 2, 4),
     scratch_epochs=16,
     scratch_budgets=(1, 2, 4, 8, 16),
+    downstream_scratch_budgets=(1, 2, 4, 8, 16, 32, 64),  # digits: the fit alone is 18 of its epochs
     recipe="ancestry",
     sweep_every_size=True,
     fit_steps=_SPAWN.fit_steps,
     fit_samples=_SPAWN.fit_samples,
     fit_lr=_SPAWN.lr,
+    fit_batch_size=_SPAWN.batch_size,  # wave spawn's, whatever batch the descendants train with (v3-gpu: 256)
     fit_study_steps=(25, 100, 400),
     ancestry_depth=6,  # the committed ancestry's recipe, for a bench run without --ancestry
     ancestry_width=192,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..configs import SpawnConfig
 from ..io.storage import atomic_write_bytes
 from ..spec import ViTSpec, scaler_shapes
 from .config import METHODS, RECIPES, BenchConfig
@@ -309,7 +310,7 @@ def render_markdown(config: BenchConfig, family: dict, summary: dict, sizes: lis
         _fit_section(config, fits),
         _rates_section(config, methods, rates, sweep_size, sweeps),
         _size_rates_section(methods, size_rates) if size_rates else [],
-        _downstream_section(config, far),
+        _downstream_section(config.for_downstream(), far),
         _storage_section(storage),
     ]
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
@@ -522,14 +523,22 @@ def _fit_section(config: BenchConfig, fits: list[dict]) -> list[str]:
     steps = [0, *config.fit_study_steps]
     lines = ["## The scaler fit: cost and accuracy on their own", "", (
         f"wave's accuracy right after its fit (0 steps: the data-free rule, wave-nofit) on {_validation(config)}, seed 0; "
-        f"the fit draws {config.fit_samples} training images, batch {config.batch_size}, "
-        f"lr {config.fit_lr:g}, KL to the ancestry + CE. Its cost: about the step count x {config.batch_size} image passes."), "",
+        f"the fit draws {config.fit_samples} training images, batch {config.fit_batch}, "
+        f"lr {config.fit_lr:g}, {_fit_loss()}. Its cost: about the step count x {config.fit_batch} image passes."), "",
         "| size | fitted parameters | " + " | ".join(f"{k} steps" for k in steps) + " |", "| --- | --- |" + " --- |" * len(steps)]
     by = {(f["size"], f["steps"]): f for f in fits}
     for size in dict.fromkeys(f["size"] for f in fits):
         fitted = max(by[(size, k)]["fitted_params"] for k in steps if (size, k) in by)
         lines.append(f"| {size} | {fitted:,} | " + " | ".join(_pct(by[(size, k)]["val_accuracy"]) if (size, k) in by else "-" for k in steps) + " |")
     return lines
+
+
+def _fit_loss() -> str:
+    """The scaler fit's loss on the family's data, as `wave spawn --teacher` fits (SpawnConfig's defaults)."""
+    spawn = SpawnConfig()
+    if spawn.kd_weight >= 1:
+        return f"KL to the ancestry alone at temperature {spawn.temperature:g}"
+    return f"KL to the ancestry (weight {spawn.kd_weight:g}, temperature {spawn.temperature:g}) + cross-entropy"
 
 
 def _validation(config: BenchConfig) -> str:
@@ -580,7 +589,7 @@ def _downstream_section(config: BenchConfig, far: dict) -> list[str]:
             f"parameters whose shape follows the data (the patch embedding's weights when the patch's pixels differ) start "
             f"afresh, the rest is inherited (position embeddings of the same 4x4 token grid included). {n:,} training images, "
             f"{config.epochs} epoch(s); test accuracy %, after initialisation -> after the budget. wave's and nearest-kron's "
-            f"initialisation trains on this data ({config.fit_steps} fit steps of {config.batch_size} images)"
+            f"initialisation trains on this data ({config.fit_steps} fit steps of {config.fit_batch} images)"
             + (f"; every other method but scratch first trains its fresh parameters alone for as many steps at the same rate "
                f"({config.fit_lr:g}), the rest frozen: the same head warm-up for all, counted as compute" if config.head_warmup else "")
             + ". The scratch table below compares every method at its compute."), "",

@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 from ..api import plan_spawn, run_spawn
 from ..backends.torch import ViT, load_state_dict
-from ..configs import EVAL_BATCH_SIZE, TrainConfig
+from ..configs import EVAL_BATCH_SIZE, DistillConfig, TrainConfig
 from ..errors import WaveError
 from ..flops import forward_flops, train_flops
 from ..io.datasets import Dataset, load_dataset, split_validation, subset_of
@@ -53,7 +53,7 @@ from ..training.evaluation import evaluate
 from ..training.objectives import smoothed
 from .config import DOWNSTREAM_METHODS, METHODS, RECIPES, BenchConfig
 from .family import Family, make_family, planned_family
-from .methods import fit_config, fresh_keys, initialise, kd_loss_for, not_applicable, warm_up_head
+from .methods import InitCache, fit_config, fresh_keys, initialise, kd_loss_for, not_applicable, warm_up_head
 from .records import RecordFile, images_passed
 from .report import BYTES_PER_PARAM, write_reports
 
@@ -111,11 +111,12 @@ def training_loss(method: str, family: Family, images, train_config: TrainConfig
 
 # ----------------------------------------------------------------------------- the learning-rate sweep
 
-def _sweep_size(sweeps: RecordFile, sizes: list[ViTSpec], family: Family, methods: tuple[str, ...]) -> ViTSpec:
+def _sweep_size(sweeps: RecordFile, sizes: list[ViTSpec], family: Family, methods: tuple[str, ...], every_size: bool) -> ViTSpec:
     """The representative size, or the one an earlier run of this bench swept on: the rates
-    of finished cells stay the rates of the cells still to run."""
+    of finished cells stay the rates of the cells still to run. Where every size is swept, the
+    representative size only heads the report, whatever was swept first."""
     earlier = {r["size"] for r in sweeps.records.values()}
-    if not earlier:
+    if not earlier or every_size:
         return representative_size(sizes, family, methods)
     depth, width = map(int, earlier.pop().split("x"))
     return resized(family.ancestry.spec, depth, width)
@@ -141,7 +142,7 @@ def validation_split(config: BenchConfig, data: Dataset, held_out: Dataset | Non
 
 def sweep_learning_rates(config: BenchConfig, family: Family, data: Dataset, size: ViTSpec, store: RecordFile,
                          device: str, log: Callable[[str], None], methods: tuple[str, ...], held_out: Dataset | None = None,
-                         fallback: dict[str, float] | None = None) -> dict[str, float]:
+                         fallback: dict[str, float] | None = None, cache: InitCache | None = None) -> dict[str, float]:
     """Method -> learning rate: the best validation accuracy (then loss) after `sweep_epochs`
     epochs on the training part of `validation_split`, size `size`, seed 0. A method that does
     not apply at that size takes `fallback`'s rate if given, else random's (the report says so)."""
@@ -155,7 +156,7 @@ def sweep_learning_rates(config: BenchConfig, family: Family, data: Dataset, siz
         keys = {lr: f"{method}/{size_name(size)}/lr{lr:g}" for lr in config.lrs}
         missing = [lr for lr, key in keys.items() if key not in store]
         for lr in missing:
-            start = initialise(method, size, 0, family, init_data, config, device, lr=lr)
+            start = (cache or initialise)(method, size, 0, family, init_data, config, device, lr=lr)
             model = start.model
             train_config = training_config(config, True, epochs=config.sweep_epochs, lr=lr)
             train(model, val.train_images, val.train_labels, train_config,
@@ -191,7 +192,7 @@ def fit_study(config: BenchConfig, family: Family, data: Dataset, sizes: list[Vi
                                            teacher_name=str(family.ancestry_path), fresh_head=False, device=device))
             if steps:
                 accuracy, fitted = spawned.provenance["test_accuracy"], spawned.provenance["fitted_params"]
-                compute = images_passed(spawned.provenance["fit_samples"], config.batch_size, steps)
+                compute = images_passed(spawned.provenance["fit_samples"], config.fit_batch, steps)
             else:
                 model = load_state_dict(ViT(spec), spawned.state_dict)
                 accuracy, fitted, compute = evaluate(model, val.test_images, val.test_labels, EVAL_BATCH_SIZE, device)["accuracy"], 0, 0
@@ -209,17 +210,17 @@ def cell_key(spec: ViTSpec, method: str, seed: int, dataset: str | None = None) 
 
 
 def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, data: Dataset, config: BenchConfig, device: str,
-             same_data: bool = True) -> dict:
+             same_data: bool = True, cache: InitCache | None = None) -> dict:
     """Initialise (downstream: with the head warm-up, `BenchConfig.head_warmup`), score (epoch 0),
     train and score after every epoch: the cell's record, its compute in image passes and FLOPs
     (`waveinit.flops`: training passes at the model's training cost, the ancestry's forward
-    passes at its forward cost)."""
+    passes at its forward cost, the fit's scoring of its held-out images at the model's)."""
     base = {"key": cell_key(spec, method, seed, None if same_data else data.name), "size": size_name(spec), "depth": spec.depth,
             "width": spec.width, "heads": spec.heads, "params": spec.num_params(), "method": method, "seed": seed, "data": data.name}
     reason = not_applicable(method, spec, family)
     if reason:
         return {**base, "status": "n/a", "reason": reason, "rows": []}
-    init = initialise(method, spec, seed, family, data, config, device, same_data, lr=lr)
+    init = (cache or initialise)(method, spec, seed, family, data, config, device, same_data, lr=lr)
     model = init.model.to(resolve_device(device))
     warmup = 0
     if not same_data and config.head_warmup and method not in ("wave", "nearest-kron", "scratch"):  # their fits train the fresh parts
@@ -228,7 +229,7 @@ def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, d
         init.compute, init.seconds = init.compute + warmup, init.seconds + time.perf_counter() - start
     n = len(data.train_labels)
     per_image, teacher_flops = train_flops(spec), forward_flops(family.ancestry.spec)
-    init_flops = init.compute * per_image + init.teacher_forward * teacher_flops
+    init_flops = init.compute * per_image + init.teacher_forward * teacher_flops + init.forward * forward_flops(spec)
     first = evaluate(model, data.test_images, data.test_labels, EVAL_BATCH_SIZE, device)
     rows = [{"epoch": 0, "accuracy": first["accuracy"], "loss": first["loss"], "train_loss": None,
              "seconds": init.seconds, "compute": init.compute, "flops": init_flops, "images": init.images}]
@@ -262,7 +263,7 @@ def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, d
                      "seconds": seconds, "compute": init.compute + h["epoch"] * n, "teacher_forward": teacher_passes(h["epoch"]),
                      "flops": init_flops + h["epoch"] * n * per_image + teacher_passes(h["epoch"]) * teacher_flops, "images": n})
     return {**base, "status": "ok", "lr": lr, "init_compute": init.compute, "init_images": init.images, "head_warmup": warmup,
-            "init_teacher_forward": init.teacher_forward, "init_flops": init_flops, "train_flops_per_image": per_image,
+            "init_teacher_forward": init.teacher_forward, "init_forward": init.forward, "init_flops": init_flops, "train_flops_per_image": per_image,
             "train_images": n, "test_images": len(data.test_labels), "rows": rows}
 
 
@@ -339,12 +340,14 @@ def run_bench(config: BenchConfig, out: str | Path, *, ancestry: str | Path | No
 
     fits = fit_study(config, family, data, sizes, RecordFile(out / "fit.jsonl"), device, log, held_out) if "wave" in methods else []
     sweeps = RecordFile(out / "sweep.jsonl")
-    size = _sweep_size(sweeps, sizes, family, methods)
-    rates = sweep_learning_rates(config, family, data, size, sweeps, device, log, methods, held_out)
+    size = _sweep_size(sweeps, sizes, family, methods, config.sweep_every_size)
+    cache = InitCache()  # one scaler fit per (method, size, seed) for the sweeps and the cells
+    rates = sweep_learning_rates(config, family, data, size, sweeps, device, log, methods, held_out, cache=cache)
     log("learning rates: " + ", ".join(f"{m} {lr:g}" for m, lr in rates.items()) + (f" (swept on {size_name(size)})" if len(config.lrs) > 1 else ""))
     size_rates = {size_name(s): rates for s in sizes}  # size -> method -> rate
     if config.sweep_every_size:
-        size_rates = {size_name(s): sweep_learning_rates(config, family, data, s, sweeps, device, log, methods, held_out, fallback=rates)
+        size_rates = {size_name(s): sweep_learning_rates(config, family, data, s, sweeps, device, log, methods, held_out, fallback=rates,
+                                                         cache=cache)
                       for s in sizes}
     rate = lambda c: size_rates[size_name(c.spec)][c.method]  # noqa: E731  (a downstream size is named as its family size)
 
@@ -353,7 +356,7 @@ def run_bench(config: BenchConfig, out: str | Path, *, ancestry: str | Path | No
     log(f"{len(todo)} cells: {len(sizes)} sizes ({', '.join(map(size_name, sizes))}) x {len(methods)} methods x {config.seeds} seeds, "
         f"{config.epochs} epoch(s) each (scratch {config.scratch_epochs}) on {len(data.train_labels):,} {data.name} images")
     skipped = sum(c.key in cells for c in todo)
-    ran = _run_cells(todo, cells, lambda c: run_cell(c.method, c.spec, c.seed, rate(c), family, c.data, config, device), log)
+    ran = _run_cells(todo, cells, lambda c: run_cell(c.method, c.spec, c.seed, rate(c), family, c.data, config, device, cache=cache), log)
 
     far = RecordFile(out / "downstream.jsonl")
     far_todo = []
@@ -364,7 +367,8 @@ def run_bench(config: BenchConfig, out: str | Path, *, ancestry: str | Path | No
     if far_todo:
         log(f"downstream: {len(far_todo)} cells on {', '.join(ds.name for ds in downstream)}")
     skipped += sum(c.key in far for c in far_todo)
-    ran += _run_cells(far_todo, far, lambda c: run_cell(c.method, c.spec, c.seed, rate(c), family, c.data, config, device,
+    far_config = config.for_downstream()
+    ran += _run_cells(far_todo, far, lambda c: run_cell(c.method, c.spec, c.seed, rate(c), family, c.data, far_config, device,
                                                         same_data=False), log)
 
     records = [cells[c.key] for c in todo]
@@ -378,9 +382,21 @@ def _settings_header(config: BenchConfig, ancestry: Path | None, learngene: Path
     for given, what in ((ancestry, "ancestry"), (learngene, "learngene")):
         if given is not None and not given.exists():
             raise WaveError(f"{given}: no such file: check the --{what} path, or leave it out to have the bench make one")
-    return {"settings": config.fingerprint(),
+    return {"settings": config.fingerprint(), "defaults": _defaults(config),
             "ancestry": {"given": str(ancestry), "digest": _digest(ancestry)} if ancestry else "made by the bench",
             "learngene": {"given": str(learngene), "digest": _digest(learngene)} if learngene else "made by the bench"}
+
+
+def _defaults(config: BenchConfig) -> dict:
+    """The library defaults a cell depends on beyond `BenchConfig`: the scaler fit (the spawn
+    rules, its loss and what it keeps), the distillation loss (kd-per-size, TLEG) and the
+    training recipe. A run resumed across sessions must not mix cells made under other defaults."""
+    fit = dataclasses.asdict(fit_config(config, 0))
+    fit.pop("seed")
+    train_config = dataclasses.asdict(training_config(config, True, epochs=1, lr=1e-3))
+    for key in ("epochs", "lr", "seed"):
+        train_config.pop(key)
+    return json.loads(json.dumps({"fit": fit, "distill": dataclasses.asdict(DistillConfig()), "train": train_config}))
 
 
 def _digest(path: Path) -> str:
@@ -395,21 +411,38 @@ def _digest(path: Path) -> str:
 
 def _claim(out: Path, header: dict) -> None:
     """Write `out/bench.json`, refusing a folder that holds a bench of other settings (other
-    data, budget, ancestry ...): its finished cells would not be comparable."""
+    data, budget, library defaults, ancestry ...): its finished cells would not be comparable.
+    A folder written before the defaults were recorded is checked on the rest."""
     path = out / "bench.json"
     if path.exists():
         saved = json.loads(path.read_text())
-        for key in ("settings", "ancestry", "learngene"):
+        for key in ("settings", "defaults", "ancestry", "learngene"):
             old, new = saved.get(key), header[key]
-            if key == "settings":
-                diff = next((k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)), None)
+            if key == "defaults" and old is None:
+                continue
+            if key in ("settings", "defaults"):
+                diff = _first_difference(old, new)
                 if diff:
-                    raise WaveError(f"{out} holds a bench made with other settings ({diff}: {old.get(diff)} there, {new.get(diff)} now): "
-                                    f"use another --out, or the same settings to resume")
+                    what = "settings" if key == "settings" else "library defaults"
+                    raise WaveError(f"{out} holds a bench made with other {what} ({diff}): "
+                                    f"use another --out, or the same {what} to resume")
             elif old != new:
                 raise WaveError(f"{out} holds a bench with another {key} ({_source(old)} there, {_source(new)} now): "
                                 f"use another --out, or the same --{key} to resume")
     atomic_write_bytes(path, (json.dumps(header, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
+    """'key: old there, new now' for the first key (nested keys joined by dots) whose values differ."""
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _first_difference(a, b, f"{prefix}{key}.")
+            if inner:
+                return inner
+        elif a != b:
+            return f"{prefix}{key}: {a} there, {b} now"
+    return None
 
 
 def _source(entry) -> str:
