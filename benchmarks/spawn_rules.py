@@ -294,24 +294,36 @@ def final_table(rows: list[dict]) -> str:
     names = ["today"] + [f"arm {i}" for i in range(1, len(arms))]
     lines = [f"- {name}: {arm}" for name, arm in zip(names, arms)] + [""]
     lines += ["| size | params | " + " | ".join(f"{name}: val / test (rate)" for name in names) + " |", "|---" * (len(arms) + 2) + "|"]
-    vals = {i: [] for i in range(len(arms))}  # arm -> its validation accuracy per size
     for size in FINAL_SIZES:
         cols = []
-        for i, a in enumerate(arms):
-            found = [r for r in rows if find([r], size, a, RATES, test=True)]
-            if not found:
+        for a in arms:
+            scored = final_score(rows, size, a)
+            if scored is None:
                 cols.append("not run")
                 continue
-            rate = max(found[0]["epoch"], key=lambda k: statistics.mean(r["epoch"][k]["accuracy"] for r in found))
-            val = statistics.mean(100 * r["epoch"][rate]["accuracy"] for r in found)
-            vals[i].append(val)
-            test = [100 * r["epoch"][rate]["test_accuracy"] for r in found]
+            rate, val, test = scored
             cols.append(f"{val:.1f} / {statistics.mean(test):.1f}±{(max(test) - min(test)) / 2:.1f} ({rate})")
         params = next((r["params"] for r in rows if tuple(r["size"]) == size), 0)
         lines.append(f"| {size[0]}x{size[1]} | {params:,} | " + " | ".join(cols) + " |")
-    means = [f"{statistics.mean(v):.2f} over {len(v)} sizes" if v else "not run" for v in vals.values()]
-    lines.append("| mean (validation) | | " + " | ".join(means) + " |")
+    means = [final_mean(rows, a) for a in arms]
+    lines.append("| mean (validation) | | " + " | ".join(f"{m[0]:.2f} over {m[1]} sizes" if m else "not run" for m in means) + " |")
     return "\n".join(lines)
+
+
+def final_score(rows: list[dict], size: tuple, arm: dict) -> tuple[str, float, list[float]] | None:
+    """`arm`'s final-stage cell at `size`: the rate with the best mean validation accuracy after
+    the epoch, that accuracy (%, mean over seeds), and each seed's test accuracy there (%)."""
+    found = [r for r in rows if find([r], size, arm, RATES, test=True)]
+    if not found:
+        return None
+    rate = max(found[0]["epoch"], key=lambda k: statistics.mean(r["epoch"][k]["accuracy"] for r in found))
+    return rate, statistics.mean(100 * r["epoch"][rate]["accuracy"] for r in found), [100 * r["epoch"][rate]["test_accuracy"] for r in found]
+
+
+def final_mean(rows: list[dict], arm: dict) -> tuple[float, int] | None:
+    """`arm`'s mean final validation accuracy (%) over the sizes where it ran, and their count."""
+    vals = [scored[1] for size in FINAL_SIZES if (scored := final_score(rows, size, arm)) is not None]
+    return (statistics.mean(vals), len(vals)) if vals else None
 
 
 def _distinct_arms(rows: list[dict]) -> list[dict]:
