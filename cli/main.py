@@ -223,8 +223,8 @@ def distill(
         "What is templated: all (every parameter a Kronecker sum) or matrices (qkv, proj, fc1 and fc2, as in the paper; the "
         "other parameters stored densely in the learngene)."), rich_help_panel=MODEL)] = _DISTILL.templated,
     kron_order: Annotated[str, typer.Option(help=(
-        "Each weight a sum of kron(S, T) (st: template-shaped blocks, one per head) or of kron(T, S) (ts). "
-        "docs/bench/ablations.md compares them."), rich_help_panel=MODEL)] = _DISTILL.order,
+        "Each weight a sum of kron(T, S) (ts: scaler-shaped blocks) or of kron(S, T) (st: template-shaped blocks, one per "
+        "head). docs/bench/ablations.md compares them: ts distils and spawns better."), rich_help_panel=MODEL)] = _DISTILL.order,
     side: Annotated[int, typer.Option(min=1, help="Template side s: templates are s x s blocks.", rich_help_panel=MODEL)] = _DISTILL.side,
     epochs: Epochs = _TRAIN.epochs,
     batch_size: BatchSize = _TRAIN.batch_size,

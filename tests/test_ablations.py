@@ -57,3 +57,31 @@ def test_the_api_and_the_cli_take_their_spawn_defaults_from_spawn_config():
         assert api[name].default == getattr(default, name), name
         assert cli[name].default == getattr(default, name), name
     assert api["lr"].default == default.lr
+
+
+def test_wave_distill_kron_order_is_the_12_epoch_winner(study):
+    # protocol-v3.md, "ts at 12 epochs, and the rule that reads it": kron(T, S) replaces
+    # kron(S, T) only if (a) its auxiliary beats base's on validation on each seed and (b) stage
+    # 7 on its learngenes is, on mean validation accuracy over the sizes, at or above base's.
+    import json
+
+    from waveinit.configs import DistillConfig
+
+    genes = ROOT / "benchmarks" / "assets" / "learngenes"
+
+    def validation(variant, seed):
+        record = json.loads((genes / f"fashion-mnist-6x192-{variant}-s{seed}.family.json").read_text())
+        return record["models"][f"{variant}-s{seed}"]["validation_accuracy"]
+
+    rows = study.read_rows(ROWS)
+    arm = study.chosen(rows, study.FINAL)
+    base, ts = study.final_mean(rows, arm), study.final_mean(rows, {**arm, "learngene": "ts"})
+    assert base is not None and base[1] == len(study.FINAL_SIZES)
+    first = all(validation("ts", seed) > validation("base", seed) for seed in (0, 1))
+    if first:  # stage 7 runs on ts only if (a) holds
+        assert ts is not None and ts[1] == len(study.FINAL_SIZES)
+    wins = first and ts[0] >= base[0]
+    assert DistillConfig().order == ("ts" if wins else "st")
+    from waveinit.cli.main import distill
+
+    assert inspect.signature(distill).parameters["kron_order"].default == DistillConfig().order

@@ -115,8 +115,9 @@ class AncestryConfig:
 DISTILL_INITS = ("random", "nearest-kron")
 TEMPLATED_SETS = ("all", "matrices")
 # The order of each Kronecker product: "st" is kron(S, T), an (a x b) grid of template-shaped
-# blocks (the default: a template is one attention head's block); "ts" is kron(T, S), a (p x q)
-# grid of scaler-shaped blocks (the order one public summary of the paper writes).
+# blocks (a template is one attention head's block); "ts" is kron(T, S), a (p x q) grid of
+# scaler-shaped blocks (the order one public summary of the paper writes). "ts" is the default:
+# it distils better and spawns better (docs/bench/ablations.md, "Kronecker order at 12 epochs").
 KRON_ORDERS = ("st", "ts")
 # The data-free spawn rule's choices (spawning.py says what each does). "choose" (depth only)
 # picks, per target, the fixed depth rule whose data-free model has the lowest cross-entropy on
@@ -137,9 +138,9 @@ class DistillConfig:
     # The auxiliary's starting factors: "random", or "nearest-kron" (the teacher's own weights'
     # nearest Kronecker sums, `learngene_from_weights`; the auxiliary must then have the teacher's shape).
     init: str = "random"
-    # Each weight a sum of kron(S, T), "st" (template-shaped blocks, a template per head), or of
-    # kron(T, S), "ts" (KRON_ORDERS).
-    order: str = "st"
+    # Each weight a sum of kron(T, S), "ts" (scaler-shaped blocks: the study's winner), or of
+    # kron(S, T), "st" (template-shaped blocks, a template per head) (KRON_ORDERS).
+    order: str = "ts"
     # What is templated: "all" (every parameter a Kronecker sum of shared templates), or
     # "matrices" (the four block matrices, qkv, proj, fc1 and fc2, as in the paper; the other
     # parameters are the auxiliary's own, stored densely in the learngene).
