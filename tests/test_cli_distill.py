@@ -89,19 +89,32 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(ancestry, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_with_gloo_match_one_process(ancestry, tmp_path):
-    args = ["distill", "--teacher", ancestry, *SMALL_DISTILL, "--epochs", "1", "--device", "cpu"]
+@pytest.mark.parametrize("order", ["st", "ts"])
+def test_two_processes_with_gloo_match_one_process(ancestry, tmp_path, order):
+    args = ["distill", "--teacher", ancestry, *SMALL_DISTILL, "--epochs", "1", "--device", "cpu", "--kron-order", order]
     one = wave(*args, "--out", tmp_path / "one.safetensors")
     assert one.returncode == 0, one.stderr
     two = run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "waveinit.cli", *args,
                      "--out", tmp_path / "two.safetensors")
     assert two.returncode == 0, two.stderr
-    expected, actual = _tensors(tmp_path / "one.safetensors"), _tensors(tmp_path / "two.safetensors")
-    for key in expected:
-        rel = np.linalg.norm(actual[key] - expected[key]) / np.linalg.norm(expected[key])
-        assert rel < 1e-5, (key, rel)
-    assert load_learngene(tmp_path / "one.safetensors").provenance["processes"] == 1
-    assert load_learngene(tmp_path / "two.safetensors").provenance["processes"] == 2
+    genes = [load_learngene(tmp_path / f"{n}.safetensors") for n in ("one", "two")]
+    assert [g.provenance["processes"] for g in genes] == [1, 2]
+    if order == "st":  # the same gradients, averaged over the ranks: every factor equal up to rounding
+        expected, actual = _tensors(tmp_path / "one.safetensors"), _tensors(tmp_path / "two.safetensors")
+        for key in expected:
+            rel = np.linalg.norm(actual[key] - expected[key]) / np.linalg.norm(expected[key])
+            assert rel < 1e-5, (key, rel)
+    # Under kron(T, S) a template entry can span only the key bias, which attention ignores (a
+    # shift of every key's logit for a query): its gradient is rounding noise, which AdamW turns
+    # into steps of the rate's size, and its shared scalers carry the noise to the other roles
+    # (1e-4 of their norm here). The factors then differ in that dead direction, so the check is
+    # on what the learngene computes.
+    data = load_dataset("digits")
+    images = torch.from_numpy(data.test_images[:300]).float()
+    with torch.no_grad():
+        logits = [TemplatedViT.from_learngene(g).eval()(images) for g in genes]
+    assert float((logits[1] - logits[0]).norm() / logits[0].norm()) < 1e-4
+    assert torch.equal(logits[0].argmax(1), logits[1].argmax(1))
 
 
 @pytest.mark.parametrize(
@@ -155,7 +168,7 @@ def test_distillation_can_start_from_the_teachers_nearest_kronecker_sums(tmp_pat
 
     data = load_dataset("digits", subset=128)
     teacher = random_vit(spec_for(data, 2, 64, patch=2), 0)
-    settings = DistillConfig(templates=2, side=32, init="nearest-kron")
+    settings = DistillConfig(templates=2, side=32, init="nearest-kron", order="st")  # nearest_kron's order
     config = TrainConfig(max_steps=1, batch_size=32, lr=1e-12, weight_decay=0.0)  # one step that moves nothing
     result = distill(teacher, data, teacher.spec, config, settings, out=tmp_path / "lg.safetensors", device="cpu")
     nearest = learngene_from_weights(dense_numpy(teacher.state_dict()), teacher.spec, 32, 2)

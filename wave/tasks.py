@@ -382,7 +382,7 @@ def _auxiliary(teacher: ViT, aux_spec: ViTSpec, distill_config: DistillConfig, s
     if dense_roles:
         raise WaveError("init nearest-kron starts every role from the teacher's Kronecker sums: it needs templated all; use init random")
     if distill_config.order != "st":
-        raise WaveError("init nearest-kron shares each template across layers through kron(S, T): it needs order st; use init random")
+        raise WaveError("init nearest-kron shares each template across layers through kron(S, T): it needs order st (--kron-order st); use init random")
     if aux_spec != teacher.spec.plain():
         raise WaveError(f"init nearest-kron starts the auxiliary from the teacher's own weights, so it needs the teacher's shape "
                         f"({teacher.spec.depth}x{teacher.spec.width}): got {aux_spec.depth}x{aux_spec.width}; use init random")
