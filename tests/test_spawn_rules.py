@@ -180,7 +180,7 @@ def test_choose_picks_the_candidate_with_the_lowest_loss_on_the_fit_batches(lear
     (images, labels), _ = fit_images(data, config)
     for candidate in DEPTH_RULES:
         templates, scalers, _ = spawn_factors(gene, target, 0, depth_rule=candidate)
-        model = TemplatedViT.from_factors(target, gene.side, templates, scalers)
+        model = TemplatedViT.from_factors(target, gene.side, templates, scalers, gene.order)  # the learngene's order
         assert losses[candidate] == pytest.approx(evaluate(model, images[:64], labels[:64], 256, "cpu")["loss"], rel=1e-6)
     assert losses[rule] == min(losses.values())
 
