@@ -211,21 +211,29 @@ def test_a_rerun_skips_finished_cells_and_more_seeds_only_add_cells(run):
     assert len(lines) == 20 and (out / "cells.jsonl").read_text().startswith(before["cells.jsonl"].decode())
 
 
-def test_a_cell_run_again_gives_the_same_numbers(run):
-    # Determinism: rebuild the family from the files and rerun cells from scratch.
+def one_size_family(out, **changes):
+    """The bench in `out` rebuilt from its files for one size (1x64): (config, data, family, size)."""
     from waveinit.bench.config import BenchConfig
     from waveinit.bench.family import make_family
-    from waveinit.bench.runner import bench_sizes, run_cell
+    from waveinit.bench.runner import bench_sizes
     from waveinit.io.datasets import load_dataset
 
-    out, _ = run
-    saved = {json.loads(line)["key"]: json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()}
     settings = json.loads((out / "bench.json").read_text())["settings"]
     config = BenchConfig(**{**settings, "lrs": tuple(settings["lrs"]), "capacity": tuple(map(tuple, settings["capacity"])),
-                            "depths": (1,), "widths": (64,), "extra_sizes": ()})
+                            "depths": (1,), "widths": (64,), "extra_sizes": (), **changes})
     data = load_dataset("digits")
     family = make_family(config, data, out, None, None, 10**9, True, "cpu", log=lambda _: None)
     (size,) = bench_sizes(config, family.ancestry.spec, family.learngene.side)
+    return config, data, family, size
+
+
+def test_a_cell_run_again_gives_the_same_numbers(run):
+    # Determinism: rebuild the family from the files and rerun cells from scratch.
+    from waveinit.bench.runner import run_cell
+
+    out, _ = run
+    saved = {json.loads(line)["key"]: json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()}
+    config, data, family, size = one_size_family(out)
     for method in ("wave", "kd-per-size", "tleg", "mimetic"):
         record = saved[f"1x64/{method}/seed0"]
         again = run_cell(method, size, 0, record["lr"], family, data, config, "cpu")
@@ -237,19 +245,10 @@ def test_the_init_cache_gives_what_initialise_gives_and_fits_once(run):
     # very model a fresh fit makes, with its cost, and training one copy must not touch it.
     import torch
 
-    from waveinit.bench.config import BenchConfig
-    from waveinit.bench.family import make_family
     from waveinit.bench.methods import InitCache, initialise
-    from waveinit.bench.runner import bench_sizes
-    from waveinit.io.datasets import load_dataset
 
     out, _ = run
-    settings = json.loads((out / "bench.json").read_text())["settings"]
-    config = BenchConfig(**{**settings, "lrs": tuple(settings["lrs"]), "capacity": tuple(map(tuple, settings["capacity"])),
-                            "depths": (1,), "widths": (64,), "extra_sizes": ()})
-    data = load_dataset("digits")
-    family = make_family(config, data, out, None, None, 10**9, True, "cpu", log=lambda _: None)
-    (size,) = bench_sizes(config, family.ancestry.spec, family.learngene.side)
+    config, data, family, size = one_size_family(out)
     cache = InitCache()
     first = cache("wave", size, 0, family, data, config, "cpu", lr=1e-3)
     with torch.no_grad():
@@ -658,22 +657,14 @@ def test_sweep_every_size_trains_each_method_at_its_own_sizes_rate(tmp_path):
 def test_budgets_are_separate_runs_each_annealed_to_its_end(run):
     import dataclasses
 
-    from waveinit.bench.config import BenchConfig
-    from waveinit.bench.family import make_family
-    from waveinit.bench.runner import bench_sizes, run_cell
+    from waveinit.bench.runner import run_cell
     from waveinit.configs import TrainConfig
-    from waveinit.io.datasets import load_dataset
     from waveinit.tasks import random_vit
     from waveinit.training.engine import train
     from waveinit.training.evaluation import evaluate
 
     out, _ = run
-    settings = json.loads((out / "bench.json").read_text())["settings"]
-    config = BenchConfig(**{**settings, "lrs": tuple(settings["lrs"]), "capacity": tuple(map(tuple, settings["capacity"])),
-                            "depths": (1,), "widths": (64,), "extra_sizes": (), "scratch_epochs": 2, "scratch_budgets": (1, 2)})
-    data = load_dataset("digits")
-    family = make_family(config, data, out, None, None, 10**9, True, "cpu", log=lambda _: None)
-    (size,) = bench_sizes(config, family.ancestry.spec, family.learngene.side)
+    config, data, family, size = one_size_family(out, scratch_epochs=2, scratch_budgets=(1, 2))
     record = run_cell("scratch", size, 0, 3e-3, family, data, config, "cpu")
     assert [r["epoch"] for r in record["rows"]] == [0, 1, 2]
     for row in record["rows"][1:]:  # each budget: random init trained that long on its own schedule
@@ -692,24 +683,17 @@ def test_the_ancestry_recipe_trains_every_method_as_the_ancestry_was(run):
     # --recipe ancestry: scratch is random init trained with the ancestry's regularisation (no
     # flips on digits), and kd-per-size's teacher then runs on every erased batch, counted per epoch.
     from waveinit.bench.config import BenchConfig
-    from waveinit.bench.family import make_family
-    from waveinit.bench.runner import bench_sizes, run_cell
+    from waveinit.bench.runner import run_cell
     from waveinit.configs import TrainConfig
     from waveinit.flops import forward_flops
-    from waveinit.io.datasets import load_dataset
     from waveinit.tasks import random_vit
     from waveinit.training.engine import train
     from waveinit.training.evaluation import evaluate
     from waveinit.training.objectives import smoothed
 
     out, _ = run
-    settings = json.loads((out / "bench.json").read_text())["settings"]
-    config = BenchConfig(**{**settings, "lrs": tuple(settings["lrs"]), "capacity": tuple(map(tuple, settings["capacity"])),
-                            "depths": (1,), "widths": (64,), "extra_sizes": (), "recipe": "ancestry"})
+    config, data, family, size = one_size_family(out, recipe="ancestry")
     assert config.ancestry_augment is False  # digits: a flipped digit is another symbol
-    data = load_dataset("digits")
-    family = make_family(config, data, out, None, None, 10**9, True, "cpu", log=lambda _: None)
-    (size,) = bench_sizes(config, family.ancestry.spec, family.learngene.side)
     record = run_cell("scratch", size, 0, 3e-3, family, data, config, "cpu")
     model = random_vit(size, 0)
     recipe = TrainConfig(epochs=config.scratch_epochs, batch_size=config.batch_size, lr=3e-3, seed=0, reprob=0.25, smoothing=0.1, drop_path=0.1)
