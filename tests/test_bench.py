@@ -132,8 +132,8 @@ def test_markdown_reports_every_study(run):
     out, _ = run
     md = (out / "results.md").read_text()
     for heading in ("## The family", "## The learngene's capacity", "## Test accuracy", "## Scratch compute to reach each method's accuracy",
-                    "## WAVE against pre-training every size", "## The scaler fit", "## Learning rates", "## Downstream: fashion-mnist",
-                    "## Storage"):
+                    "## Against pre-training every size (the n-times claim), per method", "## The scaler fit", "## Learning rates",
+                    "## Downstream: fashion-mnist", "## Storage"):
         assert heading in md, heading
     report = json.loads((out / "results.json").read_text())
     storage = report["storage"]
@@ -144,6 +144,9 @@ def test_markdown_reports_every_study(run):
     assert family["tleg"]["compute"] == 1 * digits_train  # the learngene's budget
     assert [c["chosen"] for c in family["capacity"]] == [True]
     assert report["compute"]["learngene_compute"] == digits_train and report["compute"]["ancestry_compute"] == 3 * digits_train
+    totals = report["compute"]["totals"]  # each method charged the family file it spawns from, once
+    assert totals["tleg"]["charged"] == family["tleg"]["compute"] and totals["wave"]["charged"] == family["learngene"]["compute"]
+    assert totals["random"]["charged"] == 0 and "| tleg |" in md.split("the n-times claim")[1]
     fits = {(f["size"], f["steps"]) for f in report["fit_study"]}
     assert fits == {(size, k) for size in ("1x64", "3x32") for k in (0, 5)}
     fit = images_passed(200 - 200 // FIT_HOLDOUT, 64, 5)  # 5 steps of 64 of the 160 images the fit trains on
@@ -470,12 +473,11 @@ def test_compute_table_against_numbers_worked_by_hand():
     # scratch's means 0.1, 0.55, 0.71, 0.83 never reach 0.91: only a lower bound
     assert big["wave"]["final"] == pytest.approx(0.91) and big["wave"]["scratch_equivalent"] is None
 
-    total = table["total"]
+    total = table["totals"]["wave"]
     scratch = small["wave"]["scratch_equivalent"] + 3000  # 2x64 counts scratch's whole run
-    assert total["scratch"] == pytest.approx(scratch) and total["scratch_lower_bound"] is True
-    assert total["wave"] == 2 * (FIT + 1000) and total["wave_with_learngene"] == 2 * (FIT + 1000) + 2000
-    assert total["saving_without_ancestry"] == pytest.approx(scratch / (2 * (FIT + 1000) + 2000))
-    assert total["wave_with_ancestry"] == 2 * (FIT + 1000) + 8000
+    assert total["scratch"] == pytest.approx(scratch) and total["scratch_lower_bound"] is True and total["sizes"] == 2
+    assert total["method"] == 2 * (FIT + 1000) and total["charged"] == 2000  # the learngene's distillation, once
+    assert total["saving"] == pytest.approx(scratch / (2 * (FIT + 1000) + 2000))
     assert total["saving_with_ancestry"] == pytest.approx(scratch / (2 * (FIT + 1000) + 8000))
 
     # in FLOPs: scratch's curve is its passes at 10 (1x32) or 40 (2x64) FLOPs each, so its FLOPs to
@@ -485,16 +487,53 @@ def test_compute_table_against_numbers_worked_by_hand():
     assert small["random"]["flops"] == 10_000 and big["wave"]["scratch_equivalent_flops"] is None
     flops = 10 * wave["scratch_equivalent"] + 40 * 3000
     waves = (FIT + 1000) * 10 + (FIT + 1000) * 40 + 2 * FIT * TEACHER
-    assert total["scratch_flops"] == pytest.approx(flops) and total["wave_flops"] == waves
-    assert total["saving_flops_without_ancestry"] == pytest.approx(flops / (waves + 2000 * 50 + 1000 * TEACHER))
+    assert total["scratch_flops"] == pytest.approx(flops) and total["method_flops"] == waves
+    assert total["saving_flops"] == pytest.approx(flops / (waves + 2000 * 50 + 1000 * TEACHER))
     assert total["saving_flops_with_ancestry"] == pytest.approx(flops / (waves + 2000 * 50 + 1000 * TEACHER + 6000 * 50))
 
+    # read in log-compute, scratch reaches wave's 0.82 at 1x32 between 2000 (0.78) and 3000 (0.84)
+    # passes at 2000 * 1.5 ** (2/3); a curve through 0 is read linearly on its first segment
+    assert wave["scratch_equivalent_log"] == pytest.approx(2000 * 1.5 ** ((0.82 - 0.78) / (0.84 - 0.78)))
+    assert small["nearest-kron"]["scratch_equivalent_log"] == pytest.approx(small["nearest-kron"]["scratch_equivalent"])
+    assert total["scratch_log"] == pytest.approx(wave["scratch_equivalent_log"] + 3000)
+    assert total["saving_flops_log"] == pytest.approx((10 * wave["scratch_equivalent_log"] + 40 * 3000) / (waves + 2000 * 50 + 1000 * TEACHER))
+
+    # random is charged nothing, not even the ancestry, which it never reads; nearest-kron the ancestry only
+    rnd, nk = table["totals"]["random"], table["totals"]["nearest-kron"]
+    assert rnd["sizes"] == 2 and rnd["charged"] == 0 and rnd["saving"] == rnd["saving_with_ancestry"]
+    assert rnd["scratch"] == pytest.approx(1000 + big["random"]["scratch_equivalent"]) and rnd["saving"] == pytest.approx(rnd["scratch"] / 2000)
+    assert nk["sizes"] == 1 and nk["charged"] == 0 and nk["saving_with_ancestry"] == pytest.approx(nk["scratch"] / (nk["method"] + 6000))
+
     # a given ancestry has no compute: the saving with it is not reported
-    unknown = compute_table(summary, ["1x32", "2x64"], methods, hand_family(ancestry_compute=None), epochs=1)["total"]
-    assert "saving_with_ancestry" not in unknown and unknown["saving_without_ancestry"] == pytest.approx(total["saving_without_ancestry"])
+    unknown = compute_table(summary, ["1x32", "2x64"], methods, hand_family(ancestry_compute=None), epochs=1)["totals"]["wave"]
+    assert "saving_with_ancestry" not in unknown and unknown["saving"] == pytest.approx(total["saving"])
     # without scratch there is nothing to measure against, and no total
     no_scratch = compute_table({k: v for k, v in summary.items() if k[1] != "scratch"}, ["1x32"], ["random", "wave"], hand_family(), epochs=1)
-    assert no_scratch["sizes"]["1x32"]["wave"]["scratch_equivalent"] is None and "total" not in no_scratch
+    assert no_scratch["sizes"]["1x32"]["wave"]["scratch_equivalent"] is None and no_scratch["totals"] == {}
+
+
+def test_each_method_total_is_charged_the_family_file_it_spawns_from():
+    from waveinit.bench.report import method_total
+
+    def entry(own, reach, longest=5000):
+        return {"compute": own, "scratch_max": longest, "scratch_equivalent": reach, "scratch_equivalent_log": reach and reach / 2,
+                "flops": 10 * own, "scratch_max_flops": 10 * longest, "scratch_equivalent_flops": reach and 10 * reach,
+                "scratch_equivalent_flops_log": reach and 5 * reach}
+
+    family = {"ancestry": {"compute": 9000, "flops": 90_000}, "learngene": {"compute": 2000, "flops": 20_000},
+              "tleg": {"compute": 3000, "flops": 30_000}}
+    entries = [entry(1000, 4000), entry(1000, None)]  # the second size: scratch never got there
+    tleg = method_total(entries, "tleg", family)
+    assert tleg["charged"] == 3000 and tleg["charged_flops"] == 30_000 and tleg["scratch_lower_bound"] is True
+    assert tleg["scratch"] == 4000 + 5000 and tleg["scratch_log"] == 2000 + 5000  # the longest run where never reached
+    assert tleg["saving"] == pytest.approx(9000 / (2000 + 3000)) and tleg["saving_log"] == pytest.approx(7000 / 5000)
+    assert tleg["saving_flops_with_ancestry"] == pytest.approx(90_000 / (20_000 + 30_000 + 90_000))
+    assert method_total(entries, "wave", family)["charged"] == 2000 == method_total(entries, "wave-nofit", family)["charged"]
+    mimetic = method_total(entries, "mimetic", family)
+    assert mimetic["charged"] == 0 and mimetic["saving_with_ancestry"] == mimetic["saving"] == pytest.approx(9000 / 2000)
+    # a charge of unknown cost leaves the saving out rather than report it as free
+    unknown = method_total(entries, "tleg", {**family, "tleg": {"compute": None, "flops": None}})
+    assert "saving" not in unknown and "saving_flops" not in unknown and unknown["scratch"] == 9000
 
 
 def test_the_learngene_is_chosen_by_the_written_rule():
@@ -535,6 +574,31 @@ def test_downstream_gains_are_means_over_sizes_of_seed_means():
         "wave": {"mean_gain": pytest.approx(((0.75 - 0.55) + (0.5 - 0.4)) / 2), "sizes": 2, "mean_gain_shared": pytest.approx(0.1)},
         "weight-selection": {"mean_gain": pytest.approx(0.2), "sizes": 1, "mean_gain_shared": pytest.approx(0.2)},
     }
+
+
+def test_downstream_gains_and_savings_are_read_after_each_budget():
+    from waveinit.bench.report import downstream_table
+
+    def rec(method, seed, accuracies):
+        return {**hand_record("1x32", method, seed, accuracies), "data": "other"}
+
+    # budgets 1 and 2 (the records' epochs 0, 1, 2); wave leads by 0.3 after one epoch and 0.1 after two
+    records = [rec("random", s, [0.1, 0.4, 0.7]) for s in (0, 1)] + [rec("wave", s, [0.5, 0.7, 0.8]) for s in (0, 1)]
+    records += [rec("scratch", s, [0.1, 0.4, 0.7, 0.75, 0.8]) for s in (0, 1)]
+    table = downstream_table(records, ["random", "wave", "scratch"], epochs=1, budgets=(1, 2))["other"]
+    assert table["gains"]["wave"]["mean_gain"] == pytest.approx(0.3)  # after the headline budget, not the last one
+    assert table["per_budget"][2]["gains"]["wave"]["mean_gain"] == pytest.approx(0.1)
+    assert table["per_budget"][1]["compute"]["sizes"]["1x32"]["wave"]["scratch_equivalent"] == pytest.approx(2000)
+    assert table["per_budget"][2]["compute"]["sizes"]["1x32"]["wave"]["scratch_equivalent"] == pytest.approx(4000)
+
+    from waveinit.bench.config import BenchConfig
+    from waveinit.bench.report import _downstream_section
+
+    markdown = "\n".join(_downstream_section(BenchConfig(budgets=(1, 2), scratch_budgets=(1, 2, 3, 4)), {"other": table}))
+    row = "| 1x32 | 10.0 ± 0.0 -> 40.0 ± 0.0 / 70.0 ± 0.0 | 50.0 ± 0.0 -> 70.0 ± 0.0 / 80.0 ± 0.0 | 40.0 ± 0.0 / 70.0 ± 0.0 / 75.0 ± 0.0 / 80.0 ± 0.0 |"
+    assert row in markdown  # random, wave: after initialisation -> each budget; scratch: each of its budgets
+    assert "after 2 epoch(s) (points, mean over the sizes each applies to): wave +10.0 (1 sizes)" in markdown
+    assert "### other: scratch compute to reach each method's accuracy after 2 epoch(s)" in markdown
 
 
 def test_storage_table_against_parameter_counts_worked_by_hand():
