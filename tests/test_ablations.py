@@ -85,3 +85,29 @@ def test_wave_distill_kron_order_is_the_12_epoch_winner(study):
     from waveinit.cli.main import distill
 
     assert inspect.signature(distill).parameters["kron_order"].default == DistillConfig().order
+
+
+def test_distill_defaults_keep_what_the_3_epoch_screen_did_not_pass():
+    # protocol-v3.md, "a 3-epoch screen of the distillation variants": a variant passes if its
+    # auxiliary beats e3's on validation by more than 0.3 points, and only a variant that passes
+    # may change `wave distill`'s defaults (then by the 12-epoch rule, tested above).
+    import dataclasses
+    import json
+
+    from waveinit.configs import DistillConfig
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import make_family
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    records = [json.loads(p.read_text()) for p in sorted((ROOT / "benchmarks/assets/learngenes/screen").glob("*.family.json"))]
+    models = {k: v for r in records for k, v in r["models"].items() if k != "ancestry"}
+    e3 = models["e3-s0"]["validation_accuracy"]
+    defaults = dataclasses.asdict(DistillConfig())
+    screened = [name for name, (_, _, dense) in make_family.VARIANTS.items() if name.endswith("-e3") and not dense]
+    assert {f"{name}-s0" for name in screened} <= set(models)  # every screened variant ran
+    for name in screened:
+        changes = make_family.VARIANTS[name][1]
+        if models[f"{name}-s0"]["validation_accuracy"] - e3 <= 0.003:  # did not pass: the default is the base recipe's
+            assert all(defaults[k] == make_family.BASE_SETTINGS[k] for k in changes), name
