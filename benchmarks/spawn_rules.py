@@ -302,7 +302,8 @@ def final_table(rows: list[dict]) -> str:
                 cols.append("not run")
                 continue
             rate, val, test = scored
-            cols.append(f"{val:.1f} / {statistics.mean(test):.1f}±{(max(test) - min(test)) / 2:.1f} ({rate})")
+            spread = f"±{(max(test) - min(test)) / 2:.1f}" if len(test) > 1 else " (one seed)"
+            cols.append(f"{val:.1f} / {statistics.mean(test):.1f}{spread} ({rate})")
         params = next((r["params"] for r in rows if tuple(r["size"]) == size), 0)
         lines.append(f"| {size[0]}x{size[1]} | {params:,} | " + " | ".join(cols) + " |")
     means = [final_mean(rows, a) for a in arms]
