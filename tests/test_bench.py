@@ -7,7 +7,10 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from waveinit.bench.config import DOWNSTREAM_METHODS, METHODS
@@ -449,6 +452,27 @@ def test_scratch_compute_to_reach_interpolates_between_scored_epochs():
     # 0.5 at 2000 is below the envelope, which stays at 0.6 until scratch passes it
     assert scratch_compute_to_reach(s, 0.7, short=(1000, 0.6)) == pytest.approx(2000 + 1000 * (0.7 - 0.6) / (0.9 - 0.6))
     assert scratch_compute_to_reach(s, 0.3, short=(1000, 0.2)) == pytest.approx(500)  # a weaker short run changes nothing
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.01, 0.2), min_size=2, max_size=5), st.lists(st.floats(1.1, 4.0), min_size=5, max_size=5),
+       st.floats(0.0, 1.0))
+def test_scratch_compute_to_reach_against_numpy_interp(gains, factors, where):
+    # a rising scratch curve at 0 and then growing compute: linear reading = np.interp in compute,
+    # log reading = np.interp in log-compute (past the first segment, which has no logarithm at 0)
+    from waveinit.bench.report import scratch_compute_to_reach
+
+    compute = np.concatenate([[0.0], 100 * np.cumprod(factors[: len(gains)])])
+    accuracy = 0.1 + np.concatenate([[0.0], np.cumsum(gains)])
+    s = {"compute": compute.tolist(), "mean": accuracy.tolist()}
+    target = accuracy[0] + where * (accuracy[-1] - accuracy[0])
+    assert scratch_compute_to_reach(s, target) == pytest.approx(np.interp(target, accuracy, compute), rel=1e-9, abs=1e-9)
+    log = scratch_compute_to_reach(s, target, scale="log")
+    if target <= accuracy[1]:
+        assert log == pytest.approx(np.interp(target, accuracy, compute), rel=1e-9, abs=1e-9)
+    else:
+        assert log == pytest.approx(np.exp(np.interp(target, accuracy[1:], np.log(compute[1:]))), rel=1e-9)
+        assert log <= scratch_compute_to_reach(s, target) * (1 + 1e-12)  # log-compute never needs more
 
 
 def test_compute_table_against_numbers_worked_by_hand():
