@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from waveinit.bench.config import DOWNSTREAM_METHODS, METHODS
-from waveinit.bench.records import images_passed
+from waveinit.bench.records import RecordFile, images_passed
 from waveinit.spec import ROLE_NAMES
 from waveinit.tasks import FIT_HOLDOUT
 
@@ -882,3 +882,19 @@ def test_the_v3_presets_hold_protocol_v3():
         sizes = [(d, w) for d in p.depths for w in p.widths] + list(p.extra_sizes)
         assert min(d for d, _ in sizes) == 2 and max(d for d, _ in sizes) >= 6
         assert min(w for _, w in sizes) == 64 and any(w > p.ancestry_width for _, w in sizes)  # one beyond the ancestry
+
+
+def test_processes_sharing_a_record_file_keep_each_others_records(tmp_path):
+    # two processes (as `wave bench --methods ...` on each core of a machine) add records to the
+    # same file at once; each addition rewrites the file, so without reading back under a lock
+    # one would drop the other's records
+    path = tmp_path / "cells.jsonl"
+    RecordFile(path).add({"key": "before", "value": -1})
+    script = ("import sys; from pathlib import Path; from waveinit.bench.records import RecordFile\n"
+              "store = RecordFile(Path(sys.argv[1]))\n"
+              "for i in range(150): store.add({'key': f'{sys.argv[2]}{i}', 'value': i})\n")
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(path), name]) for name in ("a", "b")]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    records = RecordFile(path).records
+    assert set(records) == {"before"} | {f"{name}{i}" for name in "ab" for i in range(150)}
+    assert records["b149"] == {"key": "b149", "value": 149}
