@@ -10,12 +10,31 @@ from typing import Annotated, Optional
 
 import typer
 
-from waveinit.bench.config import METHODS
+from waveinit.bench.config import METHODS, PRESETS
 from waveinit.errors import WaveError
 
 from .common import DataDir, Device, echo, handles_errors
 
 METHOD_NAMES = ", ".join(METHODS)
+
+
+def _shown(value, unset: str) -> str:
+    """A preset's value as the option takes it: (2, 4) -> "2,4"; ((4, 192),) -> "4x192"."""
+    if value is None or value == ():
+        return unset
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, tuple):
+        return ",".join("x".join(map(str, v)) if isinstance(v, tuple) else _shown(v, unset) for v in value)
+    return str(value)
+
+
+def defaults(field: str, unset: str = "none") -> str:
+    """'default: X; --quick: Y' for a field of the presets, read from them (Y only where it differs)."""
+    cpu, quick = (getattr(PRESETS[name], field) for name in ("cpu", "quick"))
+    return f"default: {_shown(cpu, unset)}" + (f"; --quick: {_shown(quick, unset)}" if quick != cpu else "")
 
 
 def parse_list(text: str, kind, what: str) -> tuple:
@@ -68,58 +87,59 @@ def parse_names(text: str) -> tuple[str, ...]:
 @handles_errors
 def bench(
     preset_name: Annotated[str, typer.Option("--preset", help=(
-        "cpu (Fashion-MNIST, 2 CPU cores), gpu (the full grid, one GPU), quick, or protocol v3: v3 (2 CPU cores) and v3-gpu "
-        "(docs/bench/protocol-v3.md; give them the committed --ancestry and --learngene)."))] = "cpu",
+        "cpu: protocol v3 (docs/bench/protocol-v3.md) on 2 CPU cores, several hours (give it the committed --ancestry "
+        "and --learngene, or it makes its own); gpu: the same protocol at full scale on one GPU; quick: digits and tiny "
+        "sizes, minutes; v2 and v2-gpu: the earlier protocol (docs/bench/protocol.md). v3 and v3-gpu name cpu and gpu."))] = "cpu",
     quick: Annotated[bool, typer.Option("--quick", help="The quick preset (--preset quick): digits and tiny sizes, minutes on 2 CPU cores.")] = False,
     out: Annotated[Optional[Path], typer.Option(
         help="Folder of the results; a rerun skips what is finished (default: runs/bench, or runs/bench-PRESET).")] = None,
     ancestry: Annotated[Optional[Path], typer.Option(help="Ancestry model to reuse (default: train one in --out).")] = None,
     learngene: Annotated[Optional[Path], typer.Option(
         help="Learngene to reuse (default: the capacity study distils candidates in --out and picks one).")] = None,
-    data: Annotated[Optional[str], typer.Option(help="Dataset (default: fashion-mnist; digits with --quick).")] = None,
+    data: Annotated[Optional[str], typer.Option(help=f"Dataset ({defaults('data')}).")] = None,
     data_dir: DataDir = None,
     subset: Annotated[Optional[int], typer.Option(
-        min=1, help="Training images of the descendants (default: 5000 of Fashion-MNIST on CPU; all on GPU and with --quick).")] = None,
-    depths: Annotated[Optional[str], typer.Option(help="Grid depths, comma-separated (default: 2,4; --quick: 1,2).")] = None,
-    widths: Annotated[Optional[str], typer.Option(help="Grid widths, comma-separated (default: 64,128; --quick: 32,64).")] = None,
+        min=1, help=f"Training images of the descendants ({defaults('subset', 'all')}; gpu: all).")] = None,
+    depths: Annotated[Optional[str], typer.Option(help=f"Grid depths, comma-separated ({defaults('depths')}).")] = None,
+    widths: Annotated[Optional[str], typer.Option(help=f"Grid widths, comma-separated ({defaults('widths')}).")] = None,
     extra_sizes: Annotated[Optional[str], typer.Option(
-        help="Sizes beyond the ancestry, DEPTHxWIDTH comma-separated, or none (default: 6x128,4x192; --quick: 3x96).")] = None,
+        help=f"Sizes beyond the grid, DEPTHxWIDTH comma-separated, or none ({defaults('extra_sizes')}).")] = None,
     methods: Annotated[Optional[str], typer.Option(help=f"Methods, comma-separated (default: all of {METHOD_NAMES}).")] = None,
-    seeds: Annotated[Optional[int], typer.Option(min=1, help="Seeds per cell (default: 3).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Training epochs of every cell after its initialisation (default: 1).")] = None,
-    scratch_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of scratch, scored after each (default: 10; --quick: 4).")] = None,
+    seeds: Annotated[Optional[int], typer.Option(min=1, help=f"Seeds per cell ({defaults('seeds')}).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help=f"Training epochs of every cell after its initialisation, the tables' headline budget ({defaults('epochs')}).")] = None,
+    scratch_epochs: Annotated[Optional[int], typer.Option(min=1, help=f"Epochs of scratch, its longest budget ({defaults('scratch_epochs')}).")] = None,
     lrs: Annotated[Optional[str], typer.Option(
         help="Learning rates each method's sweep picks from, comma-separated; one rate: no sweep "
-             "(default: 3e-4,1e-3,3e-3; --quick: 1e-3,3e-3,1e-2).")] = None,
-    fit_steps: Annotated[Optional[int], typer.Option(min=1, help="Scaler-fit steps of wave and nearest-kron (default: 100; --quick: 20).")] = None,
-    fit_samples: Annotated[Optional[int], typer.Option(min=1, help="Images the scaler fit may use (default: 1500; --quick: 600).")] = None,
+             f"({defaults('lrs')}).")] = None,
+    fit_steps: Annotated[Optional[int], typer.Option(min=1, help=f"Scaler-fit steps of wave and nearest-kron ({defaults('fit_steps')}).")] = None,
+    fit_samples: Annotated[Optional[int], typer.Option(min=1, help=f"Images the scaler fit may use ({defaults('fit_samples')}).")] = None,
     fit_study: Annotated[Optional[str], typer.Option(
-        help="Fit-step counts of the scaler-fit study, comma-separated (default: 25,50,100,200,400; --quick: 10,20).")] = None,
-    ancestry_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of the ancestry, when the bench trains it (default: 30; --quick: 20).")] = None,
+        help=f"Fit-step counts of the scaler-fit study, comma-separated ({defaults('fit_study_steps')}).")] = None,
+    ancestry_epochs: Annotated[Optional[int], typer.Option(min=1, help=f"Epochs of the ancestry, when the bench trains it ({defaults('ancestry_epochs')}).")] = None,
     capacity: Annotated[Optional[str], typer.Option(
         help="Learngene candidates of the capacity study, TEMPLATESxSIDExEPOCHS comma-separated "
-             "(default: 4x64x3,8x64x3,16x64x3,16x32x3,8x64x6).")] = None,
+             f"({defaults('capacity')}).")] = None,
     downstream: Annotated[Optional[str], typer.Option(
-        help="Downstream datasets (any --data spec), comma-separated, or none (default: digits; --quick: fashion-mnist).")] = None,
-    downstream_subset: Annotated[Optional[int], typer.Option(min=1, help="Training images of each downstream dataset (default: all; --quick: 2000).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Batch size of the descendants' training (default: 64).")] = None,
+        help=f"Downstream datasets (any --data spec), comma-separated, or none ({defaults('downstream')}).")] = None,
+    downstream_subset: Annotated[Optional[int], typer.Option(min=1, help=f"Training images of each downstream dataset ({defaults('downstream_subset', 'all')}).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help=f"Batch size of the descendants' training ({defaults('batch_size')}).")] = None,
     budgets: Annotated[Optional[str], typer.Option(help=(
         "Epoch budgets of every method, each its own run annealed to its end, comma-separated; must include --epochs "
-        "(default: one run of --epochs, scored after each epoch)."))] = None,
+        f"(none: one run of --epochs, scored after each epoch; {defaults('budgets')})."))] = None,
     scratch_budgets: Annotated[Optional[str], typer.Option(help=(
         "Scratch's budgets, each its own annealed run, comma-separated, the largest being --scratch-epochs "
-        "(default: one run scored after each epoch)."))] = None,
+        f"(none: one run scored after each epoch; {defaults('scratch_budgets')})."))] = None,
     sweep_every_size: Annotated[Optional[bool], typer.Option("--sweep-every-size/--sweep-one-size", help=(
-        "Sweep the learning rates at every size, each method then training at its own size's rate (default: one "
-        "representative size's rates for all)."))] = None,
+        "Sweep the learning rates at every size, each method then training at its own size's rate, or at one "
+        f"representative size whose rates all sizes take ({defaults('sweep_every_size')})."))] = None,
     recipe: Annotated[Optional[str], typer.Option(help=(
         "How every method trains after its initialisation on the family's data: plain (AdamW alone) or ancestry (shifts and "
         "flips where the data allow them, random erasing 0.25, label smoothing 0.1, drop-path 0.1: scratch at full strength). "
-        "Downstream cells train plain (default: plain; --preset v3: ancestry)."))] = None,
+        f"Downstream cells train plain ({defaults('recipe')})."))] = None,
     family_validation: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
         "Hold this fraction of the training set out of the family and the descendants (split_validation, seed 0; "
         "0.0833 = protocol v3's 5,000 of Fashion-MNIST's 60,000) and make every choice on it; the ancestry and learngene given "
-        "must have been trained without it (default: off, the older protocol)."))] = None,
+        f"must have been trained without it ({defaults('family_validation', 'off')})."))] = None,
     device: Device = "auto",
     threads: Annotated[Optional[int], typer.Option(
         min=1, help="PyTorch CPU threads (default: PyTorch's choice; --quick: 1, as its tiny models gain nothing from more "

@@ -344,6 +344,25 @@ def test_help_imports_neither_torch_nor_matplotlib():
     assert "--quick" in result.stdout
 
 
+def test_the_defaults_the_help_shows_are_the_presets_and_parse_back_to_them():
+    # the help's defaults are written from the presets: fed back to their options, they give the preset's values
+    from waveinit.bench.config import PRESETS
+    from waveinit.cli.bench import _shown, defaults, parse_capacity, parse_list, parse_names, parse_sizes
+
+    options = {"depths": lambda t: parse_list(t, int, "--depths"), "widths": lambda t: parse_list(t, int, "--widths"),
+               "lrs": lambda t: parse_list(t, float, "--lrs"), "budgets": lambda t: parse_list(t, int, "--budgets"),
+               "scratch_budgets": lambda t: parse_list(t, int, "--scratch-budgets"),
+               "fit_study_steps": lambda t: parse_list(t, int, "--fit-study"), "extra_sizes": parse_sizes,
+               "capacity": parse_capacity, "downstream": parse_names, "seeds": int, "fit_steps": int, "data": str}
+    for name in ("cpu", "quick"):
+        for field, parse in options.items():
+            value = getattr(PRESETS[name], field)
+            if value is not None:
+                assert parse(_shown(value, "none")) == value, (name, field)
+    assert defaults("depths") == "default: 2,4,6; --quick: 1"  # the CPU preset is protocol v3's grid
+    assert defaults("batch_size") == "default: 64"  # the same in both: said once
+
+
 # ----------------------------------------------------------------------------- the arithmetic, on hand-made records
 
 N_TRAIN = 1000  # training images of the hand-made bench
@@ -868,6 +887,7 @@ def test_the_v3_presets_hold_protocol_v3():
     finally:
         sys.path.remove(str(benchmarks))
     spawn = SpawnConfig()
+    assert PRESETS["cpu"] is PRESETS["v3"] and PRESETS["gpu"] is PRESETS["v3-gpu"]  # the default bench is protocol v3
     for name in ("v3", "v3-gpu"):
         p = PRESETS[name]
         p.check()

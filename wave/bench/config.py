@@ -188,10 +188,10 @@ QUICK = BenchConfig(
     downstream_subset=2000,
 )
 
-# One H100-class GPU: the whole training set for every cell, a larger ancestry, the full grid.
+# The earlier protocol (docs/bench/protocol.md) on one H100-class GPU: the whole training set for every cell, a larger ancestry, the full grid.
 # Sized by estimate (about 2 s per epoch of 60,000 images for these small models at batch 256,
 # launch-bound), not yet measured: no GPU was at hand when it was written.
-GPU = BenchConfig(
+V2_GPU = BenchConfig(
     subset=None,
     depths=(2, 4, 6),
     widths=(64, 128, 192),
@@ -244,13 +244,15 @@ V3_GPU = dataclasses.replace(
     V3, subset=None, widths=(64, 128, 192), extra_sizes=((4, 256), (8, 256)), seeds=3, batch_size=256,
     scratch_epochs=32, scratch_budgets=(1, 2, 4, 8, 16, 32))
 
-PRESETS = {"cpu": BenchConfig(), "gpu": GPU, "quick": QUICK, "v3": V3, "v3-gpu": V3_GPU}
+# `cpu` and `gpu` are protocol v3 (`v3` and `v3-gpu` by name); `v2` and `v2-gpu` keep the earlier
+# protocol (docs/bench/protocol.md, BenchConfig's own defaults), to rerun the report it made.
+PRESETS = {"cpu": V3, "gpu": V3_GPU, "quick": QUICK, "v3": V3, "v3-gpu": V3_GPU, "v2": BenchConfig(), "v2-gpu": V2_GPU}
 
 
 def preset(name: str | bool) -> BenchConfig:
-    """`quick`: digits, tiny sizes, minutes on 2 CPU cores; `cpu` (default): Fashion-MNIST on 2
-    CPU cores; `gpu`: the full grid on one GPU; `v3` and `v3-gpu`: protocol v3 on 2 CPU cores
-    and on one GPU. (A bool is the old `quick` flag.)"""
+    """`cpu` (default) and `gpu`: protocol v3 on 2 CPU cores and on one GPU; `quick`: digits,
+    tiny sizes, minutes on 2 CPU cores; `v2` and `v2-gpu`: the earlier protocol. (A bool is the
+    old `quick` flag.)"""
     if isinstance(name, bool):
         name = "quick" if name else "cpu"
     if name not in PRESETS:
