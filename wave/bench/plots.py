@@ -122,38 +122,51 @@ def plot_accuracy_vs_compute(path: Path, summary: dict, sizes: list[str], method
 def plot_savings_vs_params(path: Path, compute: dict, summary: dict, sizes: list[str], methods: list[str], epochs: int) -> None:
     """Each method's FLOP saving against scratch (scratch's FLOPs to reach the method's accuracy
     after `epochs`, over the method's own) against the model's parameters: the paper's
-    "particularly for smaller models", measured. Hollow: scratch never got there (a lower bound)."""
+    "particularly for smaller models", measured. Two panels: scratch's curve read in straight
+    lines between its budgets, and in log-compute (where the curve bends, the straight lines
+    overstate what scratch needs). Hollow: scratch never got there (a lower bound)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for m in methods:
-        points = []
-        for size in sizes:
-            c = compute["sizes"][size].get(m)
-            if c is None or not c.get("flops") or c.get("scratch_max_flops") is None:
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    params = {sz: s["params"] for (sz, _), s in summary.items()}
+    drawn = False
+    for ax, (scale, tail) in zip(axes, (("straight lines", ""), ("log-compute", "_log"))):
+        for m in methods:
+            points = []
+            for size in sizes:
+                c = compute["sizes"][size].get(m)
+                if c is None or not c.get("flops") or c.get("scratch_max_flops") is None:
+                    continue
+                reach = c[f"scratch_equivalent_flops{tail}"]
+                points.append((params[size], (reach if reach is not None else c["scratch_max_flops"]) / c["flops"], reach is not None))
+            if not points:
                 continue
-            reached = c["scratch_equivalent_flops"] is not None
-            reach = c["scratch_equivalent_flops"] if reached else c["scratch_max_flops"]
-            points.append((next(s["params"] for (sz, _), s in summary.items() if sz == size), reach / c["flops"], reached))
-        if not points:
-            continue
-        colour, marker, line = STYLE[m]
-        points.sort()
-        ax.plot([p for p, _, _ in points], [r for _, r, _ in points], color=colour, linestyle=line, alpha=0.6)
-        for params, ratio, reached in points:
-            ax.scatter([params], [ratio], color=colour if reached else "white", edgecolors=colour, marker=marker, s=45, zorder=3)
-        ax.plot([], [], color=colour, marker=marker, linestyle=line, label=m)
-    ax.axhline(1.0, color="black", linestyle=":", linewidth=1)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("model parameters (log scale)")
-    ax.set_ylabel("FLOP saving against scratch (x, log scale)")
-    ax.set_title(f"Scratch's FLOPs to each method's accuracy after {epochs} epoch(s), over the method's own\n"
-                 "(hollow: scratch never got there, a lower bound; below 1: scratch is cheaper)")
-    ax.grid(True, which="both", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+            drawn = True
+            colour, marker, line = STYLE[m]
+            points.sort()
+            ax.plot([p for p, _, _ in points], [r for _, r, _ in points], color=colour, linestyle=line, alpha=0.6)
+            for x, ratio, reached in points:
+                ax.scatter([x], [ratio], color=colour if reached else "white", edgecolors=colour, marker=marker, s=45, zorder=3)
+            ax.plot([], [], color=colour, marker=marker, linestyle=line, label=m)
+        ax.axhline(1.0, color="black", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("model parameters (log scale)")
+        ax.set_title(f"scratch's curve read in {scale}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("FLOP saving against scratch (log scale)")
+    from matplotlib.ticker import FuncFormatter  # after _pyplot(), which chose the backend
+
+    times = FuncFormatter(lambda v, _: f"{v:g}x")
+    axes[0].yaxis.set_major_formatter(times)
+    axes[0].yaxis.set_minor_formatter(times)
+    if drawn:
+        handles, labels = _legend(axes[None, :])
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=8, bbox_to_anchor=(0.5, -0.02))
     else:  # no method has a FLOP saving to show (no scratch, or records older than the FLOP count)
-        ax.text(0.5, 0.5, "no FLOP savings to show", transform=ax.transAxes, ha="center")
+        axes[0].text(0.5, 0.5, "no FLOP savings to show", transform=axes[0].transAxes, ha="center")
+    fig.suptitle(f"Scratch's FLOPs to each method's accuracy after {epochs} epoch(s), over the method's own "
+                 "(hollow: scratch never got there, a lower bound; below 1: scratch is cheaper)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     _save(fig, path)
     plt.close(fig)
 
