@@ -146,6 +146,7 @@ def test_markdown_reports_every_study(run):
     assert family["ancestry"]["compute"] == 3 * digits_train and family["learngene"]["compute"] == 1 * digits_train
     assert family["tleg"]["compute"] == 1 * digits_train  # the learngene's budget
     assert [c["chosen"] for c in family["capacity"]] == [True]
+    assert "`capacity.png`" in md.split("## Storage")[1] and (out / "capacity.png").exists()
     assert report["compute"]["learngene_compute"] == digits_train and report["compute"]["ancestry_compute"] == 3 * digits_train
     totals = report["compute"]["totals"]  # each method charged the family file it spawns from, once
     assert totals["tleg"]["charged"] == family["tleg"]["compute"] and totals["wave"]["charged"] == family["learngene"]["compute"]
@@ -342,6 +343,15 @@ def test_help_imports_neither_torch_nor_matplotlib():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert "--quick" in result.stdout
+
+
+def test_the_report_lists_only_the_plots_it_drew():
+    # a learngene given to the bench (--learngene) has no capacity study, so no capacity.png
+    from waveinit.bench.report import _storage_section
+
+    storage = {"sizes": {}, "learngene_bytes": 10, "dense_total_bytes": 40, "learngene_and_scalers_bytes": 12, "ratio": 40 / 12}
+    assert "capacity.png" not in "\n".join(_storage_section(storage, with_capacity=False))
+    assert "`capacity.png`" in "\n".join(_storage_section(storage, with_capacity=True))
 
 
 def test_the_defaults_the_help_shows_are_the_presets_and_parse_back_to_them():

@@ -346,7 +346,7 @@ def render_markdown(config: BenchConfig, family: dict, summary: dict, sizes: lis
         _rates_section(config, methods, rates, sweep_size, sweeps),
         _size_rates_section(methods, size_rates) if size_rates else [],
         _downstream_section(config.for_downstream(), far),
-        _storage_section(storage),
+        _storage_section(storage, with_capacity=bool(family.get("capacity"))),
     ]
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
 
@@ -530,7 +530,7 @@ def _flop_savings_section(config: BenchConfig, sizes: list[str], methods: list[s
         "Above 1x the method saves compute; \"> kx\": scratch never reached it, a lower bound. Scratch's curve is read by "
         "straight lines between its budgets, and in brackets by straight lines in log-compute, which follow a curve that "
         "bends more closely and give the smaller saving. The family's files are charged in the totals below, not to a "
-        "size. Plot: `savings_vs_params.png` (the linear reading).")]
+        "size. Plot: `savings_vs_params.png` (both readings).")]
     for b in budgets:
         lines += ["", f"After {b} epoch(s):", "", "| size | " + " | ".join(shown) + " |", "| --- |" + " --- |" * len(shown)]
         lines += [f"| {size} | " + " | ".join(saving(per_budget[b]["sizes"][size].get(m)) for m in shown) + " |" for size in sizes]
@@ -673,7 +673,7 @@ def _downstream_section(config: BenchConfig, far: dict) -> list[str]:
     return lines[:-1] if lines else []
 
 
-def _storage_section(storage: dict) -> list[str]:
+def _storage_section(storage: dict, with_capacity: bool) -> list[str]:
     lines = ["## Storage (float32)", "", "| size | parameters | dense model | its scalers |", "| --- | --- | --- | --- |"]
     for size, s in storage["sizes"].items():
         lines.append(f"| {size} | {s['params']:,} | {_bytes(s['dense_bytes'])} | {_bytes(s['scaler_bytes'])} |")
@@ -681,5 +681,5 @@ def _storage_section(storage: dict) -> list[str]:
         f"The learngene file holds {_bytes(storage['learngene_bytes'])}. The {len(storage['sizes'])} dense models take "
         f"{_bytes(storage['dense_total_bytes'])}; the learngene plus every size's scalers "
         f"{_bytes(storage['learngene_and_scalers_bytes'])} ({storage['ratio']:.1f}x less)."), "",
-        "Plots: `accuracy_vs_compute.png`, `accuracy_vs_size.png`, `accuracy_vs_epoch.png`, `capacity.png`, `storage.png`; "
-        "every number: `results.csv`, `results.json`."]
+        "Plots: `accuracy_vs_compute.png`, `accuracy_vs_size.png`, `accuracy_vs_epoch.png`, `savings_vs_params.png`, "
+        + ("`capacity.png`, " if with_capacity else "") + "`storage.png`; every number: `results.csv`, `results.json`."]
