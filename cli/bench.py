@@ -104,7 +104,10 @@ def bench(
     widths: Annotated[Optional[str], typer.Option(help=f"Grid widths, comma-separated ({defaults('widths')}).")] = None,
     extra_sizes: Annotated[Optional[str], typer.Option(
         help=f"Sizes beyond the grid, DEPTHxWIDTH comma-separated, or none ({defaults('extra_sizes')}).")] = None,
-    methods: Annotated[Optional[str], typer.Option(help=f"Methods, comma-separated (default: all of {METHOD_NAMES}).")] = None,
+    methods: Annotated[Optional[str], typer.Option(help=(
+        f"Methods, comma-separated (default: all of {METHOD_NAMES}). Once the family is made (ancestry, learngene, TLEG), "
+        "processes given other methods may share one --out, one per core, with the same other options; a last run with all "
+        "of them then writes the report of everything."))] = None,
     seeds: Annotated[Optional[int], typer.Option(min=1, help=f"Seeds per cell ({defaults('seeds')}).")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help=f"Training epochs of every cell after its initialisation, the tables' headline budget ({defaults('epochs')}).")] = None,
     scratch_epochs: Annotated[Optional[int], typer.Option(min=1, help=f"Epochs of scratch, its longest budget ({defaults('scratch_epochs')}).")] = None,
