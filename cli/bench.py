@@ -109,7 +109,8 @@ def bench(
         "processes given other methods may share one --out, one per core, with the same other options; a last run with all "
         "of them then writes the report of everything."))] = None,
     seeds: Annotated[Optional[int], typer.Option(min=1, help=f"Seeds per cell ({defaults('seeds')}).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help=f"Training epochs of every cell after its initialisation, the tables' headline budget ({defaults('epochs')}).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(
+        min=1, help=f"Training epochs of every cell after its initialisation, the tables' headline budget ({defaults('epochs')}).")] = None,
     scratch_epochs: Annotated[Optional[int], typer.Option(min=1, help=f"Epochs of scratch, its longest budget ({defaults('scratch_epochs')}).")] = None,
     lrs: Annotated[Optional[str], typer.Option(
         help="Learning rates each method's sweep picks from, comma-separated; one rate: no sweep "
@@ -118,13 +119,15 @@ def bench(
     fit_samples: Annotated[Optional[int], typer.Option(min=1, help=f"Images the scaler fit may use ({defaults('fit_samples')}).")] = None,
     fit_study: Annotated[Optional[str], typer.Option(
         help=f"Fit-step counts of the scaler-fit study, comma-separated ({defaults('fit_study_steps')}).")] = None,
-    ancestry_epochs: Annotated[Optional[int], typer.Option(min=1, help=f"Epochs of the ancestry, when the bench trains it ({defaults('ancestry_epochs')}).")] = None,
+    ancestry_epochs: Annotated[Optional[int], typer.Option(
+        min=1, help=f"Epochs of the ancestry, when the bench trains it ({defaults('ancestry_epochs')}).")] = None,
     capacity: Annotated[Optional[str], typer.Option(
         help="Learngene candidates of the capacity study, TEMPLATESxSIDExEPOCHS comma-separated "
              f"({defaults('capacity')}).")] = None,
     downstream: Annotated[Optional[str], typer.Option(
         help=f"Downstream datasets (any --data spec), comma-separated, or none ({defaults('downstream')}).")] = None,
-    downstream_subset: Annotated[Optional[int], typer.Option(min=1, help=f"Training images of each downstream dataset ({defaults('downstream_subset', 'all')}).")] = None,
+    downstream_subset: Annotated[Optional[int], typer.Option(
+        min=1, help=f"Training images of each downstream dataset ({defaults('downstream_subset', 'all')}).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help=f"Batch size of the descendants' training ({defaults('batch_size')}).")] = None,
     budgets: Annotated[Optional[str], typer.Option(help=(
         "Epoch budgets of every method, each its own run annealed to its end, comma-separated; must include --epochs "
