@@ -136,7 +136,7 @@ def test_markdown_reports_every_study(run):
     md = (out / "results.md").read_text()
     for heading in ("## The family", "## The learngene's capacity", "## Test accuracy", "## Scratch compute to reach each method's accuracy",
                     "## Against pre-training every size (the n-times claim), per method", "## The scaler fit", "## Learning rates",
-                    "## Downstream: fashion-mnist", "## Storage"):
+                    "## Downstream: fashion-mnist", "## Time", "## Storage"):
         assert heading in md, heading
     report = json.loads((out / "results.json").read_text())
     storage = report["storage"]
@@ -352,6 +352,26 @@ def test_the_report_lists_only_the_plots_it_drew():
     storage = {"sizes": {}, "learngene_bytes": 10, "dense_total_bytes": 40, "learngene_and_scalers_bytes": 12, "ratio": 40 / 12}
     assert "capacity.png" not in "\n".join(_storage_section(storage, with_capacity=False))
     assert "`capacity.png`" in "\n".join(_storage_section(storage, with_capacity=True))
+
+
+def test_the_time_section_counts_each_budget_run_once():
+    # budgets: every row after the first is its own run from the same start (init 10 s + 5, + 12);
+    # one run: the rows are its running total
+    from waveinit.bench.config import BenchConfig
+    from waveinit.bench.report import _time_section, cell_seconds, time_table
+
+    rows = [{"seconds": 10.0}, {"seconds": 15.0}, {"seconds": 22.0}]
+    assert cell_seconds({"rows": rows}, budgets=True) == 10 + 5 + 12
+    assert cell_seconds({"rows": rows}, budgets=False) == 22
+    assert cell_seconds({"rows": []}, budgets=True) == 0
+    config = BenchConfig(budgets=(1, 2), scratch_budgets=None, scratch_epochs=2)
+    family = {"ancestry": {"how": "given: a.safetensors", "seconds": 7200.0}, "tleg": {"how": "distilled by wave bench", "seconds": 3600.0}}
+    records = [{"method": "wave", "rows": rows}, {"method": "scratch", "rows": rows}]
+    seconds = time_table(config, family, records, [{"seconds": 36.0}], [])
+    assert seconds["cells"] == {"wave": 27.0, "scratch": 22.0} and seconds["fit_study"] == 36.0
+    text = _time_section(seconds)[-1]
+    assert f"in all, with what this run made of the family but the ancestry, {(3600 + 27 + 22 + 36) / 3600:.2f} h" in text  # not the ancestry's 2 h
+    assert "ancestry 2.00 h (given)" in text and "tleg 1.00 h (made by this run)" in text
 
 
 def test_the_defaults_the_help_shows_are_the_presets_and_parse_back_to_them():

@@ -186,6 +186,34 @@ def _counted(*summaries: dict | None) -> bool:
     return all(None not in s["flops"] for s in summaries if s is not None)
 
 
+def cell_seconds(record: dict, budgets: bool) -> float:
+    """The seconds a cell's record counts: its initialisation and its training runs (scoring on the
+    test set not included). With `budgets` each row after the first is its own run from the same
+    start, its seconds the initialisation's plus the run's; else the rows are one run's running total."""
+    rows = record["rows"]
+    if not rows:
+        return 0.0
+    if not budgets:
+        return rows[-1]["seconds"]
+    start = rows[0]["seconds"]
+    return start + sum(row["seconds"] - start for row in rows[1:])
+
+
+def time_table(config: BenchConfig, family: dict, records: list[dict], fits: list[dict], downstream: list[dict]) -> dict:
+    """Recorded seconds per stage: the family's files (the given ones as their records say), the
+    fit study, and the cells per method, on the family's data and downstream."""
+    def cells(rs: list[dict]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for r in rs:
+            runs = config.scratch_budgets if r["method"] == "scratch" else config.budgets
+            out[r["method"]] = out.get(r["method"], 0.0) + cell_seconds(r, bool(runs))
+        return out
+
+    made = {name: {"seconds": family[name].get("seconds"), "given": family[name].get("how", "").startswith("given")}
+            for name in ("ancestry", "learngene", "tleg") if name in family}
+    return {"family": made, "fit_study": sum(f.get("seconds", 0.0) for f in fits), "cells": cells(records), "downstream": cells(downstream)}
+
+
 def storage_table(records: list[dict], family: dict) -> dict:
     """The learngene file against a dense float32 model per size, and each size's own scalers."""
     gene = family["learngene"]
@@ -258,6 +286,7 @@ def write_reports(out: Path, config: BenchConfig, family: dict, records: list[di
     compute = compute_table(summary, sizes, methods, family, config.epochs)
     per_budget = {b: compute_table(summary, sizes, methods, family, b) for b in sorted(config.budgets or (config.epochs,))}
     storage = storage_table(records, family)
+    seconds = time_table(config, family, records, fits, downstream)
     far = downstream_table(downstream, [m for m in METHODS if any(r["method"] == m for r in downstream)], config.epochs,
                            tuple(config.budgets or ()))
     rows = flat_rows(records) + flat_rows(downstream)
@@ -278,14 +307,14 @@ def write_reports(out: Path, config: BenchConfig, family: dict, records: list[di
         "fit_study": fits,
         "rows": rows,
         "summary": [{"size": size, "method": m, **summary[(size, m)]} for size in sizes for m in methods if (size, m) in summary],
-        "compute": compute, "compute_per_budget": per_budget, "storage": storage,
+        "compute": compute, "compute_per_budget": per_budget, "storage": storage, "seconds": seconds,
         "downstream": {name: {"gains": d["gains"], "shared_sizes": d["shared_sizes"], "compute": d["compute"],
                               "per_budget": d["per_budget"], "summary": [{"size": k[0], "method": k[1], **v} for k, v in d["summary"].items()]}
                        for name, d in far.items()},
     }
     atomic_write_bytes(files["results.json"], (json.dumps(report, indent=1) + "\n").encode())
     markdown = render_markdown(config, family, summary, sizes, methods, rates, sweep_size, sweeps, compute, storage, fits, far, size_rates,
-                               per_budget)
+                               per_budget, seconds)
     atomic_write_bytes(files["results.md"], markdown.encode())
     plot_accuracy_vs_size(files["accuracy_vs_size.png"], summary, sizes, methods, config)
     plot_accuracy_vs_epoch(files["accuracy_vs_epoch.png"], summary, sizes, methods)
@@ -331,7 +360,7 @@ def _percent(x: float | None) -> str:
 
 def render_markdown(config: BenchConfig, family: dict, summary: dict, sizes: list[str], methods: list[str], rates: dict,
                     sweep_size: str, sweeps: list[dict], compute: dict, storage: dict, fits: list[dict], far: dict,
-                    size_rates: dict | None = None, per_budget: dict | None = None) -> str:
+                    size_rates: dict | None = None, per_budget: dict | None = None, seconds: dict | None = None) -> str:
     n = next(s["train_images"] for s in summary.values() if s["status"] == "ok")
     sections = [
         _intro(config, n, max(s["seeds"] for s in summary.values())),
@@ -346,6 +375,7 @@ def render_markdown(config: BenchConfig, family: dict, summary: dict, sizes: lis
         _rates_section(config, methods, rates, sweep_size, sweeps),
         _size_rates_section(methods, size_rates) if size_rates else [],
         _downstream_section(config.for_downstream(), far),
+        _time_section(seconds) if seconds else [],
         _storage_section(storage, with_capacity=bool(family.get("capacity"))),
     ]
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
@@ -671,6 +701,24 @@ def _downstream_section(config: BenchConfig, far: dict) -> list[str]:
                                                  f"### {name}: scratch compute to reach each method's accuracy after {b} epoch(s)", b)
         lines.append("")
     return lines[:-1] if lines else []
+
+
+def _time_section(seconds: dict) -> list[str]:
+    def hours(x: float) -> str:
+        return f"{x / 3600:.2f} h"
+
+    family = ", ".join(f"{name} {hours(f['seconds'])}" + (" (given)" if f["given"] else " (made by this run)")
+                       for name, f in seconds["family"].items() if f["seconds"])
+    made = sum(f["seconds"] or 0.0 for name, f in seconds["family"].items() if not f["given"] and name != "ancestry")
+    cells = ", ".join(f"{m} {hours(s)}" for m, s in seconds["cells"].items())
+    total = made + sum(seconds["cells"].values()) + sum(seconds["downstream"].values()) + seconds["fit_study"]
+    return ["## Time", "", (
+        f"Seconds as the records count them, on the machine each stage ran on: what trains "
+        f"(initialisations, fits, training runs), not the scoring on the test set, nor the learning-rate sweeps, which keep no time. "
+        f"The family's files, as their own records say (the ancestry's apart, like its compute): {family or 'none recorded'}. "
+        f"This run: cells {hours(sum(seconds['cells'].values()))} ({cells}); the fit study {hours(seconds['fit_study'])}"
+        + (f"; downstream {hours(sum(seconds['downstream'].values()))}" if seconds["downstream"] else "")
+        + f"; in all, with what this run made of the family but the ancestry, {hours(total)}.")]
 
 
 def _storage_section(storage: dict, with_capacity: bool) -> list[str]:
