@@ -95,26 +95,25 @@ def plot_accuracy_vs_epoch(path: Path, summary: dict, sizes: list[str], methods:
 def plot_accuracy_vs_compute(path: Path, summary: dict, sizes: list[str], methods: list[str]) -> None:
     """One panel per size: scratch's test accuracy against its training compute (a curve, mean
     ± std), and each method's accuracy after its initialisation and after each budget at its
-    compute (± std)."""
+    compute (± std). Compute in FLOPs (`waveinit.flops`: the ancestry's forward passes included)
+    where every record has them, else in image passes (epochs of the training set)."""
     fig, axes = _panels(len(sizes), sharey=False)
     for ax, size in zip(axes.flat, sizes):
-        n = None
-        for m in methods:
-            s = summary.get((size, m))
-            if s is None or s["status"] != "ok":
-                continue
-            n = s["train_images"]
+        drawn = [(m, s) for m in methods if (s := summary.get((size, m))) is not None and s["status"] == "ok"]
+        in_flops = all(None not in s["flops"] for _, s in drawn)
+        for m, s in drawn:
+            x = np.array(s["flops"], dtype=float) / 1e12 if in_flops else np.array(s["compute"]) / s["train_images"]
+            y, err = 100 * np.array(s["mean"]), 100 * np.array(s["std"])
             colour, marker, line = STYLE[m]
             if m == "scratch":
-                x, y, err = np.array(s["compute"]) / n, 100 * np.array(s["mean"]), 100 * np.array(s["std"])
                 ax.plot(x, y, label=m, color=colour, marker=marker, linestyle=line, markersize=4)
                 ax.fill_between(x, y - err, y + err, color=colour, alpha=0.12)
             else:  # after initialisation and after each budget (a curve where there are several)
-                ax.errorbar(np.array(s["compute"]) / n, 100 * np.array(s["mean"]), yerr=100 * np.array(s["std"]), label=m, color=colour,
-                            marker=marker, linestyle=line, markersize=6, capsize=3, alpha=0.85)
+                ax.errorbar(x, y, yerr=err, label=m, color=colour, marker=marker, linestyle=line, markersize=6, capsize=3, alpha=0.85)
         params = next(s["params"] for (sz, _), s in summary.items() if sz == size)
         ax.set_title(f"{size} ({short_count(params)} parameters)")
-        ax.set_xlabel("training compute (epochs of the training set, fwd+bwd passes)")
+        ax.set_xlabel("compute (TFLOPs: fwd+bwd, the ancestry's forward included)" if in_flops
+                      else "training compute (epochs of the training set, fwd+bwd passes)")
     _finish_panels(fig, axes, len(sizes), "Accuracy against compute per size: scratch's curve, every method after its budget "
                                            "(mean ± std over seeds)", path)
 
