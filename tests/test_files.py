@@ -161,3 +161,31 @@ def test_a_model_file_with_a_tensor_it_should_not_hold_is_refused_by_name(tmp_pa
     with pytest.raises(WaveError, match=r"unexpected tensors 'norm.bias', 'norm.weight' \(not part of a 2x16 ViT's state dict\)") as e:
         load_model(plain, heads=2)
     assert "\n" not in str(e.value)
+
+
+def test_the_same_tensors_and_metadata_give_the_same_bytes_in_any_process(tmp_path):
+    # the safetensors library writes its metadata in a hash map's order, which differs between
+    # processes: written through waveinit, a file's bytes depend on its contents alone
+    import hashlib
+    import json
+    import subprocess
+    import sys
+
+    from safetensors import safe_open
+
+    code = ("import sys, numpy as np\nfrom waveinit.io.storage import write_safetensors\n"
+            "meta = {k: k * 3 for k in 'qwertyuiopasdfgh'}\n"
+            "meta.update({'unicode': 'bl\\u00e5 \\u2014 \"quoted\"', 'format': 'waveinit.model'})\n"
+            "write_safetensors(sys.argv[1], {'b': np.arange(5, dtype=np.float32), 'a': np.eye(3, dtype=np.float16)}, meta)\n")
+    paths = [tmp_path / f"w{i}.safetensors" for i in range(4)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=120)
+    assert len({hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}) == 1
+    raw = paths[0].read_bytes()
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    assert list(header["__metadata__"]) == sorted(header["__metadata__"])
+    with safe_open(str(paths[0]), "np") as f:  # still a valid file, with what was written
+        meta = f.metadata()
+        assert meta["unicode"] == 'bl\u00e5 \u2014 "quoted"' and meta["q"] == "qqq" and len(meta) == 18
+        np.testing.assert_array_equal(f.get_tensor("a"), np.eye(3, dtype=np.float16))
+        np.testing.assert_array_equal(f.get_tensor("b"), np.arange(5, dtype=np.float32))

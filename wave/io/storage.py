@@ -138,9 +138,27 @@ def expect_format(path, header: dict, fmt: str, want: str) -> None:
 
 
 def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
-    """Write NumPy tensors and metadata as a safetensors file, atomically."""
+    """Write NumPy tensors and metadata as a safetensors file, atomically; the same tensors and
+    metadata give the same bytes in any process (`canonical_safetensors`)."""
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    atomic_write_bytes(path, _safetensors_bytes(arrays, metadata=metadata))
+    atomic_write_bytes(path, canonical_safetensors(_safetensors_bytes(arrays, metadata=metadata)))
+
+
+def canonical_safetensors(raw: bytes) -> bytes:
+    """The safetensors file `raw` with its metadata's keys sorted: the same tensors and metadata
+    give the same bytes in any process.
+
+    The safetensors library writes the metadata in its hash map's order, which changes from one
+    process to the next, so the same model would give files of different bytes (and digests).
+    The header is rewritten with sorted metadata and padded to 8 bytes like the library's; the
+    tensors' offsets count from the end of the header, so the data after it is unchanged."""
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + raw[8 + size:]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

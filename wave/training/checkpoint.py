@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..configs import TrainConfig
 from ..errors import WaveError, reason
 from ..io.files import read_checkpoint_header
-from ..io.storage import CHECKPOINT_FORMAT, check_finite, header_metadata, open_safetensors, refuse_unexpected
+from ..io.storage import CHECKPOINT_FORMAT, check_finite, canonical_safetensors, header_metadata, open_safetensors, refuse_unexpected
 from .batches import BatchSource
 
 
@@ -200,7 +200,7 @@ def checkpoint_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, loss_su
     bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
         raise NonFinite(f"{bad[0]} holds NaN or inf")
-    return _safetensors_bytes(tensors, metadata=header_metadata(CHECKPOINT_FORMAT, header))
+    return canonical_safetensors(_safetensors_bytes(tensors, metadata=header_metadata(CHECKPOINT_FORMAT, header)))
 
 
 def restore(path: Path, tensors: dict[str, Tensor], model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
