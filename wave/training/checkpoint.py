@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..configs import TrainConfig
 from ..errors import WaveError, reason
 from ..io.files import read_checkpoint_header
-from ..io.storage import CHECKPOINT_FORMAT, check_finite, canonical_safetensors, header_metadata, open_safetensors, refuse_unexpected
+from ..io.storage import CHECKPOINT_FORMAT, canonical_safetensors, check_finite, header_metadata, open_safetensors, refuse_unexpected
 from .batches import BatchSource
 
 
