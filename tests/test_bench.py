@@ -201,6 +201,34 @@ def test_downstream_methods_share_the_head_warm_up_and_every_row_counts_flops(ru
                                                        + row.get("teacher_forward", 0) * forward_flops(ancestry) for row in r["rows"]]
 
 
+def test_the_head_warm_up_trains_only_what_the_data_made_fresh():
+    # a 2x32 model on digits (8x8, patch 2) from a 6x192 family on 28x28 images (patch 7): the
+    # classifier and the patch embedding's weights are fresh, whatever the model's size; the rest
+    # (inherited from the family by the method) stays as it was
+    import torch
+
+    from waveinit.bench.config import BenchConfig
+    from waveinit.bench.methods import fresh_keys, random_vit, warm_up_head
+    from waveinit.io.datasets import load_dataset
+    from waveinit.spec import ViTSpec
+
+    spec = ViTSpec(depth=2, width=32, heads=1, patch_size=2, image_size=8, channels=1, num_classes=10)
+    family = ViTSpec(depth=6, width=192, heads=3, patch_size=7, image_size=28, channels=1, num_classes=10)
+    assert fresh_keys(spec, family) == {"head.weight", "head.bias", "patch_embed.proj.weight"}
+    assert fresh_keys(spec, ViTSpec(depth=6, width=192, heads=3, patch_size=2, image_size=8, channels=1, num_classes=10)) == {
+        "head.weight", "head.bias"}
+    five_classes = ViTSpec(depth=6, width=192, heads=3, patch_size=2, image_size=16, channels=3, num_classes=5)
+    assert fresh_keys(spec, five_classes) == {"head.weight", "head.bias", "patch_embed.proj.weight", "pos_embed"}
+
+    model = random_vit(spec, 0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = BenchConfig(fit_steps=3, fit_samples=200, fit_batch_size=32, fit_lr=0.1)
+    warm_up_head(model, fresh_keys(spec, family), load_dataset("digits"), config, seed=0, device="cpu")
+    moved = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved == {"head.weight", "head.bias", "patch_embed.proj.weight"}
+    assert all(p.requires_grad for p in model.parameters())
+
+
 def test_a_rerun_skips_finished_cells_and_more_seeds_only_add_cells(run):
     out, _ = run
     names = ("cells.jsonl", "sweep.jsonl", "fit.jsonl", "downstream.jsonl", "ancestry.safetensors", "learngenes/t2-s32-e1.safetensors")
