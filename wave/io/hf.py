@@ -42,12 +42,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save as _safetensors_bytes
 
 from ..errors import WaveError, reason
 from ..keys import ModelFile, check_state_dict, state_dict_keys
 from ..spec import SCHEMA, ViTSpec, roles_of
-from .storage import canonical_safetensors, read_file, tensor_dtypes
+from .storage import read_file, safetensors_bytes, tensor_dtypes
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -336,7 +335,7 @@ def weights_bytes(tensors: dict, spec: ViTSpec, provenance: dict | None) -> byte
     """model.safetensors for a model folder. "format": "pt" is what transformers and timm expect
     of a safetensors checkpoint; "waveinit" keeps our spec and provenance, which they ignore."""
     metadata = {"format": "pt", "waveinit": json.dumps({"spec": spec.to_dict(), "provenance": provenance or {}})}
-    return canonical_safetensors(_safetensors_bytes({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata))
+    return safetensors_bytes(tensors, metadata)
 
 
 def write_folder(folder: str | os.PathLike, files: dict[str, bytes]) -> None:

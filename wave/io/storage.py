@@ -140,8 +140,13 @@ def expect_format(path, header: dict, fmt: str, want: str) -> None:
 def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
     """Write NumPy tensors and metadata as a safetensors file, atomically; the same tensors and
     metadata give the same bytes in any process (`canonical_safetensors`)."""
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata))
+
+
+def safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """NumPy tensors and metadata as the bytes of a safetensors file (`canonical_safetensors`)."""
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    atomic_write_bytes(path, canonical_safetensors(_safetensors_bytes(arrays, metadata=metadata)))
+    return canonical_safetensors(_safetensors_bytes(arrays, metadata=metadata))
 
 
 def canonical_safetensors(raw: bytes) -> bytes:
