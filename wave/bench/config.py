@@ -17,7 +17,12 @@ from ..errors import WaveError
 
 # The initialisations compared, in the order of every table. `scratch` is random init trained for
 # `scratch_epochs` with a test score after each: the curve the others' compute is measured on.
-METHODS = ("random", "weight-selection", "mimetic", "nearest-kron", "tleg", "kd-per-size", "wave", "wave-nofit", "scratch")
+METHODS = ("random", "weight-selection", "mimetic", "nearest-kron", "tleg", "kd-per-size", "wave", "wave-nofit", "scratch",
+           "ws-auxiliary", "wave-first", "wave-relative", "wave-even")
+# Protocol v4's "where the loss lies" (docs/bench/protocol-v4.md): weight selection from the
+# learngene's own auxiliary (spawned data-free at its own size, then selected like the ancestry),
+# and wave under each depth rule other than the default ("interpolate"): wave-RULE.
+WAVE_DEPTH_RULES = {"wave-first": "first", "wave-relative": "relative", "wave-even": "even"}
 # Downstream: the methods that can initialise a model for other data (kd-per-size needs the
 # ancestry's logits on that data), and scratch, the yardstick of their compute there too.
 DOWNSTREAM_METHODS = ("random", "weight-selection", "mimetic", "nearest-kron", "tleg", "wave", "wave-nofit", "scratch")
@@ -58,6 +63,9 @@ class BenchConfig:
     batch_size: int = 64
     recipe: str = "plain"  # RECIPES; downstream cells always train plain
     lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # learning-rate sweep candidates, one rate: no sweep
+    # Rates tried below the grid, highest first, one at a time while the lowest rate tried so far
+    # wins: a sweep that picks its grid's edge with accuracy still rising is unfinished (protocol v4).
+    lower_lrs: tuple[float, ...] = ()
     sweep_epochs: int = 1
     # Sweep the rates at every size (each method at each size takes its own rate, issue #17 item
     # 2), instead of at one representative size whose rates every size then uses.
@@ -115,7 +123,7 @@ class BenchConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise WaveError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
-        if not self.lrs or any(not lr > 0 for lr in self.lrs):
+        if not self.lrs or any(not lr > 0 for lr in (*self.lrs, *self.lower_lrs)):
             raise WaveError(f"learning rates must be positive numbers, got {list(self.lrs)}")
         if not (self.depths and self.widths) and not self.extra_sizes:
             raise WaveError("no model sizes: give depths and widths, or extra sizes")
@@ -133,6 +141,8 @@ class BenchConfig:
                             f"and come with scratch budgets")
         if self.fit_batch_size is not None and self.fit_batch_size < 1:
             raise WaveError(f"fit batch size must be at least 1, got {self.fit_batch_size}")
+        if self.lower_lrs and (list(self.lower_lrs) != sorted(self.lower_lrs, reverse=True) or max(self.lower_lrs) >= min(self.lrs)):
+            raise WaveError(f"lower rates {list(self.lower_lrs)} must fall, each below the grid's lowest {min(self.lrs):g}")
         if self.recipe not in RECIPES:
             raise WaveError(f"unknown training recipe {self.recipe!r}: choose from {', '.join(RECIPES)}")
         if self.family_validation is not None and not 0 < self.family_validation < 1:
@@ -158,6 +168,8 @@ class BenchConfig:
         d = asdict(self)
         for key in ("data_dir", "depths", "widths", "extra_sizes", "methods", "seeds", "downstream", "fit_study_steps"):
             d.pop(key)
+        if not d["lower_lrs"]:  # written only where used, so benches made before it existed still resume
+            d.pop("lower_lrs")
         return json.loads(json.dumps(d))
 
 
@@ -244,9 +256,19 @@ V3_GPU = dataclasses.replace(
     V3, subset=None, widths=(64, 128, 192), extra_sizes=((4, 256), (8, 256)), seeds=3, batch_size=256,
     scratch_epochs=32, scratch_budgets=(1, 2, 4, 8, 16, 32))
 
+# Protocol v4 (docs/bench/protocol-v4.md): v3's settings, the descendants' recipe an arm of its
+# own (each arm a bench of its own folder, the recipe then chosen per method and size on
+# validation by `waveinit.bench.arms`), rates below the grid where its lowest wins. Downstream
+# runs apart (its rates swept on its own validation split), so the arms have none.
+V4_PLAIN = dataclasses.replace(V3, recipe="plain", lower_lrs=(1e-4,), downstream=())
+V4_ANCESTRY = dataclasses.replace(V4_PLAIN, recipe="ancestry")
+V4_GPU_PLAIN = dataclasses.replace(V3_GPU, recipe="plain", lower_lrs=(1e-4,), downstream=())
+V4_GPU_ANCESTRY = dataclasses.replace(V4_GPU_PLAIN, recipe="ancestry")
+
 # `cpu` and `gpu` are protocol v3 (`v3` and `v3-gpu` by name); `v2` and `v2-gpu` keep the earlier
 # protocol (docs/bench/protocol.md, BenchConfig's own defaults), to rerun the report it made.
-PRESETS = {"cpu": V3, "gpu": V3_GPU, "quick": QUICK, "v3": V3, "v3-gpu": V3_GPU, "v2": BenchConfig(), "v2-gpu": V2_GPU}
+PRESETS = {"cpu": V3, "gpu": V3_GPU, "quick": QUICK, "v3": V3, "v3-gpu": V3_GPU, "v2": BenchConfig(), "v2-gpu": V2_GPU,
+           "v4-plain": V4_PLAIN, "v4-ancestry": V4_ANCESTRY, "v4-gpu-plain": V4_GPU_PLAIN, "v4-gpu-ancestry": V4_GPU_ANCESTRY}
 
 
 def preset(name: str | bool) -> BenchConfig:

@@ -15,6 +15,11 @@
                       `wave spawn --teacher` fits)
     wave-nofit        `waveinit.spawn(..., fit=False)`: the data-free rule alone
     scratch           random, trained `scratch_epochs` epochs
+    ws-auxiliary      weight selection from the learngene's auxiliary (spawned data-free at its own
+                      size, which reproduces it) instead of the ancestry: what the templates kept
+    wave-first        wave with the depth rule "first": a shallower target takes the auxiliary's
+                      first layers, as weight selection takes the ancestry's (wave-relative and
+                      wave-even: the other depth rules, `spawning.layer_positions`)
 
 On other data (downstream), the classifier and the parameters whose shape follows the data (the
 patch embedding's weights when the patch's pixels differ; the position embeddings when the token
@@ -44,7 +49,7 @@ from ..tasks import fit_images, random_vit, teacher_kd_loss
 from ..tleg import expand
 from ..training.distributed import resolve_device
 from ..training.engine import train
-from .config import BenchConfig
+from .config import WAVE_DEPTH_RULES, BenchConfig
 from .family import Family
 from .records import images_passed
 
@@ -61,9 +66,10 @@ class Init:
 
 def not_applicable(method: str, spec: ViTSpec, family: Family) -> str | None:
     """Why `method` cannot make a model of `spec` (None: it can)."""
-    if method == "weight-selection":
+    source = {"weight-selection": family.ancestry.spec, "ws-auxiliary": family.learngene.spec}.get(method)
+    if source is not None:
         try:
-            check_applicable(family.ancestry.spec, resized(spec, **data_fields(family.ancestry.spec)))
+            check_applicable(source, resized(spec, **data_fields(source)))
         except WaveError as e:
             return str(e)
     if method == "tleg":
@@ -130,6 +136,11 @@ def initialise(method: str, spec: ViTSpec, seed: int, family: Family, data: Data
     if method == "weight-selection":
         state = weight_selection(dense_numpy(family.ancestry.state_dict()), family.ancestry.spec, resized(spec, **data_fields(family.ancestry.spec)))
         return done(with_fresh_data_keys(state, spec, seed, same_data))
+    if method == "ws-auxiliary":
+        aux = family.learngene.spec
+        auxiliary = run_spawn(plan_spawn(family.learngene, aux.depth, aux.width, aux.heads, fit=False))
+        state = weight_selection(auxiliary.state_dict, aux, resized(spec, **data_fields(aux)))
+        return done(with_fresh_data_keys(state, spec, seed, same_data))
     if method == "tleg":
         state = expand(family.tleg.a, family.tleg.b, family.tleg.shared, family.tleg.spec, spec.depth)
         return done(with_fresh_data_keys({k: np.asarray(v) for k, v in state.items()}, spec, seed, same_data))
@@ -147,12 +158,15 @@ def initialise(method: str, spec: ViTSpec, seed: int, family: Family, data: Data
         train(model, images, labels, TrainConfig(batch_size=config.fit_batch, lr=lr, max_steps=steps, seed=seed),
               loss_fn=kd_loss_for(family, images, device), device=device)
         return done(model, compute=images_passed(n, config.fit_batch, steps), images=n, teacher_forward=n)
-    if method not in ("nearest-kron", "wave", "wave-nofit"):
+    if method not in ("nearest-kron", "wave", "wave-nofit", *WAVE_DEPTH_RULES):
         raise WaveError(f"unknown method {method!r}")
     gene = family.nearest_kron if method == "nearest-kron" else family.learngene
     fit = method != "wave-nofit"
+    fit_settings = fit_config(config, seed)
+    if method in WAVE_DEPTH_RULES:
+        fit_settings = dataclasses.replace(fit_settings, depth_rule=WAVE_DEPTH_RULES[method])
     spawned = run_spawn(plan_spawn(gene, spec.depth, spec.width, spec.heads, data=data, patch=spec.patch_size, fit=fit,
-                                   config=fit_config(config, seed), teacher=family.ancestry if same_data else None,
+                                   config=fit_settings, teacher=family.ancestry if same_data else None,
                                    teacher_name=str(family.ancestry_path), fresh_head=not same_data, device=device))
     if spawned.spec != spec:
         raise WaveError(f"{method} spawned a {spawned.spec} for the size {spec}: the learngene does not fit the bench's sizes")
@@ -171,7 +185,7 @@ class InitCache:
     one fit instead of four. A cached start is the same model and reports the same cost as the
     fit that made it (`initialise` is deterministic: tests/test_bench.py reruns cells without it)."""
 
-    CACHED = ("wave", "nearest-kron")
+    CACHED = ("wave", "nearest-kron", *WAVE_DEPTH_RULES)
 
     def __init__(self):
         self.entries: dict[tuple, tuple[Init, dict]] = {}

@@ -22,6 +22,10 @@ STYLE = {  # method -> (colour, marker, line style)
     "wave": ("tab:blue", "D", "-"),
     "wave-nofit": ("tab:cyan", "^", "--"),
     "scratch": ("black", "x", ":"),
+    "ws-auxiliary": ("tab:red", "s", "--"),
+    "wave-first": ("tab:pink", "D", "--"),
+    "wave-relative": ("navy", "d", "-."),
+    "wave-even": ("teal", "d", ":"),
 }
 
 

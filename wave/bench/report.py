@@ -644,15 +644,15 @@ def _rates_section(config: BenchConfig, methods: list[str], rates: dict, sweep_s
         + (f"{100 * (1 - config.validation_fraction):.0f}% of the descendants' training set" if config.family_validation is None
            else "the descendants' training set") + f" and scored on {_validation(config)} (validation accuracy %). "
         f"scratch uses random's rate (the same initialisation); downstream cells use each method's rate from here."), "",
-        "| method | " + " | ".join(f"lr {lr:g}" for lr in config.lrs) + " | chosen |",
-        "| --- |" + " --- |" * (len(config.lrs) + 1)]
+        "| method | " + " | ".join(f"lr {lr:g}" for lr in (*config.lrs, *config.lower_lrs)) + " | chosen |",
+        "| --- |" + " --- |" * (len(config.lrs) + len(config.lower_lrs) + 1)]
     by = {(r["method"], r["lr"]): r for r in sweeps if r["size"] == sweep_size}
     for m in methods:
-        if m != "scratch" and any((m, lr) in by for lr in config.lrs):
-            cells = [_pct(by[(m, lr)]["val_accuracy"]) if (m, lr) in by else "-" for lr in config.lrs]
+        if m != "scratch" and any((m, lr) in by for lr in (*config.lrs, *config.lower_lrs)):
+            cells = [_pct(by[(m, lr)]["val_accuracy"]) if (m, lr) in by else "-" for lr in (*config.lrs, *config.lower_lrs)]
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {rates[m]:g} |")
         elif m != "scratch":
-            lines.append(f"| {m} | " + " | ".join("n/a" for _ in config.lrs) + f" | {rates[m]:g} (random's: n/a at {sweep_size}) |")
+            lines.append(f"| {m} | " + " | ".join("n/a" for _ in (*config.lrs, *config.lower_lrs)) + f" | {rates[m]:g} (random's: n/a at {sweep_size}) |")
     return lines
 
 

@@ -153,24 +153,39 @@ def sweep_learning_rates(config: BenchConfig, family: Family, data: Dataset, siz
     for method in swept_methods(methods):
         if not_applicable(method, size, family):
             continue
-        keys = {lr: f"{method}/{size_name(size)}/lr{lr:g}" for lr in config.lrs}
-        missing = [lr for lr, key in keys.items() if key not in store]
-        for lr in missing:
-            start = (cache or initialise)(method, size, 0, family, init_data, config, device, lr=lr)
-            model = start.model
-            train_config = training_config(config, True, epochs=config.sweep_epochs, lr=lr)
-            train(model, val.train_images, val.train_labels, train_config,
-                  loss_fn=training_loss(method, family, val.train_images, train_config, device), device=device)
-            result = evaluate(model, val.test_images, val.test_labels, EVAL_BATCH_SIZE, device)
-            store.add({"key": keys[lr], "method": method, "size": size_name(size), "lr": lr, "epochs": config.sweep_epochs,
-                       "val_accuracy": result["accuracy"], "val_loss": result["loss"], "val_samples": result["samples"]})
-            log(f"sweep {method} {size_name(size)} lr {lr:g}: validation accuracy {100 * result['accuracy']:.1f}%")
-        runs = [store[keys[lr]] for lr in config.lrs]
-        chosen[method] = max(runs, key=lambda r: (r["val_accuracy"], -r["val_loss"]))["lr"]
+        runs = {}  # lr -> its sweep record
+        for lr in config.lrs:
+            runs[lr] = _sweep_run(method, size, lr, init_data, val, config, family, store, device, log, cache)
+        for lower in config.lower_lrs:  # the grid's lowest rate won: one rate lower, while the lowest keeps winning
+            if _best_rate(runs) != min(runs):
+                break
+            runs[lower] = _sweep_run(method, size, lower, init_data, val, config, family, store, device, log, cache)
+        chosen[method] = _best_rate(runs)
     random = chosen.get("random", config.lrs[len(config.lrs) // 2])
     for method in methods:  # scratch takes random's rate; a method n/a at this size, the fallback's or random's
         chosen.setdefault(method, fallback[method] if fallback and method != "scratch" and method in fallback else random)
     return chosen
+
+
+def _best_rate(runs: dict[float, dict]) -> float:
+    """The rate of the best validation accuracy, ties broken by the lower validation loss."""
+    return max(runs.values(), key=lambda r: (r["val_accuracy"], -r["val_loss"]))["lr"]
+
+
+def _sweep_run(method: str, size: ViTSpec, lr: float, init_data: Dataset, val: Dataset, config: BenchConfig, family: Family,
+               store: RecordFile, device: str, log: Callable[[str], None], cache: InitCache | None) -> dict:
+    """The sweep's record of `method` at `size` and `lr`, run unless `store` holds it."""
+    key = f"{method}/{size_name(size)}/lr{lr:g}"
+    if key not in store:
+        model = (cache or initialise)(method, size, 0, family, init_data, config, device, lr=lr).model
+        train_config = training_config(config, True, epochs=config.sweep_epochs, lr=lr)
+        train(model, val.train_images, val.train_labels, train_config,
+              loss_fn=training_loss(method, family, val.train_images, train_config, device), device=device)
+        result = evaluate(model, val.test_images, val.test_labels, EVAL_BATCH_SIZE, device)
+        store.add({"key": key, "method": method, "size": size_name(size), "lr": lr, "epochs": config.sweep_epochs,
+                   "val_accuracy": result["accuracy"], "val_loss": result["loss"], "val_samples": result["samples"]})
+        log(f"sweep {method} {size_name(size)} lr {lr:g}: validation accuracy {100 * result['accuracy']:.1f}%")
+    return store[key]
 
 
 # ----------------------------------------------------------------------------- the scaler-fit study
@@ -275,12 +290,19 @@ class Cell(NamedTuple):
     data: Dataset  # the family's data, or a downstream dataset
 
 
-def _run_cells(todo: list[Cell], store: RecordFile, run: Callable[[Cell], dict], log: Callable[[str], None]) -> int:
-    """Run every cell of `todo` not in `store`; how many ran."""
+def finished(store: RecordFile, key: str, lr: float) -> bool:
+    """Whether `store` holds the cell `key` trained at the rate `lr` (or found not applicable): a
+    cell kept from a sweep that chose another rate (a grid since extended) runs again."""
+    return key in store and (store[key]["status"] == "n/a" or store[key].get("lr") == lr)
+
+
+def _run_cells(todo: list[Cell], store: RecordFile, run: Callable[[Cell], dict], log: Callable[[str], None],
+               rate: Callable[[Cell], float]) -> int:
+    """Run every cell of `todo` not `finished` in `store`; how many ran."""
     ran = 0
     for i, cell in enumerate(todo):
         key = cell.key
-        if key in store:
+        if finished(store, key, rate(cell)):
             continue
         start = time.perf_counter()
         record = run(cell)
@@ -355,8 +377,9 @@ def run_bench(config: BenchConfig, out: str | Path, *, ancestry: str | Path | No
     todo = [Cell(cell_key(spec, m, seed), seed, spec, m, data) for seed in range(config.seeds) for spec in sizes for m in methods]
     log(f"{len(todo)} cells: {len(sizes)} sizes ({', '.join(map(size_name, sizes))}) x {len(methods)} methods x {config.seeds} seeds, "
         f"{config.epochs} epoch(s) each (scratch {config.scratch_epochs}) on {len(data.train_labels):,} {data.name} images")
-    skipped = sum(c.key in cells for c in todo)
-    ran = _run_cells(todo, cells, lambda c: run_cell(c.method, c.spec, c.seed, rate(c), family, c.data, config, device, cache=cache), log)
+    skipped = sum(finished(cells, c.key, rate(c)) for c in todo)
+    ran = _run_cells(todo, cells, lambda c: run_cell(c.method, c.spec, c.seed, rate(c), family, c.data, config, device, cache=cache), log,
+                     rate)
 
     far = RecordFile(out / "downstream.jsonl")
     far_todo = []
@@ -366,10 +389,10 @@ def run_bench(config: BenchConfig, out: str | Path, *, ancestry: str | Path | No
                      for seed in range(config.seeds) for target in targets for m in DOWNSTREAM_METHODS if m in methods]
     if far_todo:
         log(f"downstream: {len(far_todo)} cells on {', '.join(ds.name for ds in downstream)}")
-    skipped += sum(c.key in far for c in far_todo)
+    skipped += sum(finished(far, c.key, rate(c)) for c in far_todo)
     far_config = config.for_downstream()
     ran += _run_cells(far_todo, far, lambda c: run_cell(c.method, c.spec, c.seed, rate(c), family, c.data, far_config, device,
-                                                        same_data=False), log)
+                                                        same_data=False), log, rate)
 
     records = [cells[c.key] for c in todo]
     far_records = [far[c.key] for c in far_todo]
