@@ -50,6 +50,7 @@ from waveinit.configs import EVAL_BATCH_SIZE, DistillConfig, TrainConfig
 from waveinit.io.datasets import Dataset, load_dataset, split_validation
 from waveinit.io.files import load_learngene, save_learngene
 from waveinit.io.storage import atomic_write_bytes
+from waveinit.spec import resized
 from waveinit.tasks import _teaching, checkpoint_path, distill, load_vit, random_vit, save_vit, spec_for, train_vit
 from waveinit.training.engine import train
 from waveinit.training.evaluation import evaluate
@@ -75,6 +76,10 @@ VARIANTS = {  # name: (epochs, DistillConfig changes, dense student)
     "ts": (12, {"order": "ts"}, False),  # issue #16, item 5: kron(T, S)
     "matrices": (12, {"templated": "matrices"}, False),  # item 4: only qkv, proj, fc1, fc2 templated
 }
+# Protocol v4, item 3: the `ts` recipe through three auxiliary sizes at once (the teacher's plus
+# these, `wave distill --sizes 2x64,4x128,6x192`), 9 epochs: the FLOPs of `ts`'s 12 (+0.4%).
+VARIANTS["sizes"] = (9, {"order": "ts"}, False)
+EXTRA_SIZES = {"sizes": ((2, 64), (4, 128))}  # variant -> (depth, width) of its auxiliaries beyond the teacher's shape
 # The 3-epoch screen (protocol v3, 2026-12-04 amendment): each variant at `e3`'s budget, judged
 # against `e3`, so that one CPU session compares them all; a winner then runs at 12 epochs.
 VARIANTS.update({f"{name}-e3": (3, changes, dense) for name, (_, changes, dense) in list(VARIANTS.items())
@@ -164,8 +169,10 @@ class Maker:
         if dense:
             model = self.dense_student(config, settings, path)
         else:
+            own = self.teacher.spec.plain()
+            sizes = tuple(resized(own, d, w) for d, w in EXTRA_SIZES.get(name, ()) if (d, w) != (own.depth, own.width))  # --tiny: a 2x64 teacher
             result = distill(self.teacher, self.val_data, self.teacher.spec.plain(), config, settings, out=path, device=self.device,
-                             resume=checkpoint_path(path).exists(), on_progress=_epoch_lines)
+                             resume=checkpoint_path(path).exists(), on_progress=_epoch_lines, sizes=sizes)
             model = result.model
             gene = load_learngene(path)
             gene.provenance.update(self.scores(model), data=self.test_data.name, validation=self.record["validation"],

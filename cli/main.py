@@ -218,6 +218,10 @@ def distill(
     depth: Annotated[Optional[int], typer.Option(help="Auxiliary model's blocks (default: the teacher's).", rich_help_panel=MODEL)] = None,
     width: Annotated[Optional[int], typer.Option(help="Auxiliary model's width (default: the teacher's).", rich_help_panel=MODEL)] = None,
     heads: Heads = None,
+    sizes: Annotated[Optional[str], typer.Option(help=(
+        "Distil the templates through several auxiliary sizes at once, each with its own scalers (DxW, DxWxH, timm names or "
+        "parameter budgets, comma-separated: 2x64,4x128,6x192); a descendant of a listed size starts from its scalers. "
+        "Instead of --depth and --width."), rich_help_panel=MODEL)] = None,
     templates: Annotated[int, typer.Option(min=1, help="Templates per weight role.", rich_help_panel=MODEL)] = _DISTILL.templates,
     templated: Annotated[str, typer.Option(help=(
         "What is templated: all (every parameter a Kronecker sum) or matrices (qkv, proj, fc1 and fc2, as in the paper; the "
@@ -281,17 +285,27 @@ def distill(
         teacher_model = _default_ancestry(dataset, epochs, batch_size, seed, device, resume, workers, depth, width, heads, side)
     t = teacher_model.spec
     aux_spec = resized(t.plain(), depth, width, heads, side=side)  # the teacher's shape unless told; a DeiT's token stays with it
+    others = ()
+    if sizes is not None:
+        from waveinit.sizes import parse_sizes
+
+        if depth is not None or width is not None:
+            raise WaveError("--sizes lists the auxiliary sizes: leave out --depth and --width")
+        specs = sorted((resized(t.plain(), s.depth, s.width, s.heads or heads, side=side) for s in parse_sizes(sizes, t.plain(), side)),
+                       key=lambda spec: -spec.num_params())
+        aux_spec, others = specs[0], tuple(specs[1:])
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, checkpoint_every=checkpoint_every,
                          compile=compile_model,
                          **recipe(smoothing, mixup, cutmix, mixup_prob, mixup_switch_prob, reprob, drop_path, model_ema, model_ema_decay))
     distill_config = DistillConfig(temperature=temperature, kd_weight=kd_weight, side=side, templates=templates, cache_teacher=cache,
                                    order=kron_order, templated=templated)
+    auxiliaries = ", ".join(f"{s.depth}x{s.width}" for s in (aux_spec, *others))
     echo(f"distilling {teacher_path} ({t.depth}x{t.width}) into {templates} templates of {side}x{side} per role, "
-         f"auxiliary model {aux_spec.depth}x{aux_spec.width}, on {dataset.describe()}")
+         f"auxiliary model{'s' if others else ''} {auxiliaries}, on {dataset.describe()}")
     with TrainingDisplay("distill") as display:
         result = run_distill(teacher_model, dataset, aux_spec, config, distill_config, out=out, device=device, resume=resume,
                              on_progress=TrainingDisplay.callback_for_main_process(display),
-                             provenance={"teacher": str(teacher_path), "threads": n_threads}, workers=workers, log_dir=log_dir)
+                             provenance={"teacher": str(teacher_path), "threads": n_threads}, workers=workers, log_dir=log_dir, sizes=others)
     _distilled(result, out, teacher_path, aux_spec, n_threads, as_json)
 
 
@@ -311,6 +325,7 @@ def _distilled(result, out: Path, teacher_path, aux_spec, n_threads, as_json: bo
                     "teacher_test_accuracy": result.teacher_eval["accuracy"], "test_accuracy": lg.provenance["test_accuracy"],
                     "test_loss": lg.provenance["test_loss"], "spec": aux_spec.to_dict(), "side": lg.side, "templates": lg.counts,
                     "template_params": lg.num_template_params(), "scaler_params": lg.num_scaler_params(), "dense_params": lg.num_dense_params(),
+                    "sizes": list(lg.sizes),
                     "bytes": out.stat().st_size, "epochs": len(result.train.history), "steps": result.train.steps,
                     "seconds": result.seconds, "threads": n_threads})
 

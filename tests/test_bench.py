@@ -2,10 +2,12 @@
 determinism, one-line errors; and the `--quick` preset as it ships (about 2 minutes)."""
 
 import csv
+import dataclasses
 import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from typer.testing import CliRunner
 
 from waveinit.bench.config import DOWNSTREAM_METHODS, METHODS
 from waveinit.bench.records import RecordFile, images_passed
+from waveinit.errors import WaveError
 from waveinit.spec import ROLE_NAMES
 from waveinit.tasks import FIT_HOLDOUT
 
@@ -976,3 +979,85 @@ def test_processes_sharing_a_record_file_keep_each_others_records(tmp_path):
     records = RecordFile(path).records
     assert set(records) == {"before"} | {f"{name}{i}" for name in "ab" for i in range(150)}
     assert records["b149"] == {"key": "b149", "value": 149}
+
+
+def test_the_v4_arms_are_v3_but_the_recipe_and_the_lower_rate():
+    # docs/bench/protocol-v4.md, item 1: two arms, each v3's settings but its recipe; the
+    # ancestry arm's fingerprint is v3's but lower_lrs, so it may start from v3's records.
+    from waveinit.bench.config import PRESETS
+
+    for cpu in ("", "gpu-"):
+        plain, ancestry, v3 = PRESETS[f"v4-{cpu}plain"], PRESETS[f"v4-{cpu}ancestry"], PRESETS[f"v3{'-gpu' if cpu else ''}"]
+        plain.check()
+        assert (plain.recipe, ancestry.recipe) == ("plain", "ancestry") and plain.lower_lrs == (1e-4,) and plain.downstream == ()
+        v4, old = ancestry.fingerprint(), v3.fingerprint()
+        assert v4.pop("lower_lrs") == [1e-4] and v4 == old
+    assert "lower_lrs" not in PRESETS["v3"].fingerprint()  # benches made before it resume
+
+
+def test_a_lower_rate_is_tried_only_while_the_lowest_wins(tmp_path):
+    from waveinit.bench.records import RecordFile
+    from waveinit.bench.runner import sweep_learning_rates
+
+    out = tmp_path / "low"
+    assert bench(*TINY, "--methods", "random", "--downstream", "none", "--extra-sizes", "none", "--out", out).exit_code == 0
+    config, data, family, size = one_size_family(out)
+    store = RecordFile(out / "sweep.jsonl")
+    # pretend the grid's lowest rate won for random and its highest for wave-nofit: only random goes lower
+    for method, accuracies in (("random", {3e-3: 0.9, 1e-2: 0.1}), ("wave-nofit", {3e-3: 0.1, 1e-2: 0.9})):
+        for lr, accuracy in accuracies.items():
+            store.add({"key": f"{method}/1x64/lr{lr:g}", "method": method, "size": "1x64", "lr": lr, "epochs": 1,
+                       "val_accuracy": accuracy, "val_loss": 1.0, "val_samples": 1})
+    lowered = dataclasses.replace(config, lower_lrs=(1e-3, 3e-4))
+    rates = sweep_learning_rates(lowered, family, data, size, store, "cpu", lambda _: None, ("random", "wave-nofit"))
+    tried = {(r["method"], r["lr"]) for r in store.records.values()}
+    assert ("random", 1e-3) in tried and ("wave-nofit", 1e-3) not in tried
+    low = store["random/1x64/lr0.001"]
+    assert (("random", 3e-4) in tried) == (low["val_accuracy"] > 0.9)  # 3e-4 only if 1e-3 beat the grid's 0.9
+    assert rates["random"] in (3e-3, 1e-3, 3e-4) and rates["wave-nofit"] == 1e-2
+    with pytest.raises(WaveError, match="must fall"):
+        dataclasses.replace(config, lower_lrs=(3e-4, 1e-3)).check()
+
+
+def test_a_finished_cell_at_another_rate_runs_again():
+    from waveinit.bench.records import RecordFile
+    from waveinit.bench.runner import finished
+
+    store = RecordFile(Path("/nonexistent/cells.jsonl"))
+    store.records = {"a": {"key": "a", "status": "ok", "lr": 3e-4}, "b": {"key": "b", "status": "n/a"}}
+    assert finished(store, "a", 3e-4) and not finished(store, "a", 1e-4)
+    assert finished(store, "b", 1e-4) and not finished(store, "c", 1e-4)
+
+
+def test_where_the_loss_lies_methods_are_what_they_say(run):
+    # ws-auxiliary: weight selection of the auxiliary itself (spawned data-free at its own size);
+    # wave-first: wave's fit from the depth rule "first".
+    import numpy as np
+
+    from waveinit.backends.torch import dense_numpy
+    from waveinit.bench.methods import initialise, not_applicable
+    from waveinit.learngene import materialize
+    from waveinit.selection import weight_selection
+    from waveinit.spec import data_fields, resized
+
+    out, _ = run
+    config, data, family, size = one_size_family(out)
+    gene = family.learngene
+    auxiliary = materialize(gene.spec, gene.side, gene.templates, gene.scalers, gene.order)
+    want = weight_selection(auxiliary, gene.spec, resized(size, **data_fields(gene.spec)))
+    got = dense_numpy(initialise("ws-auxiliary", size, 0, family, data, config, "cpu").model.state_dict())
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    deeper = size.replace(depth=gene.spec.depth + 1)
+    assert "exceeds" in not_applicable("ws-auxiliary", deeper, family)
+    from waveinit.api import plan_spawn, run_spawn
+    from waveinit.bench.methods import fit_config
+
+    shallow = size.replace(depth=1)
+    first = dense_numpy(initialise("wave-first", shallow, 0, family, data, config, "cpu").model.state_dict())
+    fit = dataclasses.replace(fit_config(config, 0), depth_rule="first")
+    want = run_spawn(plan_spawn(gene, 1, shallow.width, shallow.heads, data=data, patch=shallow.patch_size, config=fit,
+                                teacher=family.ancestry, teacher_name=str(family.ancestry_path), fresh_head=False, device="cpu"))
+    assert want.provenance["depth_rule"] == "first"
+    for key, value in want.state_dict.items():
+        np.testing.assert_array_equal(first[key], value, err_msg=key)

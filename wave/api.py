@@ -16,7 +16,7 @@ from .errors import WaveError
 from .io.datasets import Dataset, load_dataset
 from .io.files import load_learngene
 from .keys import ModelFile
-from .learngene import Learngene
+from .learngene import Learngene, size_name
 from .spawning import spawn_state_dict, target_spec
 from .spec import HEAD_ROLES, ViTSpec
 
@@ -145,6 +145,8 @@ def plan_spawn(
             notes.append(f"fitting without a teacher (cross-entropy on labels only): {why}")
     provenance = {"learngene": source, "data": data_name, "seed": config.seed, "depth_rule": config.depth_rule, "width_rule": config.width_rule,
                   **_labels(gene, dataset)}
+    if gene.auxiliaries:  # distilled through several sizes: the scalers this model starts from
+        provenance["auxiliary"] = size_name(gene.source_for(spec).spec)
     return SpawnPlan(gene, spec, dataset, fit, config, teacher_model, teacher_name, refresh, device, tuple(notes), provenance)
 
 

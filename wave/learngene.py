@@ -35,6 +35,9 @@ class Learngene:
     dense: role -> the auxiliary model's own parameter, (depth, *param_shape) or param_shape, for
         the roles that are not templated (none by default; "matrices": all but the four block
         matrices). templates and scalers hold the other roles.
+    auxiliaries: the other sizes the templates were distilled through (`wave distill --sizes`),
+        "DxW" -> (spec, scalers): the same templates, each size's own learned scalers. `spec` and
+        `scalers` above are the largest size's; `source_for` picks the one a target starts from.
     """
 
     templates: dict[str, Array]
@@ -44,11 +47,37 @@ class Learngene:
     provenance: dict = field(default_factory=dict)
     order: str = "st"
     dense: dict[str, Array] = field(default_factory=dict)
+    auxiliaries: dict[str, tuple[ViTSpec, dict[str, Array]]] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.order not in KRON_ORDERS:
             raise WaveError(f"Kronecker order must be one of {', '.join(KRON_ORDERS)}, got {self.order!r}")
         check_shapes(self.spec, self.side, self.templates, self.scalers, self.dense)
+        if self.auxiliaries and self.dense:
+            raise WaveError("a learngene distilled through several sizes has every role templated: its dense roles would need one copy per size")
+        for name, (spec, scalers) in self.auxiliaries.items():
+            if name != size_name(spec) or name == size_name(self.spec):
+                raise WaveError(f"auxiliary {name!r} must be named DEPTHxWIDTH after its own spec, once each, got {size_name(spec)}")
+            check_shapes(spec, self.side, self.templates, scalers)
+
+    @property
+    def sizes(self) -> dict[str, ViTSpec]:
+        """Every size the templates were distilled through, "DxW" -> its auxiliary's spec (the largest first)."""
+        return {size_name(self.spec): self.spec, **{name: spec for name, (spec, _) in self.auxiliaries.items()}}
+
+    def source_for(self, target: ViTSpec) -> Learngene:
+        """The learngene as one auxiliary, the one a model of `target` starts from: a size it was
+        distilled through (same depth and width), else the nearest by parameters (ties to the
+        larger). Itself when it has one size."""
+        if not self.auxiliaries:
+            return self
+        specs = self.sizes
+        same = size_name(target)
+        name = same if same in specs else min(specs, key=lambda n: (abs(specs[n].num_params() - target.num_params()), -specs[n].num_params()))
+        if name == size_name(self.spec):
+            return Learngene(self.templates, self.scalers, self.spec, self.side, self.provenance, self.order)
+        spec, scalers = self.auxiliaries[name]
+        return Learngene(self.templates, scalers, spec, self.side, self.provenance, self.order)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -59,10 +88,16 @@ class Learngene:
         return sum(_numel(t) for t in self.templates.values())
 
     def num_scaler_params(self) -> int:
-        return sum(_numel(s) for s in self.scalers.values())
+        """Every size's scalers."""
+        return sum(_numel(s) for scalers in (self.scalers, *(sc for _, sc in self.auxiliaries.values())) for s in scalers.values())
 
     def num_dense_params(self) -> int:
         return sum(_numel(d) for d in self.dense.values())
+
+
+def size_name(spec: ViTSpec) -> str:
+    """"DxW": how a learngene names the sizes it was distilled through."""
+    return f"{spec.depth}x{spec.width}"
 
 
 def _numel(x: Array) -> int:

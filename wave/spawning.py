@@ -261,7 +261,9 @@ def spawn_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=
                   width_rule: str = _DEFAULT.width_rule) -> tuple[dict, dict, set[str]]:
     """Data-free (templates, scalers) for a `target` model, and the set of roles given fresh
     factors: those whose shapes differ with the target's data, and `refresh` (e.g. HEAD_ROLES
-    for other classes of the same count). See the module docstring for the rules."""
+    for other classes of the same count). See the module docstring for the rules; a learngene
+    distilled through several sizes starts from the one `Learngene.source_for` picks."""
+    learngene = learngene.source_for(target)
     fresh = data_roles_to_refresh(learngene.spec, target, learngene.side) | set(refresh)
     templates, scalers = balance(learngene.templates, learngene.scalers)
     kept = {name: s for name, s in scalers.items() if name not in fresh}
@@ -281,6 +283,7 @@ def spawn_dense(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=fr
     `depth_rule`, width axes by the scalers' rule applied to side-long blocks ("pick", "mean",
     with the fan-in factor), or by weight selection's elements ("project"); roles whose shape
     follows the data, and `refresh`, drawn afresh."""
+    learngene = learngene.source_for(target)
     fresh = (data_roles_to_refresh(learngene.spec, target, learngene.side) | set(refresh)) & set(learngene.dense)
     out = fresh_dense(target, fresh, seed)
     for name, x in learngene.dense.items():

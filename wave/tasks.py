@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backends.torch import TemplatedViT, TLEGViT, ViT, dense_numpy, load_state_dict
+from .backends.torch import TemplatedFamily, TemplatedViT, TLEGViT, ViT, dense_numpy, load_state_dict
 from .configs import COMMAND_TRAIN, DEPTH_RULES, EVAL_BATCH_SIZE, AncestryConfig, DistillConfig, SpawnConfig, TrainConfig
 from .errors import WaveError
 from .io.datasets import Dataset
@@ -293,6 +293,7 @@ class _Learngene:
     settings: Callable  # DistillConfig -> the settings recorded (and fingerprinted)
     to_learngene: Callable  # (model, provenance) -> the learngene
     save: Callable  # (path, learngene) -> None
+    loss: Callable = lambda loss_fn: loss_fn  # the distillation loss -> the model's (a family's: the mean over its members)
 
 
 def _wave_groups(model: TemplatedViT, config: TrainConfig) -> list[dict]:
@@ -321,14 +322,42 @@ _TLEG = _Learngene("distill-tleg", lambda teacher, spec, settings, seed: TLEGViT
                    lambda model, provenance: model.to_gene({"method": "tleg", **provenance}), save_tleg)
 
 
+def per_member(loss_fn: LossFn) -> LossFn:
+    """A loss over a `TemplatedFamily`'s stacked logits (members, B, classes): the mean of
+    `loss_fn` over its members, each against the same targets (the teacher's logits computed once)."""
+    return lambda logits, batch, labels, indices: torch.stack([loss_fn(m, batch, labels, indices) for m in logits]).mean(0)
+
+
+def _family_kind(sizes: tuple[ViTSpec, ...]) -> _Learngene:
+    """The learngene of templates distilled through several auxiliary sizes at once (`TemplatedFamily`)."""
+    def auxiliary(teacher: ViT, aux_spec: ViTSpec, d: DistillConfig, seed: int) -> TemplatedFamily:
+        if d.templated != "all" or d.init != "random":
+            raise WaveError("distilling through several sizes needs every role templated and random factors: use templated all, init random")
+        return TemplatedFamily([aux_spec, *sizes], d.side, d.templates, seed, d.order)
+
+    def groups(model: TemplatedFamily, config: TrainConfig) -> list[dict]:  # as _wave_groups: decay on the templates only
+        scalers = [p for member in model.members for p in member.role_tensors()[1].values()]
+        return [{"params": list(model.members[0].role_tensors()[0].values()), "weight_decay": config.weight_decay},
+                {"params": scalers, "weight_decay": 0.0}]
+
+    names = [f"{s.depth}x{s.width}" for s in sizes]
+    return _Learngene("distill", auxiliary, groups, lambda d: {**asdict(d), "sizes": names}, lambda model, provenance: model.to_learngene(provenance),
+                      save_learngene, per_member)
+
+
 def distill(teacher: ViT, data: Dataset, aux_spec: ViTSpec, config: TrainConfig, distill_config: DistillConfig = DistillConfig(), *,
             out: str | Path, device: str = "auto", resume: bool = False, on_progress=None, provenance: dict | None = None,
-            workers: int = 0, log_dir: str | Path | None = None) -> DistillResult:
+            workers: int = 0, log_dir: str | Path | None = None, sizes: tuple[ViTSpec, ...] = ()) -> DistillResult:
     """Distil `teacher` into a learngene: train an auxiliary `TemplatedViT` of shape `aux_spec`
     by knowledge distillation on `data`, and save its templates and scalers at `out` (with a
     checkpoint `<out>.ckpt` each epoch, a row of `<out stem>.metrics.csv` and, with `log_dir`,
-    TensorBoard event files)."""
-    return _condense(_WAVE, teacher, data, aux_spec, config, distill_config, out=out, device=device, resume=resume,
+    TensorBoard event files). With `sizes`, the templates are trained through those auxiliaries
+    too, every batch through every size (`TemplatedFamily`), each keeping its own scalers
+    (`Learngene.auxiliaries`); the learngene's main size is the largest."""
+    for spec in sizes:
+        check_fits(spec, data, "auxiliary model")
+    kind = _family_kind(tuple(sizes)) if sizes else _WAVE
+    return _condense(kind, teacher, data, aux_spec, config, distill_config, out=out, device=device, resume=resume,
                      on_progress=on_progress, provenance=provenance, workers=workers, log_dir=log_dir)
 
 
@@ -352,6 +381,7 @@ def _condense(kind: _Learngene, teacher: ViT, data: Dataset, aux_spec: ViTSpec, 
     check_fits(aux_spec, data, "auxiliary model")
     start = time.perf_counter()
     teacher, teacher_eval, loss_fn = _teaching(teacher, data, config, distill_config, device, workers)
+    loss_fn = kind.loss(loss_fn)
     model = kind.auxiliary(teacher, aux_spec, distill_config, config.seed)
     settings = kind.settings(distill_config)
     result = train(
@@ -557,7 +587,7 @@ def choose_depth_rule(learngene: Learngene, target: ViTSpec, data: Dataset, conf
     n = min(len(labels), config.choose_batches * config.batch_size)
     losses, seen = {}, {}
     for rule in DEPTH_RULES:
-        positions = tuple(layer_positions(learngene.spec.depth, target.depth, rule))
+        positions = tuple(layer_positions(learngene.source_for(target).spec.depth, target.depth, rule))
         if positions not in seen:
             model, _ = spawned_factors(learngene, target, config.seed, refresh, rule, config.width_rule)
             seen[positions] = evaluate(model, images[:n], labels[:n], EVAL_BATCH_SIZE, dev)["loss"]

@@ -236,6 +236,43 @@ class TemplatedViT(nn.Module):
         return model
 
 
+class TemplatedFamily(nn.Module):
+    """Several auxiliary models of other sizes sharing one template bank (`wave distill --sizes`):
+    `members[0]` (the largest) owns the templates, every member its own scalers.
+
+    In training mode the forward pass returns every member's logits, (members, B, classes), and
+    the loss is the mean over members (`tasks.per_member`); in evaluation mode, the largest
+    member's (B, classes), which the metrics report.
+    """
+
+    def __init__(self, specs: list[ViTSpec], side: int, n_templates: int | Mapping[str, int], seed: int = 0, order: str = "st"):
+        super().__init__()
+        specs = sorted(specs, key=lambda s: -s.num_params())
+        if len({(s.depth, s.width) for s in specs}) != len(specs):
+            raise WaveError("the sizes a learngene is distilled through must differ in depth or width")
+        members = [TemplatedViT(spec, side, n_templates, seed=seed + i, order=order) for i, spec in enumerate(specs)]
+        for member in members[1:]:
+            check_shapes(member.spec, side, members[0].role_tensors()[0], member.role_tensors()[1])  # the shared bank fits every size
+            member.templates = members[0].templates  # one ParameterDict: the same tensors, trained by every member
+        self.members = nn.ModuleList(members)
+        self.spec, self.side, self.order = specs[0], side, order
+
+    def set_drop_path(self, rate: float) -> None:
+        for member in self.members:
+            member.set_drop_path(rate)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return self.members[0](images)  # (B, classes)
+        return torch.stack([member(images) for member in self.members])  # (members, B, classes)
+
+    def to_learngene(self, provenance: dict | None = None) -> Learngene:
+        main = self.members[0].to_learngene(provenance)
+        main.auxiliaries = {f"{m.spec.depth}x{m.spec.width}": (m.spec, m.to_learngene().scalers) for m in self.members[1:]}
+        main.__post_init__()  # check the auxiliaries
+        return main
+
+
 class TLEGViT(nn.Module):
     """TLEG's auxiliary model: two parameter sets A and B per block role, one shared copy of the
     rest; block l of `depth` blocks is `A + l / (depth - 1) * B` (`tleg.expand`).

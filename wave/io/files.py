@@ -59,8 +59,15 @@ def _learngene_tensors(dense_roles=()) -> dict[str, tuple[str, str]]:
             **{f"dense.{r.name}": ("dense", r.name) for r in ROLES if r.name in dense_roles}}
 
 
+def _auxiliary_tensors(names) -> dict[str, tuple[str, str]]:
+    """Tensor name -> (size, role) of the other sizes' scalers (`Learngene.auxiliaries`):
+    `auxiliaries.{DxW}.scalers.{role}`."""
+    return {f"auxiliaries.{size}.scalers.{r.name}": (size, r.name) for size in names for r in ROLES}
+
+
 def save_learngene(path: str | os.PathLike, learngene: Learngene) -> None:
     tensors = {name: np.asarray(getattr(learngene, part)[role]) for name, (part, role) in _learngene_tensors(learngene.dense).items()}
+    tensors.update({name: np.asarray(learngene.auxiliaries[size][1][role]) for name, (size, role) in _auxiliary_tensors(learngene.auxiliaries).items()})
     header = {
         "spec": learngene.spec.to_dict(),
         "side": learngene.side,
@@ -77,6 +84,7 @@ def save_learngene(path: str | os.PathLike, learngene: Learngene) -> None:
             for r in ROLES
         },
         "provenance": learngene.provenance,
+        **({"auxiliaries": {size: spec.to_dict() for size, (spec, _) in learngene.auxiliaries.items()}} if learngene.auxiliaries else {}),
     }
     write_safetensors(path, tensors, header_metadata(LEARNGENE_FORMAT, header))
 
@@ -104,13 +112,19 @@ def load_learngene(path: str | os.PathLike) -> Learngene:
     """A learngene file, or a shipped learngene by name (see `learngene_path`)."""
     path = learngene_path(path)
     try:
-        dense_roles = tuple(read_header(path, read_metadata(path)).get("dense_roles", ()))  # files before it: every role templated
-    except (AttributeError, TypeError):
-        raise WaveError(f"{path}: damaged learngene header (dense_roles): distil it again") from None
-    header, spec, parts, tensors = _read_parts(path, LEARNGENE_FORMAT, _learngene_tensors(dense_roles), "learngene")
+        header = read_header(path, read_metadata(path))
+        dense_roles = tuple(header.get("dense_roles", ()))  # files before it: every role templated
+        sizes = {size: ViTSpec.from_dict(spec) for size, spec in header.get("auxiliaries", {}).items()}  # one size: none
+    except (AttributeError, TypeError, ValueError, KeyError):
+        raise WaveError(f"{path}: damaged learngene header (dense_roles, auxiliaries): distil it again") from None
+    names = {**_learngene_tensors(dense_roles), **{name: ("auxiliaries", name) for name in _auxiliary_tensors(sizes)}}
+    header, spec, parts, tensors = _read_parts(path, LEARNGENE_FORMAT, names, "learngene")
+    auxiliaries = {size: (aux, {}) for size, aux in sizes.items()}
+    for name, (size, role) in _auxiliary_tensors(sizes).items():
+        auxiliaries[size][1][role] = tensors[name]
     try:
         gene = Learngene(parts["templates"], parts["scalers"], spec, int(header["side"]), header.get("provenance", {}),
-                         header.get("kron_order", "st"), parts.get("dense", {}))  # files written before the order existed are "st"
+                         header.get("kron_order", "st"), parts.get("dense", {}), auxiliaries)  # files written before the order existed are "st"
     except (KeyError, TypeError, ValueError) as e:  # WaveError too: a ValueError
         raise WaveError(f"{path}: not a learngene this waveinit can use ({e})") from None
     check_finite(path, tensors, "learngene")
