@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("backends", ("waveinit.backends",)),
     ("training", ("waveinit.training",)),
     ("tasks", ("waveinit.tasks",)),
-    ("api", ("waveinit.api",)),
+    ("api", ("waveinit.api", "waveinit.sizes", "waveinit.family")),
     ("bench", ("waveinit.bench",)),
     ("cli", ("waveinit.cli",)),
 ]
