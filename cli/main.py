@@ -378,7 +378,8 @@ def spawn(
         "A parameter budget: the depth and width (a multiple of the template side) whose model is nearest it, for the "
         "learngene's data shape; the choice is printed."), rich_help_panel=MODEL)] = None,
     learngene: Annotated[Path, typer.Option(rich_help_panel=MODEL, help=(
-        "Learngene file (made by `wave distill`), or the name of one that ships with waveinit: fashion-mnist."))] = DEFAULT_LEARNGENE,
+        "Learngene file (made by `wave distill`), its Hub folder (wave export --format hub), a Hub id (ORG/NAME, "
+        "hf-hub:ORG/NAME[@REVISION], through the Hugging Face cache), or the name of one that ships with waveinit: fashion-mnist."))] = DEFAULT_LEARNGENE,
     data: Annotated[Optional[str], typer.Option(help="Data to fit on: digits, fashion-mnist, idx:DIR or folder:DIR (default: the learngene's).",
                                                 rich_help_panel=DATA)] = None,
     data_dir: DataDir = None,

@@ -36,7 +36,7 @@ from .common import (
     use_threads,
 )
 
-EXPORT_FORMATS = ("hf", "timm")  # --format choices of `wave export`
+EXPORT_FORMATS = ("hf", "timm", "hub")  # --format choices of `wave export` (hub: a learngene's)
 
 ModelPath = Annotated[str, typer.Argument(help=(
     "A model file, a timm-keyed safetensors ViT, a Hugging Face or timm folder, or a Hub model: ORG/NAME or hf-hub:ORG/NAME[@REVISION]."),
@@ -244,23 +244,30 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help=(
         "hf: a folder for transformers' ViTForImageClassification (config.json with the class names as id2label, "
         "model.safetensors, preprocessor_config.json); timm: a folder timm.create_model('local-dir:DIR') loads "
-        "(config.json with architecture and model_args, model.safetensors)."))] = "hf",
-    out: Annotated[Optional[Path], typer.Option(help="Folder to write (default: MODEL's name with -hf or -timm, next to it).")] = None,
+        "(config.json with architecture and model_args, model.safetensors); hub: a learngene's folder for "
+        "huggingface_hub.upload_folder (learngene.safetensors, config.json, a model card README.md)."))] = "hf",
+    out: Annotated[Optional[Path], typer.Option(help="Folder to write (default: MODEL's name with -hf, -timm or -hub, next to it).")] = None,
     heads: ModelHeads = None,
     revision: Revision = None,
+    license: Annotated[str, typer.Option(help="--format hub: the model card's license (a Hub license id; other: see the card).")] = "other",
+    repo_id: Annotated[Optional[str], typer.Option(help="--format hub: the Hub id it will be uploaded to (ORG/NAME), for the card's "
+                                                        "commands.")] = None,
     force: Force = False,
 ) -> None:
-    """Write a model for other frameworks: a Hugging Face (transformers) or a timm folder."""
+    """Write a model for other frameworks (a Hugging Face (transformers) or a timm folder), or a learngene for the Hub."""
     from waveinit.io.files import load_model
     from waveinit.io.hf import architecture, save_hf
     from waveinit.io.timm import architecture_name, save_timm
 
     if fmt not in EXPORT_FORMATS:
         raise WaveError(f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
-    model_file = load_model(model, heads=heads, revision=revision)
     out = out or Path(f"{str(model).rstrip('/').removesuffix('.safetensors')}-{fmt}")
     if out.is_dir():  # a file there is refused as not a folder
         refuse_existing(out, force)
+    if fmt == "hub":
+        _export_learngene(model, out, license, repo_id)
+        return
+    model_file = load_model(model, heads=heads, revision=revision)
     p, spec = model_file.provenance, model_file.spec
     labels = p.get("labels") if isinstance(p.get("labels"), list) and len(p["labels"]) == spec.num_classes else None
     save = save_hf if fmt == "hf" else save_timm
@@ -272,3 +279,17 @@ def export(
     else:
         how = f"load it with timm.create_model('local-dir:{out}', pretrained=True) ({architecture_name(spec)} with model_args)"
     console().print(f"exported {model} ({spec.depth}x{spec.width}, {named}) to {out}: {how}", highlight=False, soft_wrap=True)
+
+
+def _export_learngene(learngene: str, out: Path, license: str, repo_id: str | None) -> None:
+    from waveinit.io.files import learngene_path
+    from waveinit.io.share import export_learngene
+    from waveinit.io.storage import LEARNGENE_FORMAT, read_metadata
+
+    path = learngene_path(learngene)
+    if path.is_dir() or read_metadata(path).get("format") != LEARNGENE_FORMAT:
+        raise WaveError(f"{learngene} is not a learngene: --format hub exports learngenes (models export as hf or timm)")
+    export_learngene(path, out, license=license, repo_id=repo_id)
+    where = repo_id or "ORG/NAME"
+    console().print(f"exported the learngene {learngene} to {out}: upload it with huggingface_hub.upload_folder(folder_path={str(out)!r}, "
+                    f"repo_id={where!r}), then spawn with wave spawn --learngene hf-hub:{where}", highlight=False, soft_wrap=True)

@@ -96,9 +96,23 @@ def shipped_learngenes() -> dict[str, Path]:
 
 
 def learngene_path(name_or_path: str | os.PathLike) -> Path:
-    """A learngene file: the path itself if it exists or looks like a path, else the shipped
-    learngene of that name (`fashion-mnist`); WaveError naming the shipped ones otherwise."""
+    """A learngene file: the path itself if it exists or looks like a path; the file of a
+    learngene's Hub folder (`share.py`), local or on the Hub by id (`ORG/NAME`,
+    `hf-hub:ORG/NAME[@REV]`, resolved through the Hugging Face cache, offline included); else the
+    shipped learngene of that name (`fashion-mnist`); WaveError naming the shipped ones otherwise."""
+    from .hub import hub_reference, resolve
+    from .share import folder_file, is_learngene_folder
+
+    reference = hub_reference(name_or_path)
+    if reference is not None:
+        folder, _ = resolve(*reference)
+        if not is_learngene_folder(folder):
+            raise WaveError(f"{name_or_path} on the Hub is not a learngene (its config.json has no kind {'waveinit.learngene'!r}): "
+                            f"give a learngene made by wave export --format hub")
+        return folder_file(folder)
     path = Path(name_or_path)
+    if path.is_dir() and is_learngene_folder(path):
+        return folder_file(path)
     if path.exists() or path.suffix or len(path.parts) > 1:
         return path
     shipped = shipped_learngenes()

@@ -52,7 +52,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 SHARD_INDEX_FILE = "model.safetensors.index.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
-_EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, PREPROCESSOR_FILE})
+_EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, PREPROCESSOR_FILE, "learngene.safetensors", "README.md"})  # a learngene's Hub folder too
 # Formats HF folders may hold that we never load: pickles run code when read.
 _UNSAFE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 

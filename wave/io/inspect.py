@@ -32,12 +32,14 @@ def describe(path: str | os.PathLike, revision: str | None = None) -> dict:
     """
     from .hub import describe as hub_name
     from .hub import hub_reference, resolve
+    from .share import folder_file, is_learngene_folder
 
     reference = hub_reference(path, revision)
     if reference is not None:
         folder, commit = resolve(*reference)
-        return {**_describe_folder(folder), "hub": hub_name(reference[0], commit)}
-    path = learngene_path(path)  # a shipped learngene's name, or the path as it is
+        info = describe(folder_file(folder)) if is_learngene_folder(folder) else _describe_folder(folder)
+        return {**info, "hub": hub_name(reference[0], commit)}
+    path = learngene_path(path)  # a shipped learngene's name, a learngene's Hub folder, or the path as it is
     if path.is_dir():
         return _describe_folder(path)
     tensors = _tensor_list(path)
