@@ -172,10 +172,21 @@ def train(
 
 
 def _resumable(out: Path, resume: bool) -> bool:
-    """--resume with the run's checkpoint there: the run may (re)write its own output."""
+    """--resume with the run's checkpoint there: the run may (re)write its own output. --resume
+    with none is one line: the run is finished (its output there: exit 0, nothing to do), or
+    there is nothing to resume (exit 2), as timm refuses a missing resume file."""
     from waveinit.tasks import checkpoint_path
 
-    return resume and checkpoint_path(out).exists()
+    if not resume:
+        return False
+    checkpoint = checkpoint_path(out)
+    if checkpoint.exists():
+        return True
+    if out.exists():
+        echo(f"{out} is finished (no checkpoint {checkpoint} is left to resume): nothing to do; pass --force instead of --resume to run it again")
+        raise typer.Exit(0)
+    raise WaveError(f"--resume: there is no checkpoint {checkpoint} to resume (the run never started, or its checkpoint was removed): "
+                    f"drop --resume to start it")
 
 
 def _model_and_data(data, data_dir, subset, depth, width, heads, patch, seed, init, image_size, augment, aa, skip_bad_images):

@@ -249,6 +249,9 @@ def export(
     out: Annotated[Optional[Path], typer.Option(help="Folder to write (default: MODEL's name with -hf, -timm or -hub, next to it).")] = None,
     heads: ModelHeads = None,
     revision: Revision = None,
+    grey_as_rgb: Annotated[bool, typer.Option(help=(
+        "--format hf: a grey (1-channel) model gets a 3-channel patch embedding (each channel the weight / 3: the same on grey "
+        "images), since transformers' pipeline converts every image to RGB; --no-grey-as-rgb keeps one channel."))] = True,
     license: Annotated[str, typer.Option(help="--format hub: the model card's license (a Hub license id; other: see the card).")] = "other",
     repo_id: Annotated[Optional[str], typer.Option(help="--format hub: the Hub id it will be uploaded to (ORG/NAME), for the card's "
                                                         "commands.")] = None,
@@ -270,8 +273,11 @@ def export(
     model_file = load_model(model, heads=heads, revision=revision)
     p, spec = model_file.provenance, model_file.spec
     labels = p.get("labels") if isinstance(p.get("labels"), list) and len(p["labels"]) == spec.num_classes else None
-    save = save_hf if fmt == "hf" else save_timm
-    save(out, model_file.state_dict, spec, {**p, "exported_from": str(model)}, labels=labels, pixel_max=float(p.get("pixel_max", 255.0)))
+    provenance, pixel_max = {**p, "exported_from": str(model)}, float(p.get("pixel_max", 255.0))
+    if fmt == "hf":
+        save_hf(out, model_file.state_dict, spec, provenance, labels=labels, pixel_max=pixel_max, rgb=grey_as_rgb)
+    else:
+        save_timm(out, model_file.state_dict, spec, provenance, labels=labels, pixel_max=pixel_max)
     named = "class names from the model's data" if labels else "classes without names"
     if fmt == "hf":
         how = (f"load it with transformers.{architecture(spec)}.from_pretrained({str(out)!r}) (or AutoModelForImageClassification), "

@@ -60,3 +60,17 @@ def test_the_core_imports_no_framework_and_help_imports_no_torch():
     )
     result = run_python("-c", code, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("command", [["train", "--depth", "1", "--width", "64", "--epochs", "1"],
+                                     ["distill", "--depth", "1", "--width", "64", "--epochs", "1"]])
+def test_resume_without_a_checkpoint_says_so_and_a_finished_run_says_that(tmp_path, command):
+    out = tmp_path / "m.safetensors"
+    nothing = wave(*command, "--out", out, "--resume", cwd=tmp_path)
+    assert nothing.returncode == 2 and len(nothing.stderr.strip().splitlines()) == 1, nothing.stderr
+    assert f"there is no checkpoint {out}.ckpt to resume" in nothing.stderr and "drop --resume" in nothing.stderr
+    assert not out.exists() and not (tmp_path / "runs").exists()  # nothing trained, not even a default ancestry
+    out.write_bytes(b"finished")  # stands for the finished output: nothing reads it
+    finished = wave(*command, "--out", out, "--resume", cwd=tmp_path)
+    assert finished.returncode == 0 and "is finished" in finished.stderr and "nothing to do" in finished.stderr, finished.stderr
+    assert out.read_bytes() == b"finished"

@@ -12,7 +12,7 @@ from safetensors.numpy import load_file, save_file
 
 from waveinit import ViTSpec, WaveError, load_model
 from waveinit.backends.torch import ViT
-from waveinit.io.hf import from_hf, load_hf, save_hf, to_hf
+from waveinit.io.hf import from_hf, load_hf, load_hf_model, save_hf, to_hf
 from waveinit.tasks import load_vit
 
 SPECS = {
@@ -45,17 +45,23 @@ def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / a.abs().max())
 
 
+@pytest.mark.parametrize("rgb", [True, False], ids=["grey as rgb", "channels kept"])
 @pytest.mark.parametrize("name", SPECS)
-def test_exported_folder_is_the_same_model_in_transformers(name, tmp_path, transformers):
+def test_exported_folder_is_the_same_model_in_transformers(name, rgb, tmp_path, transformers):
     spec = SPECS[name]
     ours = random_vit(spec)
-    save_hf(tmp_path / "hf", numpy_state(ours), spec)
+    save_hf(tmp_path / "hf", numpy_state(ours), spec, rgb=rgb)
     theirs = transformers.ViTForImageClassification.from_pretrained(tmp_path / "hf").eval()
     assert theirs.dtype == torch.float32 and theirs.config.layer_norm_eps == 1e-6
     assert theirs.config.num_labels == spec.num_classes and theirs.config.num_attention_heads == spec.heads
     images = torch.randn(6, spec.channels, spec.image_size, spec.image_size, generator=torch.Generator().manual_seed(1))
+    as_rgb = rgb and spec.channels == 1  # a grey model exported for RGB clients: the grey image in every channel
+    assert theirs.config.num_channels == (3 if as_rgb else spec.channels)
     with torch.no_grad():
-        assert relative_difference(ours(images), theirs(pixel_values=images).logits) < 1e-5
+        assert relative_difference(ours(images), theirs(pixel_values=images.expand(-1, 3, -1, -1) if as_rgb else images).logits) < 1e-5
+    back = load_hf_model(tmp_path / "hf")  # our reader gives the grey model back
+    assert back.spec == spec and "grey_as_rgb" not in back.provenance
+    np.testing.assert_allclose(back.state_dict["patch_embed.proj.weight"], numpy_state(ours)["patch_embed.proj.weight"], rtol=1e-6, atol=1e-7)
 
 
 def test_config_says_what_our_vit_computes():

@@ -65,9 +65,10 @@ def model_args(spec: ViTSpec) -> dict:
 def timm_config(spec: ViTSpec, labels: list[str] | None = None, pixel_max: float = 255.0) -> dict:
     """The `config.json` of a timm folder holding `spec`'s weights (`local-dir:` or the Hub).
 
-    Its pretrained_cfg states our preprocessing: mean and std 0.5 on [0, 1] pixels is our
-    [-1, 1] scaling of 8-bit images (timm's data pipeline reads 8-bit images; `pixel_max` other
-    than 255 is said in `waveinit_pixel_max`)."""
+    Its pretrained_cfg states our preprocessing in timm's terms, so that `resolve_data_config`
+    and `create_transform` give it: timm's ToTensor maps an 8-bit value v to v / 255, and mean =
+    std = pixel_max / 510 then gives (v / 255 - m) / m = 2 v / pixel_max - 1, our [-1, 1]
+    scaling (0.5 for 8-bit images; `pixel_max` is also said in `waveinit_pixel_max`)."""
     if spec.layer_norm_eps != 1e-6:
         raise WaveError(f"timm's ViT uses LayerNorm eps 1e-6, this model {spec.layer_norm_eps:g}: it has no timm form; export it with --format hf")
     config = {
@@ -82,8 +83,8 @@ def timm_config(spec: ViTSpec, labels: list[str] | None = None, pixel_max: float
             "interpolation": "bilinear",
             "crop_pct": 1.0,
             "crop_mode": "center",
-            "mean": [0.5] * spec.channels,
-            "std": [0.5] * spec.channels,
+            "mean": [pixel_max / 510] * spec.channels,
+            "std": [pixel_max / 510] * spec.channels,
             "num_classes": spec.num_classes,
             "pool_size": None,
             "first_conv": "patch_embed.proj",
