@@ -1061,3 +1061,34 @@ def test_where_the_loss_lies_methods_are_what_they_say(run):
     assert want.provenance["depth_rule"] == "first"
     for key, value in want.state_dict.items():
         np.testing.assert_array_equal(first[key], value, err_msg=key)
+
+
+def test_the_recipe_is_chosen_per_method_and_size_on_validation_and_labels_the_rows(tmp_path):
+    # protocol v4, item 1, on hand-made records: each arm's best rate, then the better arm (ties: plain)
+    from waveinit.bench.arms import merge
+    from waveinit.bench.records import RecordFile
+
+    sweeps = {  # arm -> (method, size, lr, validation accuracy, loss)
+        "plain": [("wave", "2x64", 1e-3, 0.80, 0.5), ("wave", "2x64", 3e-4, 0.70, 0.6), ("random", "2x64", 1e-3, 0.50, 1.0)],
+        "ancestry": [("wave", "2x64", 1e-3, 0.75, 0.5), ("wave", "2x64", 3e-4, 0.85, 0.4), ("random", "2x64", 1e-3, 0.50, 1.0)],
+    }
+    for arm, runs in sweeps.items():
+        store = RecordFile(tmp_path / arm / "sweep.jsonl")
+        (tmp_path / arm).mkdir(exist_ok=True)
+        for m, size, lr, acc, loss in runs:
+            store.add({"key": f"{m}/{size}/lr{lr:g}", "method": m, "size": size, "lr": lr, "val_accuracy": acc, "val_loss": loss})
+        cells = RecordFile(tmp_path / arm / "cells.jsonl")
+        for m, lr in (("wave", 3e-4), ("wave-nofit", 1e-3), ("scratch", 1e-3), ("wave", 1e-3)):
+            key = f"2x64/{m}/seed0" if lr == 3e-4 or m != "wave" else "2x64/wave/seed1"
+            cells.add({"key": key, "size": "2x64", "depth": 2, "width": 64, "heads": 1, "params": 10, "method": m, "seed": int(key[-1]),
+                       "data": "d", "status": "ok", "lr": lr, "init_compute": 0, "train_images": 10,
+                       "rows": [{"epoch": e, "accuracy": 0.5, "loss": 1.0, "train_loss": None, "seconds": 1.0, "compute": 10 * e, "images": 10}
+                                for e in (0, 1)]})
+    report = merge(tmp_path)
+    assert report["chosen"] == {"wave/2x64": "ancestry", "random/2x64": "plain", "scratch/2x64": "plain"}  # random ties: plain
+    rows = read_csv(tmp_path / "results.csv")
+    arms = {(r["method"], r["seed"], r["arm"], r["lr"]) for r in rows}
+    # wave: only cells at each arm's chosen rate (3e-4 in ancestry, 1e-3 in plain); the chosen arm's rows are "main"
+    assert arms == {("wave", "0", "main", "0.0003"), ("wave", "1", "plain", "0.001"), ("scratch", "0", "main", "0.001"),
+                    ("scratch", "0", "ancestry", "0.001")}
+    assert "| 2x64 | wave | 80.0 (0.001) | 85.0 (0.0003) | ancestry |" in (tmp_path / "results.md").read_text()
