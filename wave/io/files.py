@@ -100,8 +100,7 @@ def learngene_path(name_or_path: str | os.PathLike) -> Path:
     learngene's Hub folder (`share.py`), local or on the Hub by id (`ORG/NAME`,
     `hf-hub:ORG/NAME[@REV]`, resolved through the Hugging Face cache, offline included); else the
     shipped learngene of that name (`fashion-mnist`); WaveError naming the shipped ones otherwise."""
-    from .hub import hub_reference, resolve
-    from .share import folder_file, is_learngene_folder
+    from .hub import folder_file, hub_reference, is_learngene_folder, resolve
 
     reference = hub_reference(name_or_path)
     if reference is not None:

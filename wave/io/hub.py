@@ -4,18 +4,23 @@
 `huggingface_hub` fetches the config and safetensors files into its cache (`HF_HOME`,
 `HF_HUB_CACHE`; offline with `HF_HUB_OFFLINE=1`, reading only what is cached) and gives the
 snapshot folder, whose name is the resolved commit. The folder is then read like any local
-model folder (`files.load_model`). Pickled weights are never fetched.
+model folder (`files.load_model`), or, when its config.json says kind "waveinit.learngene", as a
+learngene's folder (`share.py` writes them). Pickled weights are never fetched.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 
 from ..errors import WaveError
+from .storage import FORMATS, LEARNGENE_FORMAT
 
 HUB_PREFIX = "hf-hub:"
+KIND = "waveinit.learngene"  # config.json's "kind" in a learngene's Hub folder (`share.py` writes it)
+FILE = "learngene.safetensors"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _FILES = ["*.json", "*.safetensors"]  # configs, weights and shard indexes; never pickles
 
@@ -75,3 +80,28 @@ def resolve(repo: str, revision: str | None = None) -> tuple[Path, str]:
 def describe(repo: str, commit: str) -> str:
     """How a resolved Hub model is named in provenance: `hf:ORG/NAME@COMMIT`."""
     return f"hf:{repo}@{commit}"
+
+
+def is_learngene_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is a learngene's Hub folder (`share.py`): its config.json says kind waveinit.learngene."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text()).get("kind") == KIND
+    except (ValueError, AttributeError):
+        return False
+
+
+def folder_file(folder: str | os.PathLike) -> Path:
+    """The learngene file of a learngene folder, checked against its config."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMATS[LEARNGENE_FORMAT]:
+        raise WaveError(f"{folder}: a learngene folder of format version {version}, newer than this waveinit reads "
+                        f"({FORMATS[LEARNGENE_FORMAT]}): upgrade waveinit")
+    path = folder / config.get("file", FILE)
+    if not path.is_file():
+        raise WaveError(f"{folder}: its config.json names {path.name}, which is not there: download the whole folder again")
+    return path

@@ -31,8 +31,7 @@ def describe(path: str | os.PathLike, revision: str | None = None) -> dict:
     is described from its cached snapshot, with hub `hf:ORG/NAME@COMMIT`.
     """
     from .hub import describe as hub_name
-    from .hub import hub_reference, resolve
-    from .share import folder_file, is_learngene_folder
+    from .hub import folder_file, hub_reference, is_learngene_folder, resolve
 
     reference = hub_reference(path, revision)
     if reference is not None:

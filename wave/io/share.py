@@ -21,37 +21,12 @@ from pathlib import Path
 from ..errors import WaveError
 from .files import load_learngene
 from .hf import json_bytes, write_folder
+from .hub import FILE, KIND, folder_file, is_learngene_folder  # noqa: F401  (the folder's reader, beside its writer)
 from .storage import FORMATS, LEARNGENE_FORMAT
 
-KIND = "waveinit.learngene"
-FILE = "learngene.safetensors"
 TAGS = ["waveinit", "learngene", "wave", "weight-templates", "vision-transformer", "image-classification"]
 # The Hub's ids of the datasets waveinit reads by name (others are named in the card's text only).
 HUB_DATASETS = {"fashion-mnist": "zalando-datasets/fashion_mnist", "mnist": "ylecun/mnist"}
-
-
-def is_learngene_folder(path: str | os.PathLike) -> bool:
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        return json.loads(config.read_text()).get("kind") == KIND
-    except (ValueError, AttributeError):
-        return False
-
-
-def folder_file(folder: str | os.PathLike) -> Path:
-    """The learngene file of a learngene folder, checked against its config."""
-    folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text())
-    version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMATS[LEARNGENE_FORMAT]:
-        raise WaveError(f"{folder}: a learngene folder of format version {version}, newer than this waveinit reads "
-                        f"({FORMATS[LEARNGENE_FORMAT]}): upgrade waveinit")
-    path = folder / config.get("file", FILE)
-    if not path.is_file():
-        raise WaveError(f"{folder}: its config.json names {path.name}, which is not there: download the whole folder again")
-    return path
 
 
 def hub_config(path: Path) -> dict:
