@@ -16,7 +16,7 @@ from waveinit.backends import numpy as ref
 from waveinit.backends.torch import ViT, load_state_dict
 from waveinit.io.datasets import load_dataset
 from waveinit.io.storage import FORMATS, LEARNGENE_FORMAT
-from waveinit.spawning import balance, data_roles_to_refresh, layer_map, resample_scalers, spawn_factors, target_spec
+from waveinit.spawning import balance, fresh_roles, layer_map, resample_scalers, spawn_factors, target_spec
 from waveinit.training.evaluation import evaluate
 
 AUX = ViTSpec(depth=3, width=32, heads=2, patch_size=2, image_size=4, channels=1, num_classes=4)
@@ -75,9 +75,15 @@ def test_k_fold_wider_spawn_computes_the_auxiliary_function_exactly(k):
 
 def test_new_data_refreshes_exactly_the_data_dependent_roles():
     lg = random_learngene()
-    assert data_roles_to_refresh(AUX, AUX.replace(num_classes=7), 16) == {"head.weight", "head.bias"}
-    assert data_roles_to_refresh(AUX, AUX.replace(channels=3), 16) == {"patch_embed.proj.weight"}
-    assert data_roles_to_refresh(AUX, AUX.replace(image_size=8), 16) == {"pos_embed"}
+    assert set(fresh_roles(AUX, AUX.replace(num_classes=7))) == {"head.weight", "head.bias"}
+    assert set(fresh_roles(AUX, AUX.replace(channels=3))) == {"patch_embed.proj.weight"}
+    assert set(fresh_roles(AUX, AUX.replace(image_size=8))) == {"pos_embed"}
+    # the rule compares at the target's own size: depth and width never make a role fresh
+    assert fresh_roles(AUX, AUX.replace(depth=AUX.depth + 1, width=2 * AUX.width, heads=2 * AUX.heads)) == {}
+    # the same token grid from another image size and patch: the position embedding is kept, the patches are not
+    regrid = AUX.replace(image_size=2 * AUX.image_size, patch_size=2 * AUX.patch_size)
+    assert set(fresh_roles(AUX, regrid)) == {"patch_embed.proj.weight"}
+    assert set(fresh_roles(AUX, AUX, other_data=True)) == {"head.weight", "head.bias"}
     target = AUX.replace(depth=2, width=48, heads=3, num_classes=7, channels=3)
     templates, scalers, fresh = spawn_factors(lg, target)
     assert fresh == {"head.weight", "head.bias", "patch_embed.proj.weight"}

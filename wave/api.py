@@ -17,7 +17,7 @@ from .io.datasets import Dataset, load_dataset
 from .io.files import load_learngene
 from .keys import ModelFile
 from .learngene import Learngene, size_name
-from .spawning import spawn_state_dict, target_spec
+from .spawning import fresh_roles, spawn_state_dict, target_spec
 from .spec import HEAD_ROLES, ViTSpec
 
 _FIT = SpawnConfig()  # the fit's defaults
@@ -218,25 +218,18 @@ def _teacher(teacher, name: str | None, gene: Learngene, data: Dataset):
 
 
 def refresh_reasons(gene: Learngene, target: ViTSpec, refresh, data_name: str) -> list[str]:
-    """One line per reason a role of the spawned model starts afresh instead of from the learngene."""
-    source, lines = gene.spec, []
-    changes = [
-        (source.image_size != target.image_size, "pos_embed and patch_embed",
-         f"the data's {target.image_size}x{target.image_size} images differ from the learngene's {source.image_size}x{source.image_size}"),
-        (source.patch_size != target.patch_size, "pos_embed and patch_embed",
-         f"patch {target.patch_size} differs from the learngene's {source.patch_size}"),
-        (source.channels != target.channels, "patch_embed",
-         f"the data's {target.channels} channel(s) differ from the learngene's {source.channels}"),
-        (source.num_classes != target.num_classes, "the classifier (head)",
-         f"the data's {target.num_classes} classes differ from the learngene's {source.num_classes}"),
-    ]
-    for changed, roles, why in changes:
-        if changed:
-            lines.append(f"starting {roles} afresh: {why}")
-    if refresh and source.num_classes == target.num_classes:
-        lines.append(f"starting the classifier (head) afresh: {data_name} is not the learngene's data "
-                     f"({gene.provenance.get('data')}), so its classes mean other things")
-    return lines
+    """One line per reason a role of the spawned model starts afresh instead of from the learngene
+    (`spawning.fresh_roles`), the roles sharing a reason on one line."""
+    reasons = fresh_roles(gene.spec, target)
+    if refresh:
+        other = f"{data_name} is not the learngene's data ({gene.provenance.get('data')}), so its classes mean other things"
+        reasons.update({role: other for role in sorted(refresh) if role not in reasons})
+    grouped: dict[str, list[str]] = {}
+    for role, why in reasons.items():
+        name = "the classifier (head)" if role in HEAD_ROLES else role.split(".")[0]
+        if name not in grouped.setdefault(why, []):
+            grouped[why].append(name)
+    return [f"starting {' and '.join(names)} afresh: {why}" for why, names in grouped.items()]
 
 
 def _load(name: str, recorded: bool, source: str, *, gene: Learngene, image_size: int | None, **options) -> Dataset:

@@ -44,7 +44,20 @@ from .configs import DEPTH_RULES, WIDTH_RULES, SpawnConfig
 from .errors import WaveError
 from .learngene import Array, Learngene, dense_shape, materialize
 from .selection import selected_indices, weight_selection
-from .spec import ROLE_NAMES, ROLES, ROLES_BY_NAME, ViTSpec, check_side, data_fields, init_target, resized, scaler_shapes, template_counts, template_shapes
+from .spec import (
+    HEAD_ROLES,
+    ROLE_NAMES,
+    ROLES,
+    ROLES_BY_NAME,
+    ViTSpec,
+    check_side,
+    data_fields,
+    init_target,
+    resized,
+    scaler_shapes,
+    template_counts,
+    template_shapes,
+)
 
 _DEFAULT = SpawnConfig()  # the rules' defaults, chosen by the spawn-rule study (docs/bench/ablations.md)
 
@@ -252,9 +265,35 @@ def _least_squares(state: Mapping[str, Array], role, spec: ViTSpec, side: int, t
     return xp.stack(out, axis=0) if role.per_layer else out[0]
 
 
-def data_roles_to_refresh(source: ViTSpec, target: ViTSpec, side: int) -> set[str]:
-    """Roles whose template shape differs between the learngene's data and the target's."""
-    return {r.name for r in ROLES if r.depends_on_data and r.template_shape(source, side) != r.template_shape(target, side)}
+def fresh_roles(source: ViTSpec, target: ViTSpec, other_data: bool = False, source_name: str = "the learngene") -> dict[str, str]:
+    """Role -> why a model of `target` starts it afresh instead of inheriting it from a model or
+    learngene made on `source`'s data (in timm's order): the roles whose shape follows the data
+    and differs, compared at the target's own depth and width (so a narrower or deeper model
+    inherits everything else), and with `other_data` the classifier too, since other data's
+    classes mean other things even when there are as many. The one rule for the spawn, the
+    notes it prints and the bench's head warm-up."""
+    same_size = target.replace(**data_fields(source))  # the target's own size, on the source's data
+    reasons = {}
+    for role in ROLES:
+        if role.depends_on_data and role.param_shape(target) != role.param_shape(same_size):
+            reasons[role.name] = _why_fresh(role, source, target, source_name)
+        elif other_data and role.name in HEAD_ROLES:
+            reasons[role.name] = f"the data is not {source_name}'s, so its classes mean other things"
+    return reasons
+
+
+def _why_fresh(role, source: ViTSpec, target: ViTSpec, source_name: str) -> str:
+    if "classes" in role.axes:
+        return f"the data's {target.num_classes} classes differ from {source_name}'s {source.num_classes}"
+    changes = []
+    if "tokens" in role.axes and source.image_size != target.image_size:
+        changes.append(f"the data's {target.image_size}x{target.image_size} images differ from {source_name}'s "
+                       f"{source.image_size}x{source.image_size}")
+    if source.patch_size != target.patch_size:
+        changes.append(f"patch {target.patch_size} differs from {source_name}'s {source.patch_size}")
+    if "patch" in role.axes and source.channels != target.channels:
+        changes.append(f"the data's {target.channels} channel(s) differ from {source_name}'s {source.channels}")
+    return "; ".join(changes)
 
 
 def spawn_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset(), depth_rule: str = _DEFAULT.depth_rule,
@@ -264,7 +303,7 @@ def spawn_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=
     for other classes of the same count). See the module docstring for the rules; a learngene
     distilled through several sizes starts from the one `Learngene.source_for` picks."""
     learngene = learngene.source_for(target)
-    fresh = data_roles_to_refresh(learngene.spec, target, learngene.side) | set(refresh)
+    fresh = set(fresh_roles(learngene.spec, target)) | set(refresh)
     templates, scalers = balance(learngene.templates, learngene.scalers)
     kept = {name: s for name, s in scalers.items() if name not in fresh}
     if width_rule == "project" and target.width < learngene.spec.width:
@@ -284,7 +323,7 @@ def spawn_dense(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=fr
     with the fan-in factor), or by weight selection's elements ("project"); roles whose shape
     follows the data, and `refresh`, drawn afresh."""
     learngene = learngene.source_for(target)
-    fresh = (data_roles_to_refresh(learngene.spec, target, learngene.side) | set(refresh)) & set(learngene.dense)
+    fresh = (set(fresh_roles(learngene.spec, target)) | set(refresh)) & set(learngene.dense)
     out = fresh_dense(target, fresh, seed)
     for name, x in learngene.dense.items():
         if name not in fresh:

@@ -44,7 +44,8 @@ from ..io.datasets import Dataset
 from ..keys import split_key, state_dict_keys
 from ..mimetic import mimetic
 from ..selection import check_applicable, weight_selection
-from ..spec import HEAD_ROLES, ROLES_BY_NAME, ViTSpec, data_fields, resized
+from ..spawning import fresh_roles
+from ..spec import HEAD_ROLES, ViTSpec, data_fields, resized
 from ..tasks import fit_images, random_vit, teacher_kd_loss
 from ..tleg import expand
 from ..training.distributed import resolve_device
@@ -82,14 +83,10 @@ def not_applicable(method: str, spec: ViTSpec, family: Family) -> str | None:
 
 def fresh_keys(spec: ViTSpec, family_spec: ViTSpec) -> set[str]:
     """The parameters a model of `spec` initialised for other data starts afresh: the classifier,
-    and those whose shape follows the data (the patch and position embeddings when the patch's
-    pixels or the token grid differ), found by comparing `spec` with the same depth and width on
-    the family's data (`family_spec`'s images, channels, patch and classes). The model's size is
-    not compared: a method that made a narrower model than the ancestry inherited all the rest."""
-    on_family_data = dataclasses.replace(spec, image_size=family_spec.image_size, channels=family_spec.channels,
-                                         patch_size=family_spec.patch_size, num_classes=family_spec.num_classes)
-    roles = {split_key(key)[0] for key in state_dict_keys(spec)}
-    fresh = {r for r in roles if r in HEAD_ROLES or ROLES_BY_NAME[r].param_shape(spec) != ROLES_BY_NAME[r].param_shape(on_family_data)}
+    and those whose shape follows the data (`spawning.fresh_roles`, which compares at `spec`'s own
+    depth and width on the family's data: a method that made a narrower model than the ancestry
+    inherited all the rest)."""
+    fresh = set(fresh_roles(family_spec, spec, other_data=True))
     return {key for key in state_dict_keys(spec) if split_key(key)[0] in fresh}
 
 

@@ -51,7 +51,7 @@ from ..training.distributed import resolve_device
 from ..training.engine import train
 from ..training.evaluation import evaluate
 from ..training.objectives import smoothed
-from .config import DOWNSTREAM_METHODS, METHODS, RECIPES, BenchConfig
+from .config import DOWNSTREAM_METHODS, METHODS, RECIPES, WAVE_DEPTH_RULES, BenchConfig
 from .family import Family, make_family, planned_family
 from .methods import InitCache, fit_config, fresh_keys, initialise, kd_loss_for, not_applicable, warm_up_head
 from .records import RecordFile, images_passed
@@ -238,7 +238,7 @@ def run_cell(method: str, spec: ViTSpec, seed: int, lr: float, family: Family, d
     init = (cache or initialise)(method, spec, seed, family, data, config, device, same_data, lr=lr)
     model = init.model.to(resolve_device(device))
     warmup = 0
-    if not same_data and config.head_warmup and method not in ("wave", "nearest-kron", "scratch"):  # their fits train the fresh parts
+    if not same_data and config.head_warmup and method not in ("wave", "nearest-kron", "scratch", *WAVE_DEPTH_RULES):  # their fits train the fresh parts
         start = time.perf_counter()
         warmup = warm_up_head(model, fresh_keys(spec, family.ancestry.spec), data, config, seed, device)
         init.compute, init.seconds = init.compute + warmup, init.seconds + time.perf_counter() - start

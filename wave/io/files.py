@@ -128,6 +128,8 @@ def load_learngene(path: str | os.PathLike) -> Learngene:
         header = read_header(path, read_metadata(path))
         dense_roles = tuple(header.get("dense_roles", ()))  # files before it: every role templated
         sizes = {size: ViTSpec.from_dict(spec) for size, spec in header.get("auxiliaries", {}).items()}  # one size: none
+    except WaveError:
+        raise  # the file itself: missing, not safetensors
     except (AttributeError, TypeError, ValueError, KeyError):
         raise WaveError(f"{path}: damaged learngene header (dense_roles, auxiliaries): distil it again") from None
     names = {**_learngene_tensors(dense_roles), **{name: ("auxiliaries", name) for name in _auxiliary_tensors(sizes)}}
