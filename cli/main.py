@@ -458,13 +458,17 @@ def spawn(
                  if value is not None]
         if given:
             raise WaveError(f"--sizes lists the family's sizes and --out-dir its folder: drop {', '.join(given)}")
-        _spawn_family(learngene, sizes, out_dir, config, data=data, data_dir=data_dir, patch=patch, image_size=image_size, teacher=teacher,
+        from .tools import spawn_family_command
+
+        spawn_family_command(learngene, sizes, out_dir, config, data=data, data_dir=data_dir, patch=patch, image_size=image_size, teacher=teacher,
                       fit=not no_fit, device=device, threads=threads, force=force, resume=resume, workers=workers, as_json=as_json)
         return
     if resume:
         raise WaveError("--resume continues a family (--sizes): a single spawn has nothing to resume; drop --resume")
     depth, width, heads = _target_size(learngene, depth, width, heads, size, params)
-    out = out or Path(f"runs/{learngene.name.removesuffix('.safetensors')}_d{depth}_w{width}.safetensors")
+    from waveinit.family import model_name
+
+    out = out or Path("runs") / model_name(str(learngene), depth, width)
     check_writable(out)
     refuse_existing(out, force)
     n_threads = None if no_fit else use_threads(threads)
@@ -480,42 +484,6 @@ def spawn(
     if as_json:
         print_json({"command": "spawn", "out": str(out), "spec": spec.to_dict(), "parameters": spec.num_params(), **p,
                     "seconds": time.perf_counter() - start})
-
-
-def _spawn_family(learngene: Path, sizes: str, out_dir: Path | None, config, *, fit: bool, threads, force: bool, resume: bool,
-                  as_json: bool, **options) -> None:
-    """`wave spawn --sizes`: the family, its table on screen and beside the models (`waveinit.spawn_family`)."""
-    from waveinit.family import spawn_family
-    from waveinit.io.files import load_learngene
-    from waveinit.sizes import parse_sizes
-
-    gene = load_learngene(learngene)
-    wanted = parse_sizes(sizes, gene.spec, gene.side)  # a bad list fails before anything runs
-    out_dir = out_dir or Path(f"runs/{learngene.name.removesuffix('.safetensors')}-family")
-    n_threads = use_threads(threads) if fit else None
-    echo(f"spawning {len(wanted)} sizes from {learngene} into {out_dir}: {', '.join(f'{s.asked} ({s.depth}x{s.width})' for s in wanted)}")
-    family = spawn_family(gene, wanted, out_dir, config=config, fit=fit, force=force, resume=resume, name=str(learngene),
-                          on_size=lambda row: echo(f"{row['size']}: {row['depth']}x{row['width']} saved to {out_dir / row['file']} "
-                                                   f"({row['seconds']:.1f} s)"), **options)
-    _family_table(family.rows, fit)
-    echo(f"{family.ran} sizes spawned, {len(family.rows) - family.ran} kept from before; table in {out_dir / 'family.csv'}")
-    if as_json:
-        print_json({"command": "spawn", "out_dir": str(out_dir), "learngene": str(learngene), "threads": n_threads, "sizes": family.rows})
-
-
-def _family_table(rows: list[dict], fit: bool) -> None:
-    from rich.table import Table
-
-    pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
-    table = Table(title="the family" + (" (accuracy % on the fit's held-out images)" if fit else " (data-free: no data used)"))
-    auxiliaries = any(r["auxiliary"] for r in rows)  # distilled through several sizes: which one each started from
-    columns = ("size", "DxW", "params", *(("from",) if auxiliaries else ()), "data-free", "fitted", "kept", "s")
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("size", "kept") else "right", no_wrap=True)
-    for r in rows:
-        table.add_row(r["size"], f"{r['depth']}x{r['width']}", f"{r['params']:,}", *((r["auxiliary"],) if auxiliaries else ()),
-                      pct(r["data_free_accuracy"]), pct(r["fitted_accuracy"]), r["kept"], f"{r['seconds']:.1f}")
-    console().print(table)
 
 
 def _target_size(learngene: Path, depth, width, heads, size: str | None, params: int | None) -> tuple[int, int, int | None]:

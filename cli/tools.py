@@ -29,6 +29,7 @@ from .common import (
     Workers,
     check_data_name,
     console,
+    echo,
     handles_errors,
     load_data,
     print_json,
@@ -299,3 +300,41 @@ def _export_learngene(learngene: str, out: Path, license: str, repo_id: str | No
     where = repo_id or "ORG/NAME"
     console().print(f"exported the learngene {learngene} to {out}: upload it with huggingface_hub.upload_folder(folder_path={str(out)!r}, "
                     f"repo_id={where!r}), then spawn with wave spawn --learngene hf-hub:{where}", highlight=False, soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------- spawn --sizes
+
+def spawn_family_command(learngene: Path, sizes: str, out_dir: Path | None, config, *, fit: bool, threads, force: bool, resume: bool,
+                  as_json: bool, **options) -> None:
+    """`wave spawn --sizes`: the family, its table on screen and beside the models (`waveinit.spawn_family`)."""
+    from waveinit.family import spawn_family
+    from waveinit.io.files import load_learngene
+    from waveinit.sizes import parse_sizes
+
+    gene = load_learngene(learngene)
+    wanted = parse_sizes(sizes, gene.spec, gene.side)  # a bad list fails before anything runs
+    out_dir = out_dir or Path(f"runs/{learngene.name.removesuffix('.safetensors')}-family")
+    n_threads = use_threads(threads) if fit else None
+    echo(f"spawning {len(wanted)} sizes from {learngene} into {out_dir}: {', '.join(f'{s.asked} ({s.depth}x{s.width})' for s in wanted)}")
+    family = spawn_family(gene, wanted, out_dir, config=config, fit=fit, force=force, resume=resume, name=str(learngene),
+                          on_size=lambda row: echo(f"{row['size']}: {row['depth']}x{row['width']} saved to {out_dir / row['file']} "
+                                                   f"({row['seconds']:.1f} s)"), **options)
+    _family_table(family.rows, fit)
+    echo(f"{family.ran} sizes spawned, {len(family.rows) - family.ran} kept from before; table in {out_dir / 'family.csv'}")
+    if as_json:
+        print_json({"command": "spawn", "out_dir": str(out_dir), "learngene": str(learngene), "threads": n_threads, "sizes": family.rows})
+
+
+def _family_table(rows: list[dict], fit: bool) -> None:
+    from rich.table import Table
+
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
+    table = Table(title="the family" + (" (accuracy % on the fit's held-out images)" if fit else " (data-free: no data used)"))
+    auxiliaries = any(r["auxiliary"] for r in rows)  # distilled through several sizes: which one each started from
+    columns = ("size", "DxW", "params", *(("from",) if auxiliaries else ()), "data-free", "fitted", "kept", "s")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("size", "kept") else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(r["size"], f"{r['depth']}x{r['width']}", f"{r['params']:,}", *((r["auxiliary"],) if auxiliaries else ()),
+                      pct(r["data_free_accuracy"]), pct(r["fitted_accuracy"]), r["kept"], f"{r['seconds']:.1f}")
+    console().print(table)

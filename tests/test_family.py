@@ -19,7 +19,6 @@ from helpers import start_wave, wave
 from waveinit.cli.main import app
 from waveinit.errors import WaveError
 from waveinit.io.files import load_learngene, load_model
-from waveinit.sizes import parse_sizes
 from waveinit.spawning import size_for_params
 from waveinit.training.interrupts import Interrupted
 
@@ -127,4 +126,3 @@ def test_a_family_of_a_learngene_of_several_sizes_starts_each_listed_size_from_i
                                     "--out", str(gene_path)]).exit_code == 0
     family = waveinit.spawn_family(gene_path, "1x64,2x64,3x64", tmp_path / "f", fit=False)
     assert [r["auxiliary"] for r in family.rows] == ["1x64", "2x64", "2x64"]
-    assert parse_sizes("1x64", load_learngene(gene_path).spec, 64)[0].depth == 1

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from array_api_compat import array_namespace
+
 from .errors import WaveError
 from .spec import ROLES_BY_NAME, ViTSpec, roles_of
 
@@ -97,3 +99,21 @@ def spec_from_state_dict(state: Mapping[str, Any], heads: int | None = None, sou
         )
     except WaveError as e:
         raise WaveError(f"{source}: {e}") from None
+
+
+def grey_as_rgb(state_dict: dict, spec: ViTSpec) -> tuple[dict, ViTSpec]:
+    """A grey (1-channel) ViT as a 3-channel one computing the same on grey images given as RGB
+    (R = G = B): each channel of the patch embedding is the weight / 3, the reverse of timm's
+    `adapt_input_conv`, for clients that feed every image as RGB (transformers' pipeline)."""
+    if spec.channels != 1:
+        raise WaveError(f"grey_as_rgb takes a 1-channel model, this one has {spec.channels}")
+    w = state_dict["patch_embed.proj.weight"]  # (width, 1, P, P)
+    xp = array_namespace(w)
+    return {**state_dict, "patch_embed.proj.weight": xp.concat([w / 3] * 3, axis=1)}, spec.replace(channels=3)  # (width, 3, P, P)
+
+
+def rgb_as_grey(state_dict: dict, spec: ViTSpec) -> tuple[dict, ViTSpec]:
+    """The inverse of `grey_as_rgb`: the patch embedding's 3 channels summed into one."""
+    w = state_dict["patch_embed.proj.weight"]  # (width, 3, P, P)
+    xp = array_namespace(w)
+    return {**state_dict, "patch_embed.proj.weight": xp.sum(w, axis=1, keepdims=True)}, spec.replace(channels=1)  # (width, 1, P, P)

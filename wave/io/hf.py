@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WaveError, reason
-from ..keys import ModelFile, check_state_dict, state_dict_keys
+from ..keys import ModelFile, check_state_dict, grey_as_rgb, rgb_as_grey, state_dict_keys
 from ..spec import SCHEMA, ViTSpec, roles_of
 from .storage import read_file, safetensors_bytes, tensor_dtypes
 
@@ -52,7 +52,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 SHARD_INDEX_FILE = "model.safetensors.index.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
-_EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, PREPROCESSOR_FILE, "learngene.safetensors", "README.md"})  # a learngene's Hub folder too
+_EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, PREPROCESSOR_FILE, "learngene.safetensors", "README.md"})  # and a learngene's
 # Formats HF folders may hold that we never load: pickles run code when read.
 _UNSAFE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
 
@@ -311,33 +311,14 @@ def is_hf_folder(path: str | os.PathLike) -> bool:
     return Path(path).is_dir() and (Path(path) / CONFIG_FILE).is_file()
 
 
-def grey_as_rgb(state_dict: dict, spec: ViTSpec) -> tuple[dict, ViTSpec]:
-    """A grey (1-channel) ViT as a 3-channel one that computes the same on grey images given as
-    RGB (R = G = B): each channel of the patch embedding's weight is the weight / 3. The reverse
-    of timm's `adapt_input_conv`, for clients that convert every image to RGB (transformers'
-    image-classification pipeline)."""
-    if spec.channels != 1:
-        raise WaveError(f"grey_as_rgb takes a 1-channel model, this one has {spec.channels}")
-    w = np.asarray(state_dict["patch_embed.proj.weight"])  # (width, 1, P, P)
-    return {**state_dict, "patch_embed.proj.weight": np.repeat(w / 3, 3, axis=1)}, spec.replace(channels=3)  # (width, 3, P, P)
-
-
-def rgb_as_grey(state_dict: dict, spec: ViTSpec) -> tuple[dict, ViTSpec]:
-    """The inverse of `grey_as_rgb`: the 3 channels of the patch embedding summed into one."""
-    w = np.asarray(state_dict["patch_embed.proj.weight"])  # (width, 3, P, P)
-    return {**state_dict, "patch_embed.proj.weight": w.sum(axis=1, keepdims=True)}, spec.replace(channels=1)  # (width, 1, P, P)
-
-
 def save_hf(folder: str | os.PathLike, state_dict: dict, spec: ViTSpec, provenance: dict | None = None,
             labels: list[str] | None = None, pixel_max: float = 255.0, rgb: bool = False) -> None:
     """Write our ViT as a Hugging Face model folder (`config.json` with `labels` as id2label,
     `model.safetensors`, and `preprocessor_config.json`: `preprocessor_config`).
 
     `transformers.ViTForImageClassification.from_pretrained(folder)` then computes what our ViT
-    does. With `rgb` (`wave export`'s default), a grey model is written with three input channels
-    (`grey_as_rgb`, recorded in the provenance, which `load_hf_model` reads to give the grey model
-    back, up to rounding): transformers' pipeline feeds every image as RGB. Without it the
-    weights round-trip exactly. Written atomically by `write_folder`.
+    does. `rgb` (`wave export`'s default): a grey model gets three input channels for RGB clients
+    (`keys.grey_as_rgb`, noted in the provenance; `load_hf_model` folds it back). Atomic (`write_folder`).
     """
     if rgb and spec.channels == 1:
         state_dict, spec = grey_as_rgb(state_dict, spec)
@@ -444,15 +425,13 @@ def load_hf_model(folder: str | os.PathLike) -> ModelFile:
 
     Reads `config.json` and `model.safetensors` (or shards listed in `model.safetensors.index.json`);
     a folder with only pickled weights (`pytorch_model.bin`) is refused, never unpickled.
-    Provenance is what `save_hf` stored, else {"source": folder}.
-    """
+    Provenance is what `save_hf` stored, else {"source": folder}; a grey model exported for RGB is grey again."""
     folder = Path(folder)
     config = read_config(folder)
     tensors, provenance = read_folder_weights(folder)
     state, spec = from_hf(tensors, config, source=str(folder))
-    if provenance.get("grey_as_rgb") and spec.channels == 3:  # our export of a grey model: the grey model it was
+    if provenance.pop("grey_as_rgb", False) and spec.channels == 3:  # our export of a grey model: the grey model it was
         state, spec = rgb_as_grey(state, spec)
-        provenance = {k: v for k, v in provenance.items() if k != "grey_as_rgb"}
     return ModelFile(state, spec, provenance)
 
 
