@@ -10,12 +10,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from waveinit.bench.config import METHODS, PRESETS
+from waveinit.bench.config import DEFAULT_METHODS, METHODS, PRESETS
 from waveinit.errors import WaveError
 
 from .common import DataDir, Device, echo, handles_errors
 
-METHOD_NAMES = ", ".join(METHODS)
+DEFAULT_NAMES = ", ".join(DEFAULT_METHODS)
+DIAGNOSTIC_NAMES = ", ".join(m for m in METHODS if m not in DEFAULT_METHODS)
 
 
 def _shown(value, unset: str) -> str:
@@ -105,7 +106,8 @@ def bench(
     extra_sizes: Annotated[Optional[str], typer.Option(
         help=f"Sizes beyond the grid, DEPTHxWIDTH comma-separated, or none ({defaults('extra_sizes')}).")] = None,
     methods: Annotated[Optional[str], typer.Option(help=(
-        f"Methods, comma-separated (default: all of {METHOD_NAMES}). Once the family is made (ancestry, learngene, TLEG), "
+        f"Methods, comma-separated (default: {DEFAULT_NAMES}; protocol v4's diagnostics, by name: {DIAGNOSTIC_NAMES}). "
+        "Once the family is made (ancestry, learngene, TLEG), "
         "processes given other methods may share one --out, one per core, with the same other options; a last run with all "
         "of them then writes the report of everything."))] = None,
     seeds: Annotated[Optional[int], typer.Option(min=1, help=f"Seeds per cell ({defaults('seeds')}).")] = None,

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from waveinit.bench.config import DOWNSTREAM_METHODS, METHODS
+from waveinit.bench.config import DEFAULT_METHODS, DOWNSTREAM_METHODS
 from waveinit.bench.records import RecordFile, images_passed
 from waveinit.errors import WaveError
 from waveinit.spec import ROLE_NAMES
@@ -64,7 +64,7 @@ def test_every_output_is_written_and_consistent(run):
     report = json.loads((out / "results.json").read_text())
     assert len(rows) == len(report["rows"])
     main = [r for r in rows if r["data"] == "digits"]
-    assert {(r["size"], r["method"], r["seed"]) for r in main} == {(size, m, "0") for size in ("1x64", "3x32") for m in METHODS}
+    assert {(r["size"], r["method"], r["seed"]) for r in main} == {(size, m, "0") for size in ("1x64", "3x32") for m in DEFAULT_METHODS}
     for r in main:
         if r["status"] == "ok":
             assert int(r["epoch"]) <= (2 if r["method"] == "scratch" else 1)
@@ -92,7 +92,7 @@ def test_methods_that_cannot_make_a_size_are_not_applicable(run):
     assert "3x32/tleg/seed0: not applicable" in log
     table = next(line for line in (out / "results.md").read_text().splitlines() if line.startswith("| 3x32 |"))
     cells = [c.strip() for c in table.strip("|").split("|")]
-    assert cells[2 + METHODS.index("weight-selection")] == "n/a" and cells[2 + METHODS.index("tleg")] == "n/a"
+    assert cells[2 + DEFAULT_METHODS.index("weight-selection")] == "n/a" and cells[2 + DEFAULT_METHODS.index("tleg")] == "n/a"
     report = json.loads((out / "results.json").read_text())
     reason = next(s["reason"] for s in report["summary"] if (s["size"], s["method"]) == ("3x32", "tleg"))
     assert "TLEG makes only its ancestry's width 64" in reason
@@ -123,7 +123,7 @@ def test_the_sweep_picks_each_methods_rate_on_validation_data(run):
     report = json.loads((out / "results.json").read_text())
     runs = report["sweep"]["runs"]
     assert report["sweep"]["size"] == "1x64"
-    for method in (m for m in METHODS if m != "scratch"):
+    for method in (m for m in DEFAULT_METHODS if m != "scratch"):
         mine = [r for r in runs if r["method"] == method]
         assert sorted(r["lr"] for r in mine) == [3e-3, 1e-2], method
         best = max(mine, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
@@ -355,7 +355,7 @@ def test_the_quick_preset(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "results.json").read_text())
     summary = {(s["size"], s["method"]): s for s in report["summary"]}
-    assert {size for size, _ in summary} == {"1x32", "1x64", "3x96"} and {m for _, m in summary} == set(METHODS)
+    assert {size for size, _ in summary} == {"1x32", "1x64", "3x96"} and {m for _, m in summary} == set(DEFAULT_METHODS)
     assert summary[("3x96", "weight-selection")]["status"] == "n/a" and summary[("3x96", "tleg")]["status"] == "n/a"
     assert all(s["seeds"] == 3 for s in summary.values())
     family = report["family"]

@@ -120,7 +120,9 @@ def test_inspect_model_checkpoint_and_hf_folder(work):
     assert (hf["kind"], hf["format"]) == ("huggingface", "huggingface vit")
     assert hf["spec"] == model["spec"] and hf["config"]["layer_norm_eps"] == 1e-6
     assert hf["provenance"]["exported_from"] == str(work / "vit.safetensors")
-    assert hf["tensor_bytes"] == model["tensor_bytes"]  # the same numbers, split differently
+    # the same numbers, split differently, but for the grey patch embedding exported as RGB (3 channels)
+    patch = next(t for t in model["tensors"] if t["name"] == "patch_embed.proj.weight")
+    assert hf["tensor_bytes"] == model["tensor_bytes"] + 2 * patch["bytes"]
 
     table = invoke("inspect", work / "vit.ckpt").stdout
     assert "optim.*.exp_avg" in table and "complete" in table  # optimizer tensors grouped, one row

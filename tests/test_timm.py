@@ -76,7 +76,9 @@ def test_timm_export_is_what_timm_loads(learngene_file, tmp_path):
     x = images()
     with torch.no_grad():
         np.testing.assert_allclose(ours(load_model(model))(x).numpy(), theirs(x).numpy(), rtol=1e-5, atol=1e-5)
-    assert tuple(timm.data.resolve_data_config({}, model=theirs)["mean"]) == (0.5,)  # our [-1, 1] scaling
+    # our [-1, 1] scaling of digits' 0-16 pixels: timm's v / 255, then (x - m) / m with m = 16 / 510
+    data_config = timm.data.resolve_data_config({}, model=theirs)
+    assert tuple(data_config["mean"]) == tuple(data_config["std"]) == (16 / 510,)
     # and it reads back as a teacher
     back = load_model(tmp_path / "m-timm")
     assert back.spec == load_model(model).spec

@@ -23,6 +23,8 @@ METHODS = ("random", "weight-selection", "mimetic", "nearest-kron", "tleg", "kd-
 # learngene's own auxiliary (spawned data-free at its own size, then selected like the ancestry),
 # and wave under each depth rule other than the default ("interpolate"): wave-RULE.
 WAVE_DEPTH_RULES = {"wave-first": "first", "wave-relative": "relative", "wave-even": "even"}
+# What a bench runs unless told (--methods): v3's nine; protocol v4's diagnostics only when named.
+DEFAULT_METHODS = METHODS[:9]
 # Downstream: the methods that can initialise a model for other data (kd-per-size needs the
 # ancestry's logits on that data), and scratch, the yardstick of their compute there too.
 DOWNSTREAM_METHODS = ("random", "weight-selection", "mimetic", "nearest-kron", "tleg", "wave", "wave-nofit", "scratch")
@@ -46,7 +48,7 @@ class BenchConfig:
     depths: tuple[int, ...] = (2, 4)
     widths: tuple[int, ...] = (64, 128)
     extra_sizes: tuple[tuple[int, int], ...] = ((6, 128), (4, 192))  # (depth, width) beyond the ancestry
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     seeds: int = 3
     epochs: int = 1  # training epochs of every cell after its initialisation
     scratch_epochs: int = 10  # scratch: random init trained this long, scored after every epoch
