@@ -64,7 +64,7 @@ RATES = (3e-4, 1e-3, 3e-3)
 EPOCH_IMAGES = 5000  # the descendants' epoch: a fixed seeded draw of the train split
 ANCESTRY = Path(__file__).parent / "assets" / "fashion-mnist-6x192.safetensors"
 TODAY = {"depth_rule": "relative", "width_rule": "pick", "fit_lr": 0.1, "fit_steps": 400, "loss": "ce", "fit_keep": "last",
-         "learngene": "base"}
+         "learngene": "base", "fit_patience": 0}
 ARM = tuple(TODAY)
 LOSSES = {"ce": None, "kd-t2-w0.5": (2.0, 0.5), "kd-t1-w1": (1.0, 1.0)}  # (temperature, KL weight), teacher: the ancestry
 
@@ -110,7 +110,8 @@ class Study:
         spec = target_spec(gene, *size)
         temperature, kd_weight = LOSSES[arm["loss"]] or (2.0, 0.5)
         config = SpawnConfig(depth_rule=arm["depth_rule"], width_rule=arm["width_rule"], fit_steps=arm["fit_steps"], lr=arm["fit_lr"],
-                             temperature=temperature, kd_weight=kd_weight, fit_keep=arm["fit_keep"], seed=self.seed)
+                             temperature=temperature, kd_weight=kd_weight, fit_keep=arm["fit_keep"], fit_patience=arm["fit_patience"],
+                             seed=self.seed)
         row = {"stage": stage, "seed": self.seed, "size": list(size), **arm, "params": spec.num_params(), "forward_images": 0}
         depth_rule = arm["depth_rule"]
         if depth_rule == "choose":
@@ -124,6 +125,7 @@ class Study:
                              teacher_name="ancestry" if teacher else None, device="cpu")
         row["fit"] = {"accuracy": fitted.eval["accuracy"], "loss": fitted.eval["loss"], "kept": fitted.kept}
         row["fit_images"] = fitted.steps * config.batch_size
+        row["fit_stopped"] = fitted.stopped
         row["forward_images"] += fitted.steps * config.batch_size if teacher else 0  # the teacher's forward passes
         row["epoch"] = {}
         for rate in rates:
@@ -156,6 +158,7 @@ def read_rows(out: Path, seed: int | None = None) -> list[dict]:
     rows = [json.loads(line) for f in files if f.exists() for line in f.read_text().splitlines() if line.strip()]
     for row in rows:
         row.setdefault("learngene", "base")
+        row.setdefault("fit_patience", 0)  # rows from before the patience study: the fit ran all its steps
     return rows
 
 
@@ -203,6 +206,8 @@ STAGES = {  # stage: (field varied, its values, the sizes where it matters)
     6: ("fit_keep", ("last", "best"), SIZES),
 }
 FINAL = 7
+PATIENCE = 8  # the fit's patience (issue #36): the chosen arm, stopping early, against stage 7's rows of it
+PATIENCES = (1, 2, 4)
 
 
 def arms_of(stage: int, arm: dict) -> list[dict]:
@@ -230,6 +235,12 @@ def run_stage(study: Study, stage: int, learngene: str = "base") -> None:
             raise SystemExit("run stage 0 first, for every seed")
         for size in FINAL_SIZES:
             study.cell(FINAL, size, {**arm, "learngene": learngene}, RATES, test=True)
+        return
+    if stage == PATIENCE:
+        arm = chosen(rows, FINAL)
+        for size in FINAL_SIZES:
+            for patience in PATIENCES:
+                study.cell(PATIENCE, size, {**arm, "fit_patience": patience}, RATES)
         return
     if stage == 0:
         for size in FINAL_SIZES:
@@ -327,6 +338,47 @@ def final_mean(rows: list[dict], arm: dict) -> tuple[float, int] | None:
     return (statistics.mean(vals), len(vals)) if vals else None
 
 
+def patience_scores(rows: list[dict]) -> dict[int, dict] | None:
+    """Per patience (0: no early stopping, stage 7's rows of the chosen arm), each seed's mean over
+    the sizes of the validation accuracy after the epoch, at the rate per size with the best mean
+    over the seeds (as stage 7 picks it), and the mean fit steps; None until every arm has every
+    size for both seeds."""
+    arm, seeds = chosen(rows, FINAL), (0, 1)
+    scores = {}
+    for patience in (0, *PATIENCES):
+        cells = {(size, seed): find(rows, size, {**arm, "fit_patience": patience}, RATES, seed=seed) for size in FINAL_SIZES for seed in seeds}
+        if not all(cells.values()):
+            return None
+        per_seed = {seed: [] for seed in seeds}
+        for size in FINAL_SIZES:
+            rate = max(cells[size, 0]["epoch"], key=lambda k: statistics.mean(cells[size, s]["epoch"][k]["accuracy"] for s in seeds))
+            for seed in seeds:
+                per_seed[seed].append(100 * cells[size, seed]["epoch"][rate]["accuracy"])
+        scores[patience] = {"seeds": {seed: statistics.mean(v) for seed, v in per_seed.items()},
+                            "steps": statistics.mean(c["fit_images"] / 64 for c in cells.values())}
+    return scores
+
+
+def patience_choice(scores: dict[int, dict]) -> int:
+    """The protocol's rule: the smallest patience whose mean is at least no stopping's minus the
+    spread (half the range of no stopping's two seed means); 0 (never stop early) if none is."""
+    reference = list(scores[0]["seeds"].values())
+    floor = statistics.mean(reference) - (max(reference) - min(reference)) / 2
+    return next((p for p in PATIENCES if statistics.mean(scores[p]["seeds"].values()) >= floor), 0)
+
+
+def patience_table(rows: list[dict]) -> str:
+    scores = patience_scores(rows)
+    if scores is None:
+        return "Not every arm has run for both seeds yet."
+    lines = ["| patience | seed 0 | seed 1 | mean | fit steps (mean) |", "|---|---|---|---|---|"]
+    for patience, score in scores.items():
+        seeds = score["seeds"]
+        lines.append(f"| {patience or 'none (all 400 steps)'} | {seeds[0]:.2f} | {seeds[1]:.2f} | {statistics.mean(seeds.values()):.2f} | "
+                     f"{score['steps']:.0f} |")
+    return "\n".join(lines + ["", f"Chosen: patience {patience_choice(scores)} (0: no early stopping)."])
+
+
 def _distinct_arms(rows: list[dict]) -> list[dict]:
     arms = []
     for r in rows:
@@ -353,6 +405,9 @@ def report(rows: list[dict]) -> str:
                     stage_table(rows, stage)]
     if any(r["stage"] == FINAL for r in rows):
         out += ["", f"## Stage {FINAL}: the final table (after one epoch at each method's best rate per size)", "", final_table(rows)]
+    if any(r["stage"] == PATIENCE for r in rows):
+        out += ["", f"## Stage {PATIENCE}: the fit's patience (validation accuracy after one epoch, %; fit steps taken)", "",
+                patience_table(rows)]
     seconds = sum(r["seconds"] for r in rows)
     out += ["", f"Compute: {len(rows)} cells, {seconds / 3600:.2f} CPU-thread hours, "
             f"{sum(r['fit_images'] + r['epoch_images'] for r in rows):,} training image passes, "
@@ -364,7 +419,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/rules"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stage", type=int, choices=range(FINAL + 1), default=None)
+    parser.add_argument("--stage", type=int, choices=range(PATIENCE + 1), default=None)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--report", action="store_true", help="print the tables (markdown) from the rows so far")
     parser.add_argument("--learngene", default="base", help="a distillation variant of make_family.py: stage 7's chosen arm on it")

@@ -404,7 +404,11 @@ def spawn(
     width_rule: Annotated[str, typer.Option(help=(
         "How a narrower model's scalers are made: pick (evenly spaced blocks), mean (averaged blocks), or project (weight "
         "selection of the learngene's weights, projected onto its templates by least squares)."), rich_help_panel=MODEL)] = _SPAWN.width_rule,
-    fit_steps: Annotated[int, typer.Option(min=1, help="Optimizer steps of the scaler fit.", rich_help_panel=FIT)] = _SPAWN.fit_steps,
+    fit_steps: Annotated[int, typer.Option(min=1, help="Optimizer steps of the scaler fit, at most (see --fit-patience).",
+                                           rich_help_panel=FIT)] = _SPAWN.fit_steps,
+    fit_patience: Annotated[int, typer.Option(min=0, help=(
+        "Stop the fit once the loss on its held-out fifth has not fallen for this many epoch ends of its images (0: run all "
+        "--fit-steps)."), rich_help_panel=FIT)] = _SPAWN.fit_patience,
     fit_keep: Annotated[str, typer.Option(help=(
         "last: the scalers after the fit's last step; best: after the epoch of fit images with the lowest loss on the held-out fifth."),
         rich_help_panel=FIT)] = _SPAWN.fit_keep,
@@ -451,8 +455,8 @@ def spawn(
 
     start = time.perf_counter()
     check_data_name(data)
-    config = SpawnConfig(depth_rule=depth_rule, width_rule=width_rule, fit_steps=fit_steps, fit_keep=fit_keep, fit_samples=fit_samples,
-                         batch_size=batch_size, lr=lr, seed=seed, compile=compile_model)
+    config = SpawnConfig(depth_rule=depth_rule, width_rule=width_rule, fit_steps=fit_steps, fit_keep=fit_keep, fit_patience=fit_patience,
+                         fit_samples=fit_samples, batch_size=batch_size, lr=lr, seed=seed, compile=compile_model)
     if sizes is not None:
         given = [name for name, value in (("--depth", depth), ("--width", width), ("--size", size), ("--params", params), ("--out", out))
                  if value is not None]
@@ -510,6 +514,9 @@ def _target_size(learngene: Path, depth, width, heads, size: str | None, params:
     return depth, width, heads
 
 
+_STOPPED = {"patience": " (stopped early: the held-out loss had stopped falling)", "fit_steps": " (all of --fit-steps)"}
+
+
 def _spawn_table(spec, p: dict, no_fit: bool, seconds: float) -> None:
     """What `wave spawn` made, as a table (paths stay out of it: a narrow terminal would cut them)."""
     from rich.table import Table
@@ -520,7 +527,7 @@ def _spawn_table(spec, p: dict, no_fit: bool, seconds: float) -> None:
     else:
         rows += [
             ("scaler parameters fitted", f"{p['fitted_params']:,}"),
-            ("samples / steps", f"{p['fit_samples']:,} / {p['fit_steps']}"),
+            ("samples / steps", f"{p['fit_samples']:,} / {p['fit_steps']}" + _STOPPED.get(p.get("fit_stopped"), "")),
             ("fitted against", "KL to the ancestry + CE" if p["teacher"] else "cross-entropy on labels"),
             ("kept", "the fitted scalers" if p["fit_kept"] == "fitted" else "the data-free start (the fit raised the held-out loss)"),
             ("test accuracy", f"{100 * p['test_accuracy']:.2f}% on {p['test_samples']:,} test images"),

@@ -113,3 +113,10 @@ def test_distill_defaults_keep_what_the_3_epoch_screen_did_not_pass():
         assert changed, name  # a variant differs from the base recipe
         if variant["validation_accuracy"] - e3["validation_accuracy"] <= 0.003:  # did not pass: the base recipe's setting stays
             assert all(defaults[k] == e3["distill"][k] for k in changed), name
+
+
+def test_the_fits_patience_is_the_patience_studys_choice(study):
+    # docs/bench/ablations.md, "The fit's patience": recomputed from the committed rows once both
+    # seeds of every arm are there; until then the default stays 0 (no early stopping).
+    scores = study.patience_scores(study.read_rows(ROWS))
+    assert SpawnConfig().fit_patience == (study.patience_choice(scores) if scores is not None else 0)

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -317,3 +318,36 @@ def test_fitting_the_scalers_beats_the_data_free_start(learngene_file, seed):
     assert start.eval is None and start.steps == 0
     for key, value in start.model.state_dict().items():
         np.testing.assert_allclose(value.numpy(), state[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_fit_stops_where_its_held_out_loss_stopped_falling(learngene_file):
+    # A full fit's held-out losses at each epoch end say where a patience of p epoch ends must
+    # stop it (the same seed and schedule: the same steps up to there), and the stopped fit keeps
+    # the best epoch end it saw.
+    from waveinit.configs import SpawnConfig
+    from waveinit.tasks import fit_scalers
+
+    lg, data = load_learngene(learngene_file), load_dataset("digits")
+    target = target_spec(lg, 2, 64)
+    seen = []
+
+    def watch(progress):
+        if progress.event == "epoch":
+            seen.append((progress.global_step, progress.eval["loss"]))
+
+    config = SpawnConfig(depth_rule="relative", fit_steps=200, fit_samples=750, lr=0.3)
+    full = fit_scalers(lg, target, data, config, device="cpu", on_progress=watch)
+    assert full.stopped == "fit_steps" and full.steps == 200 and len(seen) == 20
+    for patience in (1, 2):
+        best, stale, expected = np.inf, 0, None
+        for step, loss in seen:
+            best, stale = (loss, 0) if loss < best else (best, stale + 1)
+            if stale >= patience and step < 200:
+                expected = (step, min(loss for s, loss in seen if s <= step))
+                break
+        assert expected is not None, "the full fit's held-out loss never stalled: the test needs a harder fit"
+        stopped = fit_scalers(lg, target, data, replace(config, fit_patience=patience), device="cpu")
+        assert (stopped.stopped, stopped.steps) == ("patience", expected[0])
+        assert stopped.best_step == max(s for s, loss in seen if loss == expected[1])
+        assert "stopped early" in stopped.judgement()

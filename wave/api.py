@@ -174,6 +174,7 @@ def run_spawn(plan: SpawnPlan, *, on_progress: Callable | None = None, on_note: 
         "depth_rule": result.depth_rule,
         **({"depth_losses": result.depth_losses} if result.depth_losses else {}),
         "fit_steps": result.steps,
+        "fit_stopped": result.stopped,
         **({"fit_best_step": result.best_step} if result.best_step is not None else {}),
         "fit_samples": result.samples,
         "fitted_params": result.fitted_params,

@@ -174,6 +174,10 @@ class SpawnConfig:
     # with the lowest loss on the held-out fifth, scored at every epoch end (forward passes only).
     # "best" by the study's rule (stage 6), though by 0.0003 points: a tie within the seeds' spread.
     fit_keep: str = "best"
+    # Stop the fit once its held-out loss (scored at every epoch end of the fit's images) has not
+    # fallen for this many epoch ends; 0: always run all fit_steps. Chosen by the patience study
+    # (docs/bench/ablations.md, "The fit's patience"; tests/test_ablations.py recomputes it).
+    fit_patience: int = 0
 
     # Optimizer steps of the scaler fit, and its rate below: the spawn-rule study's winners (400
     # against 100 and 1000, 0.1 against 0.03 and 0.3; docs/bench/ablations.md, stages 3 and 4).
@@ -196,6 +200,7 @@ class SpawnConfig:
             (self.choose_batches >= 1, f"choose batches must be at least 1, got {self.choose_batches}"),
             (self.fit_keep in ("last", "best"), f"fit keep must be last or best, got {self.fit_keep!r}"),
             (self.fit_steps >= 1, f"fit steps must be at least 1, got {self.fit_steps}"),
+            (self.fit_patience >= 0, f"fit patience must be >= 0 epoch ends (0: never stop early), got {self.fit_patience}"),
             (self.fit_samples >= 1, f"fit samples must be at least 1, got {self.fit_samples}"),
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
             (_positive(self.lr), f"fit learning rate must be a positive number, got {self.lr}"),

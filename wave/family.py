@@ -24,8 +24,8 @@ from .learngene import Learngene
 from .sizes import Size, parse_sizes
 from .training.interrupts import Interrupted
 
-COLUMNS = ("size", "depth", "width", "heads", "params", "auxiliary", "data_free_accuracy", "fitted_accuracy", "kept", "test_accuracy",
-           "seconds", "file")
+COLUMNS = ("size", "depth", "width", "heads", "params", "auxiliary", "data_free_accuracy", "fitted_accuracy", "kept", "fit_steps", "fit_stopped",
+           "test_accuracy", "seconds", "file")
 
 
 @dataclass
@@ -97,7 +97,8 @@ def _row(size: Size, model, path: Path, seconds: float) -> dict:
     held = p.get("fit_holdout") or {}
     return {"size": size.asked, "depth": spec.depth, "width": spec.width, "heads": spec.heads, "params": spec.num_params(),
             "auxiliary": p.get("auxiliary", ""), "data_free_accuracy": held.get("start_accuracy"), "fitted_accuracy": held.get("fitted_accuracy"),
-            "kept": p.get("fit_kept", "data-free"), "test_accuracy": p.get("test_accuracy"), "seconds": round(seconds, 3), "file": path.name,
+            "kept": p.get("fit_kept", "data-free"), "fit_steps": p.get("fit_steps"), "fit_stopped": p.get("fit_stopped"),
+            "test_accuracy": p.get("test_accuracy"), "seconds": round(seconds, 3), "file": path.name,
             "key": size.name}
 
 

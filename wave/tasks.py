@@ -510,6 +510,7 @@ class SpawnResult:
     depth_rule: str = SpawnConfig.depth_rule  # the depth rule used (the chosen one under "choose")
     depth_losses: dict | None = None  # "choose": each candidate's cross-entropy on the fit's first batches
     best_step: int | None = None  # fit_keep "best": the step of the epoch end kept
+    stopped: str | None = None  # why the fit ended: "fit_steps" (all of them) or "patience" (its held-out loss stopped falling)
 
     def judgement(self) -> str:
         """One line: which of start and fit was kept, and on what evidence."""
@@ -517,10 +518,13 @@ class SpawnResult:
             return "kept the fitted scalers (too few fit images to hold any out)"
         h = self.holdout
         scores = (f"loss {h['start_loss']:.4f} ({100 * h['start_accuracy']:.2f}%) at the start, {h['fitted_loss']:.4f} "
-                  f"({100 * h['fitted_accuracy']:.2f}%) after {self.steps} steps, on {h['samples']:,} held-out fit images")
+                  f"({100 * h['fitted_accuracy']:.2f}%) after {self.steps} steps{self._why()}, on {h['samples']:,} held-out fit images")
         if self.kept == "start":
             return f"kept the data-free start, not the fit: {scores}"
         return f"kept the fitted scalers: {scores}"
+
+    def _why(self) -> str:
+        return " (stopped early: the held-out loss had stopped falling)" if self.stopped == "patience" else ""
 
 
 def fit_scalers(
@@ -565,7 +569,7 @@ def fit_scalers(
     return SpawnResult(model=dense, factors=model, fresh_roles=fresh, fitted_params=sum(p.numel() for p in trainable) if data is not None else 0,
                        samples=fit.samples, steps=fit.steps, teacher=teacher_name if (teacher is not None and data is not None) else None,
                        eval=fit.evaluation, seconds=time.perf_counter() - start, kept=fit.kept, holdout=fit.holdout,
-                       depth_rule=depth_rule, depth_losses=losses, best_step=fit.best_step)
+                       depth_rule=depth_rule, depth_losses=losses, best_step=fit.best_step, stopped=fit.stopped)
 
 
 def spawned_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=frozenset(), depth_rule: str = SpawnConfig.depth_rule,
@@ -603,6 +607,7 @@ class _Fit:
     holdout: dict | None = None  # the held-out images' scores of start and fit
     evaluation: dict | None = None  # the kept model's test scores
     best_step: int | None = None  # fit_keep "best": the step whose epoch end had the lowest held-out loss
+    stopped: str | None = None  # "fit_steps" or "patience"
 
 
 def _fit_and_judge(model: TemplatedViT, trainable: list, data: Dataset, config: SpawnConfig, teacher: ViT | None, dev: torch.device,
@@ -616,12 +621,17 @@ def _fit_and_judge(model: TemplatedViT, trainable: list, data: Dataset, config: 
         loss_fn = teacher_kd_loss(_frozen(teacher, dev), images, config.temperature, config.kd_weight, config.batch_size, dev, workers=workers)
     before = evaluate(model, *held, EVAL_BATCH_SIZE, dev, workers) if held is not None else None
     start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    best = _BestEpoch(model, on_progress) if config.fit_keep == "best" and held is not None else None
-    steps = train(model, images, labels, TrainConfig(batch_size=config.batch_size, lr=config.lr, weight_decay=0.0, max_steps=config.fit_steps,
-                                                      seed=config.seed, compile=config.compile),
-                  loss_fn=loss_fn, param_groups=[{"params": trainable, "weight_decay": 0.0}], device=dev,
-                  on_progress=best.watch if best else on_progress, eval_data=held if best else None, workers=workers).steps
-    fit = _Fit(len(labels), steps, "fitted")
+    watched = held is not None and (config.fit_keep == "best" or config.fit_patience > 0)
+    best = _BestEpoch(model, on_progress, config.fit_keep == "best", config.fit_patience) if watched else None
+    try:
+        steps = train(model, images, labels, TrainConfig(batch_size=config.batch_size, lr=config.lr, weight_decay=0.0,
+                                                          max_steps=config.fit_steps, seed=config.seed, compile=config.compile),
+                      loss_fn=loss_fn, param_groups=[{"params": trainable, "weight_decay": 0.0}], device=dev,
+                      on_progress=best.watch if best else on_progress, eval_data=held if best else None, workers=workers).steps
+        stopped = "fit_steps"
+    except _PatienceRanOut:
+        steps, stopped = best.last_step, "patience"
+    fit = _Fit(len(labels), steps, "fitted", stopped=stopped)
     if best is not None and best.state is not None:
         model.load_state_dict(best.state)
         fit.best_step = best.step
@@ -637,22 +647,36 @@ def _fit_and_judge(model: TemplatedViT, trainable: list, data: Dataset, config: 
     return fit
 
 
-class _BestEpoch:
-    """`fit_keep="best"`: a copy of the model at the epoch end with the lowest held-out loss."""
+class _PatienceRanOut(Exception):
+    """The fit's held-out loss has not fallen for `fit_patience` epoch ends: the fit stops here."""
 
-    def __init__(self, model, on_progress):
-        self.model, self.on_progress = model, on_progress
+
+class _BestEpoch:
+    """The held-out loss at each epoch end of the fit: with `keep`, a copy of the model at the
+    lowest (`fit_keep="best"`); with `patience`, `_PatienceRanOut` once it has not fallen for that
+    many epoch ends (raised from the engine's progress callback, so the run ends at that step)."""
+
+    def __init__(self, model, on_progress, keep: bool = True, patience: int = 0):
+        self.model, self.on_progress, self.keep, self.patience = model, on_progress, keep, patience
         self.loss, self.state, self.step = math.inf, None, None
         self.evaluations = 0  # held-out evaluations seen (forward passes the fit spent judging itself)
+        self.stale, self.last_step = 0, 0  # epoch ends since the loss last fell; the step of the latest
 
     def watch(self, progress) -> None:
         if self.on_progress is not None:
             self.on_progress(progress)
-        if progress.event == "epoch" and progress.eval is not None:
-            self.evaluations += 1
-        if progress.event == "epoch" and progress.eval is not None and progress.eval["loss"] < self.loss:
-            self.loss, self.step = progress.eval["loss"], progress.global_step
-            self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if progress.event != "epoch" or progress.eval is None:
+            return
+        self.evaluations += 1
+        self.last_step = progress.global_step
+        if progress.eval["loss"] < self.loss:
+            self.loss, self.step, self.stale = progress.eval["loss"], progress.global_step, 0
+            if self.keep:
+                self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.stale += 1
+        if self.patience and self.stale >= self.patience and progress.global_step < progress.total_steps:
+            raise _PatienceRanOut
 
 
 FIT_HOLDOUT = 5  # one in this many of the fit's images is held out to judge the fit
