@@ -5,15 +5,16 @@ torch and matplotlib are imported inside the command, so `wave --help` stays fas
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
-
-import typer
+from typing import Optional
 
 from waveinit.bench.config import DEFAULT_METHODS, METHODS, PRESETS
+from waveinit.configs import option
 from waveinit.errors import WaveError
 
-from .common import DataDir, Device, echo, handles_errors
+from .common import echo
 
 DEFAULT_NAMES = ", ".join(DEFAULT_METHODS)
 DIAGNOSTIC_NAMES = ", ".join(m for m in METHODS if m not in DEFAULT_METHODS)
@@ -85,115 +86,106 @@ def parse_names(text: str) -> tuple[str, ...]:
     return () if text.strip().lower() in ("", "none") else tuple(t.strip() for t in text.split(",") if t.strip())
 
 
-@handles_errors
-def bench(
-    preset_name: Annotated[str, typer.Option("--preset", help=(
-        "cpu: protocol v3 (docs/bench/protocol-v3.md) on 2 CPU cores, several hours (give it the committed --ancestry "
-        "and --learngene, or it makes its own); gpu: the same protocol at full scale on one GPU; quick: digits and tiny "
-        "sizes, minutes; v2 and v2-gpu: the earlier protocol (docs/bench/protocol.md). v3 and v3-gpu name cpu and gpu."))] = "cpu",
-    quick: Annotated[bool, typer.Option("--quick", help="The quick preset (--preset quick): digits and tiny sizes, minutes on 2 CPU cores.")] = False,
-    out: Annotated[Optional[Path], typer.Option(
-        help="Folder of the results; a rerun skips what is finished (default: runs/bench, or runs/bench-PRESET).")] = None,
-    ancestry: Annotated[Optional[Path], typer.Option(help="Ancestry model to reuse (default: train one in --out).")] = None,
-    learngene: Annotated[Optional[Path], typer.Option(
-        help="Learngene to reuse (default: the capacity study distils candidates in --out and picks one).")] = None,
-    data: Annotated[Optional[str], typer.Option(help=f"Dataset ({defaults('data')}).")] = None,
-    data_dir: DataDir = None,
-    subset: Annotated[Optional[int], typer.Option(
-        min=1, help=f"Training images of the descendants ({defaults('subset', 'all')}; gpu: all).")] = None,
-    depths: Annotated[Optional[str], typer.Option(help=f"Grid depths, comma-separated ({defaults('depths')}).")] = None,
-    widths: Annotated[Optional[str], typer.Option(help=f"Grid widths, comma-separated ({defaults('widths')}).")] = None,
-    extra_sizes: Annotated[Optional[str], typer.Option(
-        help=f"Sizes beyond the grid, DEPTHxWIDTH comma-separated, or none ({defaults('extra_sizes')}).")] = None,
-    methods: Annotated[Optional[str], typer.Option(help=(
-        f"Methods, comma-separated (default: {DEFAULT_NAMES}; protocol v4's diagnostics, by name: {DIAGNOSTIC_NAMES}). "
-        "Once the family is made (ancestry, learngene, TLEG), "
-        "processes given other methods may share one --out, one per core, with the same other options; a last run with all "
-        "of them then writes the report of everything."))] = None,
-    seeds: Annotated[Optional[int], typer.Option(min=1, help=f"Seeds per cell ({defaults('seeds')}).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(
-        min=1, help=f"Training epochs of every cell after its initialisation, the tables' headline budget ({defaults('epochs')}).")] = None,
-    scratch_epochs: Annotated[Optional[int], typer.Option(min=1, help=f"Epochs of scratch, its longest budget ({defaults('scratch_epochs')}).")] = None,
-    lrs: Annotated[Optional[str], typer.Option(
-        help="Learning rates each method's sweep picks from, comma-separated; one rate: no sweep "
-             f"({defaults('lrs')}).")] = None,
-    fit_steps: Annotated[Optional[int], typer.Option(min=1, help=f"Scaler-fit steps of wave and nearest-kron ({defaults('fit_steps')}).")] = None,
-    fit_samples: Annotated[Optional[int], typer.Option(min=1, help=f"Images the scaler fit may use ({defaults('fit_samples')}).")] = None,
-    fit_study: Annotated[Optional[str], typer.Option(
-        help=f"Fit-step counts of the scaler-fit study, comma-separated ({defaults('fit_study_steps')}).")] = None,
-    ancestry_epochs: Annotated[Optional[int], typer.Option(
-        min=1, help=f"Epochs of the ancestry, when the bench trains it ({defaults('ancestry_epochs')}).")] = None,
-    capacity: Annotated[Optional[str], typer.Option(
-        help="Learngene candidates of the capacity study, TEMPLATESxSIDExEPOCHS comma-separated "
-             f"({defaults('capacity')}).")] = None,
-    downstream: Annotated[Optional[str], typer.Option(
-        help=f"Downstream datasets (any --data spec), comma-separated, or none ({defaults('downstream')}).")] = None,
-    downstream_subset: Annotated[Optional[int], typer.Option(
-        min=1, help=f"Training images of each downstream dataset ({defaults('downstream_subset', 'all')}).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help=f"Batch size of the descendants' training ({defaults('batch_size')}).")] = None,
-    budgets: Annotated[Optional[str], typer.Option(help=(
-        "Epoch budgets of every method, each its own run annealed to its end, comma-separated; must include --epochs "
-        f"(none: one run of --epochs, scored after each epoch; {defaults('budgets')})."))] = None,
-    scratch_budgets: Annotated[Optional[str], typer.Option(help=(
-        "Scratch's budgets, each its own annealed run, comma-separated, the largest being --scratch-epochs "
-        f"(none: one run scored after each epoch; {defaults('scratch_budgets')})."))] = None,
-    sweep_every_size: Annotated[Optional[bool], typer.Option("--sweep-every-size/--sweep-one-size", help=(
-        "Sweep the learning rates at every size, each method then training at its own size's rate, or at one "
-        f"representative size whose rates all sizes take ({defaults('sweep_every_size')})."))] = None,
-    recipe: Annotated[Optional[str], typer.Option(help=(
-        "How every method trains after its initialisation on the family's data: plain (AdamW alone) or ancestry (shifts and "
-        "flips where the data allow them, random erasing 0.25, label smoothing 0.1, drop-path 0.1: scratch at full strength). "
-        f"Downstream cells train plain ({defaults('recipe')})."))] = None,
-    family_validation: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help=(
-        "Hold this fraction of the training set out of the family and the descendants (split_validation, seed 0; "
-        "0.0833 = protocol v3's 5,000 of Fashion-MNIST's 60,000) and make every choice on it; the ancestry and learngene given "
-        f"must have been trained without it ({defaults('family_validation', 'off')})."))] = None,
-    device: Device = "auto",
-    threads: Annotated[Optional[int], typer.Option(
-        min=1, help="PyTorch CPU threads (default: PyTorch's choice; --quick: 1, as its tiny models gain nothing from more "
-                    "and extra threads thrash on a busy machine).")] = None,
-) -> None:
+@dataclass(frozen=True)
+class BenchOptions:
+    """`wave bench`'s options: a preset, and any of its settings overridden (unset: the preset's)."""
+
+    preset: str = option("cpu", "cpu: protocol v3 (docs/bench/protocol-v3.md) on 2 CPU cores, several hours (give it the committed --ancestry "
+                         "and --learngene, or it makes its own); gpu: the same protocol at full scale on one GPU; quick: digits and tiny "
+                         "sizes, minutes; v2 and v2-gpu: the earlier protocol (docs/bench/protocol.md). v3 and v3-gpu name cpu and gpu; "
+                         "v4-plain and v4-ancestry: protocol v4's arms.")
+    quick: bool = option(False, "The quick preset (--preset quick): digits and tiny sizes, minutes on 2 CPU cores.")
+    out: Optional[Path] = option(None, "Folder of the results; a rerun skips what is finished (default: runs/bench, or runs/bench-PRESET).")
+    ancestry: Optional[Path] = option(None, "Ancestry model to reuse (default: train one in --out).")
+    learngene: Optional[Path] = option(None, "Learngene to reuse (default: the capacity study distils candidates in --out and picks one).")
+    data: Optional[str] = option(None, f"Dataset ({defaults('data')}).")
+    data_dir: Optional[Path] = option(None, "Folder holding the Fashion-MNIST IDX files.")
+    subset: Optional[int] = option(None, f"Training images of the descendants ({defaults('subset', 'all')}; gpu: all).", min=1)
+    depths: Optional[str] = option(None, f"Grid depths, comma-separated ({defaults('depths')}).")
+    widths: Optional[str] = option(None, f"Grid widths, comma-separated ({defaults('widths')}).")
+    extra_sizes: Optional[str] = option(None, f"Sizes beyond the grid, DEPTHxWIDTH comma-separated, or none ({defaults('extra_sizes')}).")
+    methods: Optional[str] = option(None, f"Methods, comma-separated (default: {DEFAULT_NAMES}; protocol v4's diagnostics, by name: "
+                                    f"{DIAGNOSTIC_NAMES}). Once the family is made (ancestry, learngene, TLEG), processes given other "
+                                    "methods may share one --out, one per core, with the same other options; a last run with all of "
+                                    "them then writes the report of everything.")
+    seeds: Optional[int] = option(None, f"Seeds per cell ({defaults('seeds')}).", min=1)
+    epochs: Optional[int] = option(None, "Training epochs of every cell after its initialisation, the tables' headline budget "
+                                   f"({defaults('epochs')}).", min=1)
+    scratch_epochs: Optional[int] = option(None, f"Epochs of scratch, its longest budget ({defaults('scratch_epochs')}).", min=1)
+    lrs: Optional[str] = option(None, f"Learning rates each method's sweep picks from, comma-separated; one rate: no sweep ({defaults('lrs')}).")
+    fit_steps: Optional[int] = option(None, f"Scaler-fit steps of wave and nearest-kron ({defaults('fit_steps')}).", min=1)
+    fit_samples: Optional[int] = option(None, f"Images the scaler fit may use ({defaults('fit_samples')}).", min=1)
+    fit_study: Optional[str] = option(None, f"Fit-step counts of the scaler-fit study, comma-separated ({defaults('fit_study_steps')}).")
+    ancestry_epochs: Optional[int] = option(None, f"Epochs of the ancestry, when the bench trains it ({defaults('ancestry_epochs')}).", min=1)
+    capacity: Optional[str] = option(None, "Learngene candidates of the capacity study, TEMPLATESxSIDExEPOCHS comma-separated "
+                                     f"({defaults('capacity')}).")
+    downstream: Optional[str] = option(None, f"Downstream datasets (any --data spec), comma-separated, or none ({defaults('downstream')}).")
+    downstream_subset: Optional[int] = option(None, f"Training images of each downstream dataset ({defaults('downstream_subset', 'all')}).",
+                                              min=1)
+    batch_size: Optional[int] = option(None, f"Batch size of the descendants' training ({defaults('batch_size')}).", min=1)
+    budgets: Optional[str] = option(None, "Epoch budgets of every method, each its own run annealed to its end, comma-separated; must "
+                                    f"include --epochs (none: one run of --epochs, scored after each epoch; {defaults('budgets')}).")
+    scratch_budgets: Optional[str] = option(None, "Scratch's budgets, each its own annealed run, comma-separated, the largest being "
+                                            f"--scratch-epochs (none: one run scored after each epoch; {defaults('scratch_budgets')}).")
+    sweep_every_size: Optional[bool] = option(None, "Sweep the learning rates at every size, each method then training at its own size's "
+                                              "rate, or at one representative size whose rates all sizes take "
+                                              f"({defaults('sweep_every_size')}).", flag="--sweep-every-size/--sweep-one-size")
+    recipe: Optional[str] = option(None, "How every method trains after its initialisation on the family's data: plain (AdamW alone) or "
+                                   "ancestry (shifts and flips where the data allow them, random erasing 0.25, label smoothing 0.1, "
+                                   f"drop-path 0.1: scratch at full strength). Downstream cells train plain ({defaults('recipe')}).")
+    family_validation: Optional[float] = option(None, "Hold this fraction of the training set out of the family and the descendants "
+                                                "(split_validation, seed 0; 0.0833 = protocol v3's 5,000 of Fashion-MNIST's 60,000) and "
+                                                "make every choice on it; the ancestry and learngene given must have been trained "
+                                                f"without it ({defaults('family_validation', 'off')}).", min=0.0, max=1.0)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
+    threads: Optional[int] = option(None, "PyTorch CPU threads (default: PyTorch's choice; --quick: 1, as its tiny models gain nothing "
+                                    "from more and extra threads thrash on a busy machine).", min=1)
+
+
+# The options that are lists, and how each becomes the preset's field.
+_LISTS = {"budgets": ("budgets", lambda t: parse_list(t, int, "--budgets")),
+          "scratch_budgets": ("scratch_budgets", lambda t: parse_list(t, int, "--scratch-budgets")),
+          "depths": ("depths", lambda t: parse_list(t, int, "--depths")), "widths": ("widths", lambda t: parse_list(t, int, "--widths")),
+          "extra_sizes": ("extra_sizes", parse_sizes), "methods": ("methods", lambda t: parse_list(t, str, "--methods")),
+          "lrs": ("lrs", lambda t: parse_list(t, float, "--lrs")), "fit_study": ("fit_study_steps", lambda t: parse_list(t, int, "--fit-study")),
+          "capacity": ("capacity", parse_capacity), "downstream": ("downstream", parse_names)}
+_SCALARS = ("data", "seeds", "epochs", "scratch_epochs", "fit_steps", "fit_samples", "ancestry_epochs", "batch_size", "downstream_subset",
+            "family_validation", "sweep_every_size", "recipe")
+
+
+def bench_config(o: BenchOptions):
+    """The preset the options name, with the options they set."""
+    from waveinit.bench.config import preset
+
+    base = preset("quick" if o.quick else o.preset)
+    given = {k: getattr(o, k) for k in _SCALARS} | {"data_dir": str(o.data_dir) if o.data_dir else None}
+    given |= {field: parse(getattr(o, name)) for name, (field, parse) in _LISTS.items() if getattr(o, name) is not None}
+    config = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+    if o.subset is not None or (o.data is not None and o.data != base.data):
+        config = dataclasses.replace(config, subset=o.subset)  # another dataset: all its images unless told
+    if config.data == "digits":
+        config = dataclasses.replace(config, ancestry_augment=False)  # a flipped digit is another symbol
+    return config
+
+
+def bench(job) -> None:
     """Benchmark initialisations (random, weight selection, mimetic, nearest-Kronecker templates,
     TLEG, distillation per size, WAVE with and without the scaler fit, scratch training) over a
     grid of model sizes and on downstream data, with the learngene's capacity and the scaler
     fit studied on their own: accuracy per epoch, compute and storage, as CSV, JSON, Markdown
     and plots in --out."""
-    import dataclasses
-
-    from waveinit.bench.config import preset
     from waveinit.bench.runner import run_bench
     from waveinit.training.interrupts import Interrupted
 
-    name = "quick" if quick else preset_name
-    base = preset(name)
-    given = {
-        "data": data, "data_dir": str(data_dir) if data_dir else None, "seeds": seeds, "epochs": epochs,
-        "scratch_epochs": scratch_epochs, "fit_steps": fit_steps, "fit_samples": fit_samples,
-        "ancestry_epochs": ancestry_epochs, "batch_size": batch_size, "downstream_subset": downstream_subset,
-        "family_validation": family_validation, "sweep_every_size": sweep_every_size, "recipe": recipe,
-        "budgets": tuple(parse_list(budgets, int, "--budgets")) if budgets is not None else None,
-        "scratch_budgets": tuple(parse_list(scratch_budgets, int, "--scratch-budgets")) if scratch_budgets is not None else None,
-        "depths": parse_list(depths, int, "--depths") if depths is not None else None,
-        "widths": parse_list(widths, int, "--widths") if widths is not None else None,
-        "extra_sizes": parse_sizes(extra_sizes) if extra_sizes is not None else None,
-        "methods": parse_list(methods, str, "--methods") if methods is not None else None,
-        "lrs": parse_list(lrs, float, "--lrs") if lrs is not None else None,
-        "fit_study_steps": parse_list(fit_study, int, "--fit-study") if fit_study is not None else None,
-        "capacity": parse_capacity(capacity) if capacity is not None else None,
-        "downstream": parse_names(downstream) if downstream is not None else None,
-    }
-    config = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
-    if subset is not None or (data is not None and data != base.data):
-        config = dataclasses.replace(config, subset=subset)  # another dataset: all its images unless told
-    if config.data == "digits":
-        config = dataclasses.replace(config, ancestry_augment=False)  # a flipped digit is another symbol
-    out = out or Path("runs/bench" if name == "cpu" else f"runs/bench-{name}")
-    if threads or name == "quick":
+    o = job.bench
+    config, name = bench_config(o), "quick" if o.quick else o.preset
+    out = o.out or Path("runs/bench" if name == "cpu" else f"runs/bench-{name}")
+    if o.threads or name == "quick":
         import torch
 
-        torch.set_num_threads(threads or 1)
+        torch.set_num_threads(o.threads or 1)
     try:
-        result = run_bench(config, out, ancestry=ancestry, learngene=learngene, device=device, log=echo)
+        result = run_bench(config, out, ancestry=o.ancestry, learngene=o.learngene, device=o.device, log=echo)
     except Interrupted as e:  # a rerun of the same command skips the finished cells: say how many there are
         done = sum(len(p.read_text().splitlines()) for p in (out / "cells.jsonl", out / "downstream.jsonl") if p.is_file())
         e.kept = " and ".join(filter(None, [e.kept, f"{done} finished cells in {out}"]))

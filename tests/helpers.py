@@ -38,3 +38,13 @@ def add_tensor(path, name: str, array) -> None:
     with safe_open(str(path), framework="np") as f:
         metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     save_file({**tensors, name: array}, str(path), metadata)
+
+
+def option_defaults(command: str) -> dict:
+    """`wave COMMAND`'s options as Click sees them: {"--flag": default}."""
+    import typer
+
+    from waveinit.cli.main import app
+
+    params = typer.main.get_command(app).commands[command].params
+    return {opt: p.default for p in params for opt in p.opts if opt.startswith("--")}

@@ -53,15 +53,12 @@ def test_spawn_defaults_are_the_studys_choices(study):
 
 def test_the_api_and_the_cli_take_their_spawn_defaults_from_spawn_config():
     import waveinit
-    from waveinit.cli.main import spawn
+    from helpers import option_defaults
 
-    api = inspect.signature(waveinit.spawn).parameters
-    cli = inspect.signature(spawn).parameters
-    default = SpawnConfig()
-    for name in ("depth_rule", "width_rule", "fit_steps", "fit_keep"):
-        assert api[name].default == getattr(default, name), name
-        assert cli[name].default == getattr(default, name), name
-    assert api["lr"].default == default.lr
+    assert inspect.signature(waveinit.spawn).parameters["config"].default == SpawnConfig()
+    cli, default = option_defaults("spawn"), SpawnConfig()
+    for name in ("depth_rule", "width_rule", "fit_steps", "fit_keep", "fit_patience", "lr"):
+        assert cli["--" + name.replace("_", "-")] == getattr(default, name), name
 
 
 def test_wave_distill_kron_order_is_the_12_epoch_winner(study):
@@ -87,9 +84,9 @@ def test_wave_distill_kron_order_is_the_12_epoch_winner(study):
         assert ts is not None and ts[1] == len(study.FINAL_SIZES)
     wins = first and ts[0] >= base[0]
     assert DistillConfig().order == ("ts" if wins else "st")
-    from waveinit.cli.main import distill
+    from helpers import option_defaults
 
-    assert inspect.signature(distill).parameters["kron_order"].default == DistillConfig().order
+    assert option_defaults("distill")["--kron-order"] == DistillConfig().order
 
 
 def test_distill_defaults_keep_what_the_3_epoch_screen_did_not_pass():

@@ -7,6 +7,8 @@ only when a fit needs it, so `fit=False` works with NumPy alone.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,62 +44,43 @@ class SpawnPlan:
     provenance: dict  # what the spawned model records of its inputs
 
 
-def spawn(
-    learngene: Learngene | str | os.PathLike,
-    depth: int,
-    width: int,
-    heads: int | None = None,
-    *,
-    data: str | Dataset | None = None,
-    data_dir: str | None = None,
-    patch: int | None = None,
-    fit: bool = True,
-    depth_rule: str = _FIT.depth_rule,
-    width_rule: str = _FIT.width_rule,
-    fit_steps: int = _FIT.fit_steps,
-    fit_keep: str = _FIT.fit_keep,
-    fit_samples: int = _FIT.fit_samples,
-    batch_size: int = _FIT.batch_size,
-    lr: float = _FIT.lr,
-    teacher: str | os.PathLike | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    on_progress: Callable | None = None,
-    on_note: Callable[[str], None] | None = None,
-    image_size: int | None = None,
-    workers: int = 0,
-    compile: bool = False,
-) -> ModelFile:
+def spawn(learngene: Learngene | str | os.PathLike, depth: int, width: int, *, config: SpawnConfig = _FIT, data: str | Dataset | None = None,
+          teacher: str | os.PathLike | None = None, on_progress: Callable | None = None, **options) -> ModelFile:
     """A ViT of any depth and width from a learngene: the Python form of `wave spawn`
     (`plan_spawn`, then `run_spawn`).
 
-    Scalers of the target's shapes start from the data-free rule (`spawning.py`: `depth_rule`
-    and `width_rule` choose how layers and scaler blocks are mapped); with `fit`,
-    they are fitted for `fit_steps` steps on `fit_samples` training images of `data` (default:
+    Scalers of the target's shapes start from the data-free rule (`spawning.py`; the rules are
+    `config.depth_rule` and `config.width_rule`); with a fit (the default), they are fitted for
+    up to `config.fit_steps` steps on `config.fit_samples` training images of `data` (default:
     the learngene's data) with the templates frozen. The fit distils from `teacher` when one is
     given (a model file, folder or hub name, or "recorded": the ancestry the learngene records,
     which must then be on this machine); by default it has none and trains on the labels alone,
     so the same call gives the same model on any machine. A fifth of the fit's images is held
     out: the fit keeps its start unless it lowered the cross-entropy there. The fit needs
-    PyTorch (`compile`: under `torch.compile`); `fit=False` needs no data and no PyTorch.
-    Returns the dense weights (timm keys, float32 NumPy), spec and provenance (with the test
-    accuracy after a fit); `waveinit.save_model` writes them.
+    PyTorch; `fit=False` needs no data and no PyTorch. Returns the dense weights (timm keys,
+    float32 NumPy), spec and provenance (with the test accuracy after a fit);
+    `waveinit.save_model` writes them.
 
-    The model keeps the learngene's image size and channels: an image folder (`folder:DIR`) is
-    read at the learngene's size unless `image_size` says otherwise, `workers` processes
-    decoding ahead. Roles that must start afresh (other image size, channels, patch or classes)
-    and a fit without a teacher are explained in one line each to `on_note` (and kept in the
+    `options`: any field of `SpawnConfig` (fit_steps=, lr=, seed=, ...: `config` with those
+    replaced), `plan_spawn`'s (heads, data_dir, patch, fit, device, image_size, fresh_head) and
+    `run_spawn`'s (on_note, workers). The model keeps the learngene's image size and channels:
+    an image folder (`folder:DIR`) is read at the learngene's size unless `image_size` says
+    otherwise. Roles that must start afresh (other image size, channels, patch or classes) and a
+    fit without a teacher are explained in one line each to `on_note` (and kept in the
     provenance's "notes").
 
     `on_progress` receives the training engine's `Progress` report (`waveinit.training.engine`:
     step, total_steps, loss, images_per_second, seconds_left, ...) about twice a second during
     the fit; `waveinit.io.progress.ProgressLines("spawn", count="steps")` prints them as lines.
     """
-    config = SpawnConfig(depth_rule=depth_rule, width_rule=width_rule, fit_steps=fit_steps, fit_keep=fit_keep, fit_samples=fit_samples,
-                         batch_size=batch_size, lr=lr, seed=seed, compile=compile)
-    plan = plan_spawn(learngene, depth, width, heads, data=data, data_dir=data_dir, patch=patch, fit=fit, config=config,
-                      teacher=teacher, device=device, image_size=image_size)
-    return run_spawn(plan, on_progress=on_progress, on_note=on_note, workers=workers)
+    fields = {f.name for f in dataclasses.fields(SpawnConfig)}
+    config = dataclasses.replace(config, **{k: options.pop(k) for k in list(options) if k in fields})
+    run = {k: options.pop(k) for k in ("on_note", "workers") if k in options}
+    unknown = sorted(set(options) - set(inspect.signature(plan_spawn).parameters))
+    if unknown:
+        raise TypeError(f"spawn() got an unexpected keyword argument {unknown[0]!r} (not a SpawnConfig field nor plan_spawn's)")
+    plan = plan_spawn(learngene, depth, width, data=data, config=config, teacher=teacher, **options)
+    return run_spawn(plan, on_progress=on_progress, **run)
 
 
 def plan_spawn(
