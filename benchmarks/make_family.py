@@ -51,7 +51,8 @@ from waveinit.io.datasets import Dataset, load_dataset, split_validation
 from waveinit.io.files import load_learngene, save_learngene
 from waveinit.io.storage import atomic_write_bytes
 from waveinit.spec import resized
-from waveinit.tasks import _teaching, checkpoint_path, distill, load_vit, random_vit, save_vit, spec_for, train_vit
+from waveinit.tasks import checkpoint_path, distill, load_vit, random_vit, save_vit, spec_for, train_vit
+from waveinit.tasks.distillation import _teaching
 from waveinit.training.engine import train
 from waveinit.training.evaluation import evaluate
 from waveinit.training.objectives import cross_entropy_loss

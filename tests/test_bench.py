@@ -378,7 +378,7 @@ def test_help_imports_neither_torch_nor_matplotlib():
 
 def test_the_report_lists_only_the_plots_it_drew():
     # a learngene given to the bench (--learngene) has no capacity study, so no capacity.png
-    from waveinit.bench.report import _storage_section
+    from waveinit.bench.markdown import _storage_section
 
     storage = {"sizes": {}, "learngene_bytes": 10, "dense_total_bytes": 40, "learngene_and_scalers_bytes": 12, "ratio": 40 / 12}
     assert "capacity.png" not in "\n".join(_storage_section(storage, with_capacity=False))
@@ -389,7 +389,8 @@ def test_the_time_section_counts_each_budget_run_once():
     # budgets: every row after the first is its own run from the same start (init 10 s + 5, + 12);
     # one run: the rows are its running total
     from waveinit.bench.config import BenchConfig
-    from waveinit.bench.report import _time_section, cell_seconds, time_table
+    from waveinit.bench.markdown import _time_section
+    from waveinit.bench.report import cell_seconds, time_table
 
     rows = [{"seconds": 10.0}, {"seconds": 15.0}, {"seconds": 22.0}]
     assert cell_seconds({"rows": rows}, budgets=True) == 10 + 5 + 12

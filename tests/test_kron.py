@@ -215,3 +215,57 @@ def test_kron_matmul_rejects_wrong_input_width():
 def test_nearest_kron_rejects_bad_arguments(shape, template_shape, n):
     with pytest.raises(WaveError):
         nearest_kron(np.ones(shape), template_shape, n)
+
+
+def _np_kron_sum(scalers, templates, order):
+    """The oracle: a plain loop over np.kron in float64, in either order."""
+    pairs = zip(scalers, templates) if order == "st" else zip(templates, scalers)
+    return sum(np.kron(left, right) for left, right in pairs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=small, a=small, b=small, p=small, q=small, seed=seeds, order=st.sampled_from(["st", "ts"]))
+def test_nearest_kron_recovers_an_exact_n_term_sum_in_either_order(n, a, b, p, q, seed, order):
+    rng = np.random.default_rng(seed)
+    weight = _np_kron_sum(rng.standard_normal((n, a, b)), rng.standard_normal((n, p, q)), order)
+    result = nearest_kron(weight, (p, q), n, order)
+    assert result.scalers.shape == (n, a, b) and result.templates.shape == (n, p, q)
+    np.testing.assert_allclose(_np_kron_sum(result.scalers, result.templates, order), weight, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(kron_expand(result.scalers, result.templates, order), weight, rtol=1e-8, atol=1e-8)
+    assert result.relative_error < 1e-7
+
+
+@settings(max_examples=40, deadline=None)
+@given(a=small, b=small, p=small, q=small, n=st.integers(1, 20), seed=seeds)
+def test_nearest_kron_template_first_is_optimal_its_error_the_discarded_singular_values(a, b, p, q, n, seed):
+    # kron(T, S): W is a (p x q) grid of (a x b) blocks, so its rearrangement has one row per
+    # template entry; Van Loan & Pitsianis make the truncated SVD of that the best n-term sum.
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal((p * a, q * b))
+    result = nearest_kron(weight, (p, q), n, "ts")
+    rearranged = weight.reshape(p, a, q, b).transpose(0, 2, 1, 3).reshape(p * q, a * b)
+    expected = np.sqrt(np.sum(np.linalg.svd(rearranged, compute_uv=False)[n:] ** 2))
+    actual = np.linalg.norm(weight - _np_kron_sum(result.scalers, result.templates, "ts"))
+    assert result.error == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    assert actual == pytest.approx(expected, rel=1e-7, abs=1e-9)
+    worse = _np_kron_sum(result.scalers + 0.01 * rng.standard_normal(result.scalers.shape), result.templates, "ts")
+    assert np.linalg.norm(weight - worse) >= actual - 1e-12
+
+
+@settings(max_examples=30, deadline=None)
+@given(grid=st.lists(small, min_size=1, max_size=2), block=st.lists(small, min_size=1, max_size=2), seed=seeds)
+def test_kron_blocks_puts_one_block_per_row(grid, block, seed):
+    from waveinit.kron import kron_blocks
+
+    if len(grid) != len(block):
+        block = (block * 2)[:len(grid)]
+    grid, block = tuple(grid), tuple(block)
+    rng = np.random.default_rng(seed)
+    left, right = rng.standard_normal(grid), rng.standard_normal(block)
+    rows = kron_blocks(np.kron(left, right), grid, block)  # one Kronecker product: the rank-1 outer product
+    np.testing.assert_allclose(rows, np.outer(left.ravel(), right.ravel()), rtol=1e-12, atol=1e-12)
+
+
+def test_an_unknown_order_is_refused_by_nearest_kron():
+    with pytest.raises(WaveError, match="Kronecker order must be one of st, ts"):
+        nearest_kron(np.zeros((4, 4)), (2, 2), 1, "TS")

@@ -98,3 +98,29 @@ def test_forward_is_per_sample():
     together = ref.forward(sd, spec, images)
     alone = np.concatenate([ref.forward(sd, spec, images[i : i + 1]) for i in range(4)])
     np.testing.assert_allclose(together, alone, rtol=1e-12)
+
+
+@pytest.mark.parametrize("order", ["st", "ts"])
+def test_the_reference_takes_either_order_and_materialize_agrees(small_spec, order):
+    # The oracle of the shipped learngene's order ("ts") too: a loop over np.kron(T, S).
+    templates, scalers = random_factors(small_spec, 8, 3)
+    slow = ref.state_dict(small_spec, 8, templates, scalers, order)
+    fast = materialize(small_spec, 8, templates, scalers, order)
+    qkv = scalers["attn.qkv.weight"][0]  # layer 0: (N, a, b)
+    pairs = zip(qkv, templates["attn.qkv.weight"]) if order == "st" else zip(templates["attn.qkv.weight"], qkv)
+    np.testing.assert_allclose(slow["blocks.0.attn.qkv.weight"], sum(np.kron(x, y) for x, y in pairs), rtol=1e-12, atol=1e-12)
+    for key in slow:
+        np.testing.assert_allclose(fast[key], slow[key], rtol=1e-12, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("order", ["st", "ts"])
+def test_learngene_from_weights_recovers_kronecker_sums_of_either_order(small_spec, order):
+    from waveinit import learngene_from_weights
+
+    templates, scalers = random_factors(small_spec, 8, 2)
+    weights = ref.state_dict(small_spec, 8, templates, scalers, order)
+    gene = learngene_from_weights(weights, small_spec, 8, 2, order)
+    assert gene.order == order and max(gene.provenance["relative_error"].values()) < 1e-7
+    rebuilt = ref.state_dict(small_spec, 8, gene.templates, gene.scalers, order)
+    for key in weights:
+        np.testing.assert_allclose(rebuilt[key], weights[key], rtol=1e-7, atol=1e-8, err_msg=key)

@@ -236,9 +236,16 @@ def test_distill_with_template_first_order_writes_a_ts_learngene(tmp_path):
                      out=tmp_path / "g.safetensors", device="cpu")
     gene = load_learngene(tmp_path / "g.safetensors")
     assert gene.order == "ts" and result.learngene.order == "ts"
-    with pytest.raises(WaveError, match="needs order st"):
-        distill(teacher, data, teacher.spec, TrainConfig(epochs=1), DistillConfig(side=16, templates=2, order="ts", init="nearest-kron"),
-                out=tmp_path / "h.safetensors", device="cpu")
+    # init nearest-kron in this order too: one step that moves nothing leaves the teacher's nearest kron(T, S) sums
+    from waveinit import learngene_from_weights, materialize
+    from waveinit.backends.torch import dense_numpy
+
+    near = distill(teacher, data, teacher.spec, TrainConfig(max_steps=1, batch_size=32, lr=1e-12, weight_decay=0.0),
+                   DistillConfig(side=16, templates=2, order="ts", init="nearest-kron"), out=tmp_path / "h.safetensors", device="cpu")
+    want = learngene_from_weights(dense_numpy(teacher.state_dict()), teacher.spec, 16, 2, "ts")
+    got = materialize(teacher.spec, 16, near.learngene.templates, near.learngene.scalers, "ts")
+    for key, value in materialize(teacher.spec, 16, want.templates, want.scalers, "ts").items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
 
 
 DENSE = [r for r in ROLE_NAMES if r not in MATRIX_ROLES]

@@ -1,7 +1,7 @@
 """The data model: scaler and template shapes for every role, and invalid specs."""
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from waveinit import ROLES, ViTSpec, WaveError, scaler_shapes, template_shapes
@@ -108,3 +108,12 @@ def test_num_params_of_vit_tiny():
     # timm's vit_tiny_patch16_224: 5,717,416 parameters.
     spec = ViTSpec(depth=12, width=192, heads=3, patch_size=16, image_size=224, channels=3, num_classes=1000)
     assert spec.num_params() == 5_717_416
+
+
+@settings(max_examples=40, deadline=None)
+@given(depth=st.integers(1, 6), width=st.sampled_from([64, 96, 128, 192, 256]), heads=st.integers(1, 8), dist=st.booleans())
+def test_parameter_counts_do_not_depend_on_heads(depth, width, heads, dist):
+    like = ViTSpec(depth=1, width=64, dist_token=dist, head_dist=dist)
+    if width % heads:
+        heads = 1
+    assert like.replace(depth=depth, width=width, heads=heads).num_params() == like.params_at(depth, width)

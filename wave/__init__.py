@@ -1,6 +1,6 @@
 """waveinit: WAVE weight templates that initialise Vision Transformers of any depth and width.
 
-The core (the modules at this package's top level but `tasks.py`, `api.py` and `family.py`) is pure
+The core (the modules at this package's top level but `api.py` and `family.py`; not `tasks/`) is pure
 array-API math: it runs on NumPy, PyTorch, CuPy, JAX or array-api-strict arrays and imports no
 deep-learning framework and no file I/O. docs/design.md gives the layers above it.
 

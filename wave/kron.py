@@ -4,9 +4,12 @@ A weight is a sum of Kronecker products of size-specific *scalers* with shared *
 
     W = sum_t kron(S[t], T[t])        S: (N, a, b), T: (N, p, q), W: (a*p, b*q)
 
-so W is an (a x b) grid of (p x q) blocks, block (i, j) being sum_t S[t, i, j] * T[t]. Every
-function here takes arrays of one library and returns arrays of the same library, dtype and
-device, using only the array API standard (plus `linalg.svd` for `nearest_kron`).
+so W is an (a x b) grid of (p x q) blocks, block (i, j) being sum_t S[t, i, j] * T[t]: the
+order "st". In the order "ts", W = sum_t kron(T[t], S[t]) is a (p x q) grid of (a x b) blocks.
+This module owns the orders (`KRON_ORDERS`, `check_order`) and the inverse of both layouts
+(`kron_blocks`). Every function here takes arrays of one library and returns arrays of the same
+library, dtype and device, using only the array API standard (plus `linalg.svd` for
+`nearest_kron`).
 """
 
 from __future__ import annotations
@@ -17,10 +20,37 @@ from typing import Any
 from array_api_compat import array_namespace, is_numpy_namespace
 from array_api_compat import device as device_of
 
-from .configs import KRON_ORDERS
 from .errors import WaveError
 
 Array = Any  # any array-API array
+
+# The order of each Kronecker product: "st" is kron(S, T), an (a x b) grid of template-shaped
+# blocks (a template is one attention head's block); "ts" is kron(T, S), a (p x q) grid of
+# scaler-shaped blocks (the order one public summary of the paper writes). Which one `wave
+# distill` uses is `DistillConfig.order` (docs/bench/ablations.md compares them).
+KRON_ORDERS = ("st", "ts")
+
+
+def check_order(order: str) -> str:
+    """`order` if it is one of `KRON_ORDERS`; else a WaveError naming them."""
+    if order not in KRON_ORDERS:
+        raise WaveError(f"Kronecker order must be one of {', '.join(KRON_ORDERS)}, got {order!r}")
+    return order
+
+
+def kron_blocks(weight: Array, grid: tuple[int, ...], block: tuple[int, ...]) -> Array:
+    """The inverse of a Kronecker layout: a weight of `grid` x `block` blocks, one block per row.
+
+    Matrix: weight (g0*h0, g1*h1), grid (g0, g1), block (h0, h1) -> (g0*g1, h0*h1), row i*g1 + j
+    being block (i, j) flattened. Vector: weight (g0*h0,), grid (g0,), block (h0,) -> (g0, h0).
+    A sum of n Kronecker products of a grid-shaped and a block-shaped factor is rank n here:
+    for kron(S, T) ("st") the grid is the scaler's shape, for kron(T, S) ("ts") the template's.
+    """
+    xp = array_namespace(weight)
+    if len(grid) == 1:
+        return xp.reshape(weight, (grid[0], block[0]))
+    four = xp.reshape(weight, (grid[0], block[0], grid[1], block[1]))
+    return xp.reshape(xp.permute_dims(four, (0, 2, 1, 3)), (grid[0] * grid[1], block[0] * block[1]))
 
 
 def kron_expand(scalers: Array, templates: Array, order: str = "st") -> Array:
@@ -32,11 +62,18 @@ def kron_expand(scalers: Array, templates: Array, order: str = "st") -> Array:
     Leading dimensions of `scalers` (e.g. one scaler set per layer) are batch dimensions.
     Differentiable wherever the array library is (torch autograd included).
     """
+    _check_factors(scalers, templates)
+    return kron_expand_unchecked(scalers, templates, check_order(order))
+
+
+def kron_expand_unchecked(scalers: Array, templates: Array, order: str) -> Array:
+    """`kron_expand` of factors whose shapes and order were checked once already: a templated
+    model's weights, rebuilt on every forward pass (`learngene.materialize_unchecked`)."""
     xp = array_namespace(scalers, templates)
-    n, *template_shape = _check_factors(scalers, templates)
+    n, *template_shape = templates.shape
     batch = tuple(scalers.shape[:-len(template_shape) - 1])
-    if order != "st":
-        return _kron_expand_ts(xp, scalers, templates, order, batch)
+    if order == "ts":
+        return _kron_expand_ts(xp, scalers, templates, batch)
     if len(template_shape) == 1:
         (p,) = template_shape
         a = scalers.shape[-1]
@@ -62,10 +99,8 @@ def kron_expand(scalers: Array, templates: Array, order: str = "st") -> Array:
     return xp.reshape(grid, (*batch, a * p, b * q))
 
 
-def _kron_expand_ts(xp, scalers: Array, templates: Array, order: str, batch: tuple) -> Array:
+def _kron_expand_ts(xp, scalers: Array, templates: Array, batch: tuple) -> Array:
     """`kron_expand` in the order kron(T, S): entry (i*a + k, j*b + l) is sum_t T[t,i,j] S[t,k,l]."""
-    if order not in KRON_ORDERS:
-        raise WaveError(f"Kronecker order must be one of {', '.join(KRON_ORDERS)}, got {order!r}")
     n, nb = templates.shape[0], len(batch)
     grid, block = tuple(templates.shape[1:]), tuple(scalers.shape[nb + 1:])  # (p[, q]), (a[, b])
     flat = xp.reshape(scalers, (*batch, n, math.prod(block)))
@@ -130,14 +165,16 @@ class NearestKron(tuple):
         return self
 
 
-def nearest_kron(weight: Array, template_shape: tuple[int, int], n: int) -> NearestKron:
-    """The best `n`-term approximation `sum_t kron(S[t], T[t])` of `weight` in Frobenius norm.
+def nearest_kron(weight: Array, template_shape: tuple[int, int], n: int, order: str = "st") -> NearestKron:
+    """The best `n`-term approximation `sum_t kron(S[t], T[t])` of `weight` in Frobenius norm
+    (order "ts": `sum_t kron(T[t], S[t])`).
 
     weight (a*p, b*q), template_shape (p, q) -> scalers (n, a, b), templates (n, p, q).
-    Van Loan & Pitsianis: rearranging each (p, q) block of W into a row of R (a*b, p*q) turns a
-    sum of n Kronecker products into a rank-n matrix, so the truncated SVD of R is optimal.
-    The singular value sigma_t is split evenly, sqrt(sigma_t) into each factor. When `n`
-    exceeds the rank bound min(a*b, p*q), the extra terms are zero.
+    Van Loan & Pitsianis: rearranging each block of W into a row of R (`kron_blocks`: a*b rows
+    of p*q for "st", p*q rows of a*b for "ts") turns a sum of n Kronecker products into a rank-n
+    matrix, so the truncated SVD of R is optimal. The singular value sigma_t is split evenly,
+    sqrt(sigma_t) into each factor. When `n` exceeds the rank bound min(a*b, p*q), the extra
+    terms are zero.
     """
     xp = array_namespace(weight)
     p, q = _check_template_shape(template_shape)
@@ -152,19 +189,30 @@ def nearest_kron(weight: Array, template_shape: tuple[int, int], n: int) -> Near
             f"choose a template shape whose sides divide {rows} and {cols}"
         )
     a, b = rows // p, cols // q
-    blocks = xp.permute_dims(xp.reshape(weight, (a, p, b, q)), (0, 2, 1, 3))  # (a, b, p, q)
-    rearranged = xp.reshape(blocks, (a * b, p * q))  # R: one block per row
-    u, sigma, vt = xp.linalg.svd(rearranged, full_matrices=False)  # u (ab, k), vt (k, pq)
+    st = check_order(order) == "st"
+    grid, block = ((a, b), (p, q)) if st else ((p, q), (a, b))  # kron(grid-shaped, block-shaped)
+    left, right, error, relative, sigma = rank_n_factors(kron_blocks(weight, grid, block), n)
+    scalers, templates = (left, right) if st else (right, left)
+    return NearestKron(xp.reshape(scalers, (n, a, b)), xp.reshape(templates, (n, p, q)), error, relative, sigma)
+
+
+def rank_n_factors(rearranged: Array, n: int) -> tuple[Array, Array, float, float, Array]:
+    """The best rank-`n` factors of a matrix R (r, c) in Frobenius norm: left (n, r) and right
+    (n, c) with R ~ left.T @ right, each singular value split evenly (sqrt into each side); zero
+    terms beyond R's rank. Also the error, the error relative to R's norm (0 for R = 0), and all
+    singular values, largest first: what a Kronecker sum rearranged by `kron_blocks` needs."""
+    xp = array_namespace(rearranged)
+    u, sigma, vt = xp.linalg.svd(rearranged, full_matrices=False)  # u (r, k), vt (k, c)
     k = min(n, sigma.shape[0])
     root = xp.sqrt(sigma[:k])
-    scalers = xp.reshape(xp.matrix_transpose(u[:, :k] * root), (k, a, b))
-    templates = xp.reshape(vt[:k, :] * root[:, None], (k, p, q))
+    left, right = xp.matrix_transpose(u[:, :k] * root), vt[:k, :] * root[:, None]
     if k < n:  # the rank bound leaves nothing more to take: pad with zero terms
-        scalers = xp.concat([scalers, xp.zeros((n - k, a, b), dtype=scalers.dtype, device=device_of(weight))])
-        templates = xp.concat([templates, xp.zeros((n - k, p, q), dtype=templates.dtype, device=device_of(weight))])
+        dev = device_of(rearranged)
+        left = xp.concat([left, xp.zeros((n - k, left.shape[1]), dtype=left.dtype, device=dev)])
+        right = xp.concat([right, xp.zeros((n - k, right.shape[1]), dtype=right.dtype, device=dev)])
     error = math.sqrt(max(float(xp.sum(sigma[k:] ** 2)), 0.0))
     total = math.sqrt(float(xp.sum(sigma**2)))
-    return NearestKron(scalers, templates, error, error / total if total > 0 else 0.0, sigma)
+    return left, right, error, error / total if total > 0 else 0.0, sigma
 
 
 def _check_template_shape(template_shape) -> tuple[int, int]:

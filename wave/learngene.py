@@ -8,6 +8,7 @@ a dense ViT's weights.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from array_api_compat import array_namespace
 
 from .errors import WaveError
 from .keys import split_key, state_dict_keys
-from .kron import KRON_ORDERS, kron_expand, nearest_kron
+from .kron import check_order, kron_blocks, kron_expand_unchecked, rank_n_factors
 from .spec import ROLE_NAMES, ROLES, ROLES_BY_NAME, ViTSpec, scaler_shapes, template_counts, template_shapes
 
 Array = Any
@@ -50,8 +51,7 @@ class Learngene:
     auxiliaries: dict[str, tuple[ViTSpec, dict[str, Array]]] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.order not in KRON_ORDERS:
-            raise WaveError(f"Kronecker order must be one of {', '.join(KRON_ORDERS)}, got {self.order!r}")
+        check_order(self.order)
         check_shapes(self.spec, self.side, self.templates, self.scalers, self.dense)
         if self.auxiliaries and self.dense:
             raise WaveError("a learngene distilled through several sizes has every role templated: its dense roles would need one copy per size")
@@ -152,7 +152,7 @@ def materialize(spec: ViTSpec, side: int, templates: Mapping[str, Array], scaler
     `dense` are taken as they are (per-layer ones split by block).
     """
     check_shapes(spec, side, templates, scalers, dense)
-    return materialize_unchecked(spec, templates, scalers, order, dense)
+    return materialize_unchecked(spec, templates, scalers, check_order(order), dense)
 
 
 def dense_shape(role, spec: ViTSpec) -> tuple[int, ...]:
@@ -171,7 +171,7 @@ def materialize_unchecked(spec: ViTSpec, templates: Mapping[str, Array], scalers
         if role.name in dense:
             expanded[role.name] = xp.unstack(dense[role.name], axis=0) if role.per_layer else dense[role.name]
             continue
-        weight = kron_expand(scalers[role.name], templates[role.name], order)  # ([depth,] *kron_shape)
+        weight = kron_expand_unchecked(scalers[role.name], templates[role.name], order)  # ([depth,] *kron_shape)
         if role.per_layer:
             # unstack, not indexing: under autograd, indexing each layer would scatter a
             # full-size zero gradient per layer (quadratic in depth); unstack's is one stack.
@@ -185,37 +185,36 @@ def materialize_unchecked(spec: ViTSpec, templates: Mapping[str, Array], scalers
     return state
 
 
-def learngene_from_weights(state_dict: Mapping[str, Array], spec: ViTSpec, side: int, n: int | Mapping[str, int]) -> Learngene:
-    """The learngene whose Kronecker sums are nearest to the weights of the dense ViT `spec`
-    (timm keys), with `n` templates per role (or a mapping role -> count). No data, no training.
+def learngene_from_weights(state_dict: Mapping[str, Array], spec: ViTSpec, side: int, n: int | Mapping[str, int],
+                           order: str = "st") -> Learngene:
+    """The learngene whose Kronecker sums (in `order`) are nearest to the weights of the dense ViT
+    `spec` (timm keys), with `n` templates per role (or a mapping role -> count). No data, no
+    training.
 
-    Per role, the weights of ALL layers are stacked along the block-row axis,
-    [W_0; W_1; ...; W_{L-1}] of shape (L*m1, m2). Since kron([S_0; S_1], T) == [kron(S_0, T);
-    kron(S_1, T)], a sum of n Kronecker products with templates shared by the layers is an
-    n-term Kronecker sum of the stack, whose scalers (L*a, b) split into the layers' (a, b):
-    so `nearest_kron` of the stack (the truncated SVD of its rearrangement) gives the best
-    shared templates and every layer's scalers at once. A vector role of length a*p (template
-    (p,), scalers (a,)) is the (a, p) matrix with template shape (1, p). Global roles are one
-    "layer". Where the weights are such sums, `materialize` gives them back exactly (up to
-    rounding). Extra terms beyond a role's rank are zero (both template and scalers).
+    Per role, each layer's weight is rearranged one block per row (`kron.kron_blocks`), which
+    makes its Kronecker sum a rank-n matrix: for kron(S, T) ("st") the rows index the scaler's
+    entries, for kron(T, S) ("ts") the template's. With the templates shared by the layers, the
+    layers' rearrangements stacked along the scalers' axis (rows for "st", columns for "ts") are
+    one rank-n matrix, so its truncated SVD (`kron.rank_n_factors`) gives the best shared
+    templates and every layer's scalers at once. Global roles are one "layer". Where the weights
+    are such sums, `materialize` gives them back exactly (up to rounding). Extra terms beyond a
+    role's rank are zero (both template and scalers).
     `provenance["relative_error"]`: role -> Frobenius error / norm of the approximation.
     """
-    counts = template_counts(n)
+    counts, st = template_counts(n), check_order(order) == "st"
     xp = array_namespace(*state_dict.values())
     want_scalers, want_templates = scaler_shapes(spec, side, counts), template_shapes(spec, side, counts)  # role -> final shape
     templates, scalers, errors = {}, {}, {}
     for role in ROLES:
         layers = [state_dict[role.key(layer)] for layer in range(spec.depth)] if role.per_layer else [state_dict[role.key()]]
-        shape = role.kron_shape(spec)  # (m1, m2) or (m,)
-        template_shape = role.template_shape(spec, side)  # (p, q) or (p,)
-        if len(shape) == 1:  # a vector of a*p entries is the (a, p) grid of its blocks
-            shape, template_shape = (shape[0] // template_shape[0], template_shape[0]), (1, template_shape[0])
-        stack = xp.concat([xp.reshape(w, shape) for w in layers], axis=0)  # (L*m1, m2)
-        fit = nearest_kron(stack, template_shape, counts[role.name])  # scalers (N, L*a, b), templates (N, p, q)
-        a, b = shape[0] // template_shape[0], shape[1] // template_shape[1]
-        s = xp.permute_dims(xp.reshape(fit.scalers, (counts[role.name], len(layers), a, b)), (1, 0, 2, 3))  # (L, N, a, b)
-        scalers[role.name] = xp.reshape(s, want_scalers[role.name])  # drops the layer axis of global roles, the 1-axis of vectors
-        templates[role.name] = xp.reshape(fit.templates, want_templates[role.name])
-        errors[role.name] = fit.relative_error
-    return Learngene(templates, scalers, spec, side, {"made_by": "nearest-kron", "relative_error": errors})
+        template_shape = tuple(role.template_shape(spec, side))  # (p, q) or (p,)
+        scaler_shape = tuple(m // t for m, t in zip(role.kron_shape(spec), template_shape))  # (a, b) or (a,)
+        grid, block = (scaler_shape, template_shape) if st else (template_shape, scaler_shape)
+        parts = [kron_blocks(xp.reshape(w, role.kron_shape(spec)), grid, block) for w in layers]
+        left, right, _, errors[role.name], _ = rank_n_factors(xp.concat(parts, axis=0 if st else 1), counts[role.name])
+        per_layer, shared = (left, right) if st else (right, left)  # (N, L * scaler cells), (N, template cells)
+        s = xp.reshape(per_layer, (counts[role.name], len(layers), math.prod(scaler_shape)))
+        scalers[role.name] = xp.reshape(xp.permute_dims(s, (1, 0, 2)), want_scalers[role.name])  # drops the layer axis of global roles
+        templates[role.name] = xp.reshape(shared, want_templates[role.name])
+    return Learngene(templates, scalers, spec, side, {"made_by": "nearest-kron", "relative_error": errors}, order)
 

@@ -42,6 +42,7 @@ from array_api_compat import device as device_of
 
 from .configs import DEPTH_RULES, WIDTH_RULES, SpawnConfig
 from .errors import WaveError
+from .kron import kron_blocks
 from .learngene import Array, Learngene, dense_shape, materialize
 from .selection import selected_indices, weight_selection
 from .spec import (
@@ -255,11 +256,9 @@ def _least_squares(state: Mapping[str, Array], role, spec: ViTSpec, side: int, t
     inverse = xp.linalg.pinv(basis)  # (block, N)
     out = []
     for w in layers:
-        outer, inner = (grid, block) if order == "st" else (block, grid)
-        w = xp.reshape(w, tuple(x for o, i in zip(outer, inner) for x in (o, i)))  # (o0, i0[, o1, i1])
-        axes = tuple(range(0, 2 * len(grid), 2)) + tuple(range(1, 2 * len(grid), 2))
-        axes = axes if order == "st" else axes[len(grid):] + axes[:len(grid)]  # the scaler's axes first
-        blocks = xp.reshape(xp.permute_dims(w, axes), (math.prod(grid), math.prod(block)))  # (grid, block)
+        w = xp.reshape(w, role.kron_shape(spec))
+        # one row per scaler entry, holding the weight entries it multiplies (kron.kron_blocks)
+        blocks = kron_blocks(w, grid, block) if order == "st" else xp.matrix_transpose(kron_blocks(w, block, grid))
         coefficients = xp.matmul(blocks, inverse)  # (grid, N)
         out.append(xp.reshape(xp.matrix_transpose(coefficients), (n, *grid)))
     return xp.stack(out, axis=0) if role.per_layer else out[0]
@@ -378,7 +377,7 @@ def size_for_params(budget: int, like: ViTSpec, side: int, max_depth: int = 48, 
     best = None
     for width in range(side, max_width + 1, side):
         for depth in range(1, max_depth + 1):
-            count = like.replace(depth=depth, width=width, heads=max(1, width // 64)).num_params()
+            count = like.params_at(depth, width)
             key = (abs(count - budget), count)
             if best is None or key < best[0]:
                 best = (key, (depth, width))

@@ -168,6 +168,11 @@ class ViTSpec:
     def num_params(self) -> int:
         return sum(role.numel(self) * (self.depth if role.per_layer else 1) for role in roles_of(self))
 
+    def params_at(self, depth: int, width: int) -> int:
+        """Parameters of this data shape at `depth` x `width`, any width: heads only split the
+        attention's width, so the count does not depend on them (one head is as good as any)."""
+        return self.replace(depth=depth, width=width, heads=1).num_params()
+
 
 _LATER_FIELDS = {"layer_norm_eps": LAYER_NORM_EPS, "dist_token": False, "head_dist": False, "class_token": True,
                  "global_pool": "token"}  # field -> default

@@ -1,6 +1,6 @@
 """The NumPy reference: slow, obvious, and the oracle every faster path is tested against.
 
-`state_dict` builds each weight with a plain loop over `np.kron`; `forward` is a plain
+`state_dict` builds each weight with a plain loop over `np.kron`, in either Kronecker order; `forward` is a plain
 pre-LayerNorm ViT (timm's layout and key names) in float64.
 """
 
@@ -12,23 +12,28 @@ import numpy as np
 from scipy.special import erf
 
 from ..keys import split_key, state_dict_keys
+from ..kron import check_order
 from ..learngene import check_shapes
 from ..spec import ROLES_BY_NAME, ViTSpec
 
 
-def kron_sum(scalers: np.ndarray, templates: np.ndarray) -> np.ndarray:
-    """sum_t np.kron(scalers[t], templates[t]): (N, a[, b]) x (N, p[, q]) -> (a*p[, b*q])."""
-    return sum(np.kron(scalers[t], templates[t]) for t in range(templates.shape[0]))
+def kron_sum(scalers: np.ndarray, templates: np.ndarray, order: str = "st") -> np.ndarray:
+    """sum_t np.kron(scalers[t], templates[t]): (N, a[, b]) x (N, p[, q]) -> (a*p[, b*q]);
+    order "ts": sum_t np.kron(templates[t], scalers[t]) -> (p*a[, q*b])."""
+    pairs = [(scalers[t], templates[t]) if check_order(order) == "st" else (templates[t], scalers[t]) for t in range(templates.shape[0])]
+    return sum(np.kron(left, right) for left, right in pairs)
 
 
-def state_dict(spec: ViTSpec, side: int, templates: Mapping[str, np.ndarray], scalers: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The dense ViT state dict (timm keys) that the templates and scalers describe."""
+def state_dict(spec: ViTSpec, side: int, templates: Mapping[str, np.ndarray], scalers: Mapping[str, np.ndarray],
+               order: str = "st") -> dict[str, np.ndarray]:
+    """The dense ViT state dict (timm keys) that the templates and scalers describe, each weight
+    a sum of Kronecker products in `order` ("st": kron(S, T); "ts": kron(T, S))."""
     check_shapes(spec, side, templates, scalers)
     out = {}
     for key in state_dict_keys(spec):
         name, layer = split_key(key)
         layer_scalers = scalers[name] if layer is None else scalers[name][layer]
-        out[key] = kron_sum(np.asarray(layer_scalers), np.asarray(templates[name])).reshape(ROLES_BY_NAME[name].param_shape(spec))
+        out[key] = kron_sum(np.asarray(layer_scalers), np.asarray(templates[name]), order).reshape(ROLES_BY_NAME[name].param_shape(spec))
     return out
 
 

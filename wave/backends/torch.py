@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import WaveError
 from ..keys import split_key, state_dict_keys
-from ..kron import KRON_ORDERS
+from ..kron import check_order
 from ..learngene import Learngene, check_shapes, materialize_unchecked
 from ..spawning import fresh_dense, fresh_factors
 from ..spec import ROLES, ViTSpec, check_side, init_target
@@ -168,9 +168,7 @@ class TemplatedViT(nn.Module):
                  dense_roles=()):
         super().__init__()
         check_side(spec, side)
-        if order not in KRON_ORDERS:
-            raise WaveError(f"Kronecker order must be one of {', '.join(KRON_ORDERS)}, got {order!r}")
-        self.spec, self.side, self.order = spec, side, order
+        self.spec, self.side, self.order = spec, side, check_order(order)
         self.templated = tuple(r.name for r in ROLES if r.name not in dense_roles)
         templates, scalers = fresh_factors(spec, side, n_templates, seed)  # timm-like statistics
         dense = fresh_dense(spec, dense_roles, seed)

@@ -37,7 +37,6 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,78 +46,21 @@ from torch import Tensor, nn
 
 from ..configs import TrainConfig
 from ..errors import WaveError
-from ..io.files import read_checkpoint_header
 from ..io.storage import atomic_write_bytes
 from . import interrupts
 from .batches import BatchSource, batch_source
-from .checkpoint import NonFinite, Position, checkpoint_bytes, fingerprint, jsonable, resume_checkpoint
+from .checkpoint import NonFinite, Position, checkpoint_bytes, fingerprint, jsonable
 from .determinism import deterministic, mix, seed_step, set_deterministic_cublas
-from .distributed import broadcast_floats, distributed_context, resolve_device
+from .distributed import broadcast_floats, resolve_device
 from .evaluation import evaluate
 from .interrupts import Interrupted
 from .objectives import LossFn, cross_entropy_loss, default_param_groups, lr_at
+from .plan import Plan, Progress, TrainResult, check_groups, start_position
 from .recipe import ModelEma, mix_batch, random_erase
 
 _PROGRESS_SECONDS = 0.5  # report "step" progress at most this often (wall time, rank 0)
 _HEALTH_EVERY = 20  # at most this many steps between non-finite checks: each costs a host sync (and an all_reduce)
 _NO_BAD_STEP = _HEALTH_EVERY  # "no non-finite step" in a health window (indices are 0.._HEALTH_EVERY-1)
-
-
-@dataclass
-class Progress:
-    """What `on_progress` receives (rank 0 only)."""
-
-    epoch: int  # 0-based index of the epoch being run (show epoch + 1 of epochs)
-    epochs: int
-    step: int  # steps done in this epoch (a count: 1..steps_per_epoch after a step)
-    steps_per_epoch: int
-    global_step: int  # optimizer steps done in total
-    total_steps: int
-    loss: float  # running mean per-sample training loss of this epoch (rank 0's shard in multi-process runs)
-    lr: float  # scheduled learning rate of the last step (a group's is this times its lr_scale)
-    images_per_second: float  # all processes together, since this call started
-    seconds_elapsed: float  # since this call started
-    seconds_left: float  # estimate from this call's pace
-    train_loss: float | None = None  # at epoch end: the exact mean over the epoch and all processes
-    eval: dict | None = None  # at epoch end, with eval_data: evaluate()'s dict
-    record: dict | None = None  # at epoch end: the epoch's entry of TrainResult.history
-    event: str = "step"  # "step" | "epoch" | "resumed" | "checkpoint"
-
-
-@dataclass
-class TrainResult:
-    history: list[dict]  # per epoch: epoch (1-based count), train_loss, lr, seconds, images_per_second, eval
-    steps: int  # optimizer steps done in total (this call and the ones it resumed)
-    seconds: float  # wall time of this call
-    resumed_from: int | None = None  # global step the call resumed from; None for a fresh start
-    ema: dict | None = None  # TrainConfig.model_ema: the weights' moving average, key -> tensor
-
-
-def _check_data(source: BatchSource) -> int:
-    images, labels = source.images, source.labels
-    if images.ndim != 4:
-        raise WaveError(f"training images must be (n, C, H, W), got shape {tuple(images.shape)}")
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise WaveError(f"need one label per training image: {len(images)} images, labels of shape {tuple(labels.shape)}")
-    if len(images) == 0:
-        raise WaveError("no training images")
-    return len(images)
-
-
-def _check_groups(model: nn.Module, groups: list[dict]) -> list[dict]:
-    """Groups whose tensors are the model's own parameters, each with an "lr_scale"."""
-    own = {id(p) for p in model.parameters()}
-    checked = []
-    for i, g in enumerate(groups):
-        if "lr" in g:
-            raise WaveError(f"parameter group {i} sets 'lr': the schedule sets every group's lr; give it 'lr_scale' (a factor of --lr) instead")
-        params = list(g["params"])
-        if any(id(p) not in own for p in params):
-            raise WaveError(f"parameter group {i} holds a tensor that is not a parameter of the model")
-        checked.append({**g, "params": params, "lr_scale": float(g.get("lr_scale", 1.0))})
-    if not any(p.requires_grad for g in checked for p in g["params"]):
-        raise WaveError("nothing to train: no parameter group holds a parameter that requires grad")
-    return checked
 
 
 def train(
@@ -155,20 +97,15 @@ def train(
     gradient all-reduce still has every rank and the gradient stays the one-process gradient.
     """
     source = batch_source(images, np.asarray(labels), config.augment)
-    plan = _Plan.of(source, config, resolve_device(device))
+    plan = Plan.of(source, config, resolve_device(device))
     if plan.device.type == "cuda":
         set_deterministic_cublas()
     model.to(plan.device)
-    if config.drop_path:
-        if not hasattr(model, "set_drop_path"):
-            raise WaveError(f"drop-path needs a model with blocks to drop ({type(model).__name__} has none): drop --drop-path")
-        model.set_drop_path(config.drop_path)
-    groups = _check_groups(model, default_param_groups(model, config.weight_decay) if param_groups is None else param_groups)
-    optimizer = torch.optim.AdamW([{**g, "lr": config.lr} for g in groups], lr=config.lr, weight_decay=config.weight_decay)
+    groups, optimizer = _optimizer(model, config, param_groups)
     params = [p for g in groups for p in g["params"] if p.requires_grad]
     run_fingerprint = fingerprint(config, plan.amp, meta, source, model, groups)
     path = Path(checkpoint) if checkpoint is not None else None
-    position, resumed_from = _start(path, resume, model, optimizer, run_fingerprint, config, plan.world)
+    position, resumed_from = start_position(path, resume, model, optimizer, run_fingerprint, config, plan.world)
     if position.complete:
         return TrainResult(position.history, position.global_step, 0.0, resumed_from, position.ema)
 
@@ -186,49 +123,21 @@ def train(
         model.train(was_training)
 
 
-def _start(path: Path | None, resume: bool, model, optimizer, run_fingerprint: dict, config: TrainConfig, world: int):
-    """(position, global step resumed from or None): the checkpoint at `path` continued with
-    `resume`, else a fresh start (refusing to replace a file that is not a checkpoint)."""
-    position, resumed_from = Position(), None
-    if path is not None and path.exists():
-        if resume:
-            position = resume_checkpoint(path, model, optimizer, run_fingerprint, model_ema=config.model_ema)
-            resumed_from = position.global_step
-        else:
-            read_checkpoint_header(path)
-    if world > 1:
-        dist.barrier()  # every rank has read the checkpoint before rank 0 may replace it
-    return position, resumed_from
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """The shape of one call of train(), fixed before its first step."""
-
-    samples: int  # training images
-    steps_per_epoch: int
-    total_steps: int
-    epochs: int  # epochs to run, the last possibly partial (max_steps)
-    amp: bool  # bf16 autocast
-    rank: int
-    world: int
-    device: torch.device
-
-    @classmethod
-    def of(cls, source: BatchSource, config: TrainConfig, device: torch.device) -> _Plan:
-        n = _check_data(source)
-        steps_per_epoch = -(-n // config.batch_size)
-        total_steps = config.max_steps or config.epochs * steps_per_epoch
-        epochs = -(-total_steps // steps_per_epoch)  # with max_steps, the last epoch may be partial
-        amp = device.type == "cuda" if config.amp is None else bool(config.amp)
-        return cls(n, steps_per_epoch, total_steps, epochs, amp, *distributed_context(), device)
+def _optimizer(model: nn.Module, config: TrainConfig, param_groups: list[dict] | None):
+    """The checked parameter groups and their AdamW; drop-path set on the model if asked."""
+    if config.drop_path:
+        if not hasattr(model, "set_drop_path"):
+            raise WaveError(f"drop-path needs a model with blocks to drop ({type(model).__name__} has none): set drop_path to 0")
+        model.set_drop_path(config.drop_path)
+    groups = check_groups(model, default_param_groups(model, config.weight_decay) if param_groups is None else param_groups)
+    return groups, torch.optim.AdamW([{**g, "lr": config.lr} for g in groups], lr=config.lr, weight_decay=config.weight_decay)
 
 
 class _Run:
     """One call of train(): the state of the loop and its small steps."""
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, params: list[Tensor], config: TrainConfig,
-                 loss_fn: LossFn, plan: _Plan, path: Path | None, fingerprint: dict, eval_data, on_progress, position: Position,
+                 loss_fn: LossFn, plan: Plan, path: Path | None, fingerprint: dict, eval_data, on_progress, position: Position,
                  workers: int = 0):
         self.model, self.optimizer, self.params, self.config, self.loss_fn = model, optimizer, params, config, loss_fn
         self.device, self.rank, self.world, self.amp = plan.device, plan.rank, plan.world, plan.amp
