@@ -15,7 +15,11 @@ gradient clipping:
 - distill, cached: the engine on the templated auxiliary model with `tasks.teacher_kd_loss` over
   precomputed teacher logits, against a bare loop reading the same logits;
 - distill, online: the same with the teacher's forward pass in every step (what augmentation
-  forces), against a bare loop doing the same.
+  forces), against a bare loop doing the same;
+- fit: the engine on the templated model of the same size with its templates frozen and only
+  the scalers learning, as `wave spawn`'s scaler fit trains it (cross-entropy, no checkpoint),
+  against "train: engine, no checkpoint": the ratio says how fast a fit step is against a
+  training step of the same model (1.00x: as fast; above: faster).
 
 It prints the median seconds of each and the ratio bare / engine (1.00x: the engine is as fast as
 a bare loop). "engine, no checkpoint" is the same run without the checkpoint file: the engine
@@ -144,6 +148,14 @@ def cases(spec: ViTSpec, images, labels, config: TrainConfig, with_compile: bool
                                       checkpoint=checkpoint)
         return lambda: bare_run(model, images, labels, config, loss, groups)
 
+    def run_fit():
+        model = copy.deepcopy(student)
+        templates, scalers = model.role_tensors()
+        for t in templates.values():
+            t.requires_grad_(False)  # frozen, as in tasks.fit_scalers
+        groups = [{"params": list(scalers.values()), "weight_decay": 0.0}]
+        return lambda: engine_run(model, images, labels, config, groups=groups, folder=folder, checkpoint=False)
+
     made = {
         "train: engine": lambda: run_plain(True),
         "train: engine, no checkpoint": lambda: run_plain(True, checkpoint=False),
@@ -154,6 +166,7 @@ def cases(spec: ViTSpec, images, labels, config: TrainConfig, with_compile: bool
         "distill online: engine": lambda: run_student(online, True),
         "distill online: engine, no checkpoint": lambda: run_student(online, True, checkpoint=False),
         "distill online: bare": lambda: run_student(bare_online, False),
+        "fit: engine": run_fit,
     }
     if with_compile:
         made["train: engine, compiled"] = lambda: run_plain(True, compiled=True)
@@ -211,6 +224,8 @@ def main() -> None:
                 kind, variant = name.split(": ")
                 if variant == "bare":
                     ratio = ""
+                elif kind == "fit":
+                    ratio = f"{median['train: engine, no checkpoint'] / seconds:.3f}x"  # against a training step of the same model
                 elif variant.startswith("engine") and "compiled" not in variant:
                     ratio = f"{median[f'{kind}: bare'] / seconds:.3f}x"  # engine speed as a fraction of the bare loop's
                 else:

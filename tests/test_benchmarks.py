@@ -29,4 +29,4 @@ def test_engine_benchmark_prints_every_ratio():
     run = run_python("benchmarks/bench_engine.py", "--sizes", "1x64", "--steps", "3", "--repeats", "1", "--threads", "1", cwd=ROOT, timeout=600)
     assert run.returncode == 0, run.stderr
     ratios = [line.split()[-1] for line in run.stdout.splitlines() if ": engine" in line]
-    assert len(ratios) == 6 and all(r.endswith("x") and float(r[:-1]) > 0 for r in ratios)  # 3 cases, with and without the checkpoint
+    assert len(ratios) == 7 and all(r.endswith("x") and float(r[:-1]) > 0 for r in ratios)  # 3 cases, with and without the checkpoint; the fit

@@ -33,7 +33,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 CORE_FORBIDDEN = ("torch", "typer", "click", "rich", "safetensors", "PIL", "sklearn", "matplotlib", "jax",
                   "os", "pathlib", "shutil", "tempfile", "gzip", "io", "json")
 # Modules that must work without torch installed (transitively, lazy imports included).
-TORCH_FREE = ("waveinit.io", "waveinit.bench.config", "waveinit.bench.records", "waveinit.bench.report", "waveinit.bench.plots")
+TORCH_FREE = ("waveinit.io", "waveinit.bench.config", "waveinit.bench.records", "waveinit.bench.report", "waveinit.bench.markdown",
+              "waveinit.bench.files", "waveinit.bench.plots")
 
 
 def module_files() -> dict[str, Path]:

@@ -53,9 +53,10 @@ from ..training.evaluation import evaluate
 from ..training.objectives import smoothed
 from .config import DOWNSTREAM_METHODS, METHODS, RECIPES, WAVE_DEPTH_RULES, BenchConfig
 from .family import Family, make_family, planned_family
+from .files import write_reports
 from .methods import InitCache, fit_config, fresh_keys, initialise, kd_loss_for, not_applicable, warm_up_head
 from .records import RecordFile, images_passed
-from .report import BYTES_PER_PARAM, write_reports
+from .report import BYTES_PER_PARAM
 
 # ----------------------------------------------------------------------------- sizes
 
