@@ -146,7 +146,7 @@ def distill(job: Job) -> None:
     refuse_existing(out, run.force or _resumable(out, run.resume))
     n_threads = use_threads(run.threads)
     teacher, teacher_path, dataset = _teacher_and_data(job)
-    aux_spec, others = _auxiliaries(job.model, teacher.spec, d.side)
+    aux_spec, others = _auxiliaries(job.model, teacher.spec, d.side, d.templated == "all")
     echo(f"distilling {teacher_path} ({teacher.spec.depth}x{teacher.spec.width}) into {d.templates} templates of {d.side}x{d.side} per role, "
          f"auxiliary model{'s' if others else ''} {', '.join(f'{s.depth}x{s.width}' for s in (aux_spec, *others))}, on {dataset.describe()}")
     with TrainingDisplay("distill") as display:
@@ -170,17 +170,22 @@ def _teacher_and_data(job: Job):
     return teacher, teacher_path, dataset
 
 
-def _auxiliaries(m: DistillModel, teacher, side: int):
-    """The auxiliary model's spec (the teacher's shape unless told; a DeiT's token stays with it),
-    and with --sizes the other auxiliaries, largest first."""
+def _auxiliaries(m: DistillModel, teacher, side: int, every_role_templated: bool = True):
+    """The auxiliary model's spec (the teacher's shape unless told; a DeiT's token stays with it)
+    and the other auxiliaries of --sizes, largest first (thirds: of that auxiliary's size)."""
+    from waveinit.sizes import THIRDS, parse_sizes, thirds
     from waveinit.spec import resized
 
-    if m.sizes is None:
-        return resized(teacher.plain(), m.depth, m.width, m.heads, side=side), ()
-    from waveinit.sizes import parse_sizes
-
+    largest = resized(teacher.plain(), m.depth, m.width, m.heads, side=side)
+    if m.sizes == THIRDS and not every_role_templated:
+        echo("--templated matrices keeps the other parameters dense, which one auxiliary alone can hold: distilling through "
+             f"{largest.depth}x{largest.width} only (as --sizes one)")
+    if m.sizes in ("one", THIRDS):
+        sizes = thirds(largest, side) if m.sizes == THIRDS and every_role_templated else []
+        others = [resized(teacher.plain(), s.depth, s.width, None, side=side) for s in sizes if (s.depth, s.width) != (largest.depth, largest.width)]
+        return largest, tuple(sorted(others, key=lambda spec: -spec.num_params()))
     if m.depth is not None or m.width is not None:
-        raise WaveError("--sizes lists the auxiliary sizes: leave out --depth and --width")
+        raise WaveError("--sizes lists the auxiliary sizes: leave out --depth and --width (or give --sizes thirds or one)")
     specs = sorted((resized(teacher.plain(), s.depth, s.width, s.heads or m.heads, side=side) for s in parse_sizes(m.sizes, teacher.plain(), side)),
                    key=lambda spec: -spec.num_params())
     return specs[0], tuple(specs[1:])

@@ -61,11 +61,12 @@ def ancestry(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def learngene_file(ancestry, tmp_path_factory):
-    """A learngene really distilled from `ancestry` on digits by `wave distill`."""
+    """A learngene really distilled from `ancestry` on digits by `wave distill`, through the auxiliary alone."""
     from waveinit.cli.main import app
 
     path = tmp_path_factory.mktemp("learngene") / "learngene.safetensors"
-    args = ["distill", "--teacher", str(ancestry), "--epochs", "6", "--templates", "2", "--lr", "3e-3", "--batch-size", "64", "--out", str(path)]
+    args = ["distill", "--teacher", str(ancestry), "--sizes", "one", "--epochs", "6", "--templates", "2", "--lr", "3e-3", "--batch-size", "64",
+            "--out", str(path)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return path

@@ -117,3 +117,21 @@ def test_the_fits_patience_is_the_patience_studys_choice(study):
     # seeds of every arm are there; until then the default stays 0 (no early stopping).
     scores = study.patience_scores(study.read_rows(ROWS))
     assert SpawnConfig().fit_patience == (study.patience_choice(scores) if scores is not None else 0)
+
+
+def test_wave_distill_distils_through_thirds_because_the_several_size_learngene_won(study):
+    # protocol-v4.md, item 3: templates distilled through 2x64, 4x128 and 6x192 at once (`sizes`,
+    # at the single auxiliary's FLOPs) become `wave distill`'s default if stage 7's mean
+    # validation accuracy over the 8 sizes and both seeds is above the single auxiliary's (`ts`).
+    from helpers import option_defaults
+    from waveinit import ViTSpec
+    from waveinit.sizes import thirds
+
+    rows = study.read_rows(ROWS)
+    arm = study.chosen(rows, study.FINAL)
+    for gene in ("ts", "sizes"):
+        for seed in (0, 1):
+            assert all(study.find(rows, size, {**arm, "learngene": gene}, study.RATES, test=True, seed=seed) for size in study.FINAL_SIZES)
+    ts, several = study.final_mean(rows, {**arm, "learngene": "ts"}), study.final_mean(rows, {**arm, "learngene": "sizes"})
+    assert option_defaults("distill")["--sizes"] == ("thirds" if several[0] > ts[0] else "one")
+    assert [s.name for s in thirds(ViTSpec(depth=6, width=192, heads=3), 64)] == ["2x64", "4x128", "6x192"]  # the sizes judged

@@ -1,6 +1,7 @@
 """`wave train` and `wave distill` end to end on the real digits data: files, resumption after
 SIGKILL, two processes under torch.distributed (gloo), and bad input."""
 
+import json
 import signal
 import subprocess
 import time
@@ -180,3 +181,21 @@ def test_distillation_can_start_from_the_teachers_nearest_kronecker_sums(tmp_pat
         assert np.asarray(t).reshape(len(t), -1).any(axis=1).all(), name
     with pytest.raises(WaveError, match="needs the teacher's shape"):
         distill(teacher, data, teacher.spec.replace(depth=1), config, settings, out=tmp_path / "other.safetensors", device="cpu")
+
+
+def test_wave_distill_distils_through_thirds_of_the_auxiliary_by_default(ancestry, tmp_path):
+    # protocol v4, item 3 (tests/test_ablations.py recomputes the choice): a 2x64 teacher's thirds
+    # are 1x64 and 2x64; --sizes one keeps the auxiliary alone, and --templated matrices (dense
+    # roles, one copy only) falls back to it, saying so.
+    runs = {}
+    for name, extra in (("thirds", []), ("one", ["--sizes", "one"]), ("matrices", ["--templated", "matrices"])):
+        out = tmp_path / f"{name}.safetensors"
+        result = wave("distill", "--teacher", ancestry, "--templates", "2", "--epochs", "1", "--subset", "128", "--out", out, "--json", *extra,
+                      cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        runs[name] = (json.loads(result.stdout), load_learngene(out), result.stderr)
+    summary, gene, _ = runs["thirds"]
+    assert summary["sizes"] == ["2x64", "1x64"] and list(gene.sizes) == ["2x64", "1x64"]
+    assert (gene.spec.depth, gene.spec.width) == (2, 64)  # the largest is the auxiliary, the teacher's shape
+    assert runs["one"][0]["sizes"] == ["2x64"] and not runs["one"][1].auxiliaries
+    assert runs["matrices"][0]["sizes"] == ["2x64"] and "distilling through 2x64 only" in runs["matrices"][2]

@@ -102,7 +102,8 @@ def test_an_interrupted_family_keeps_what_it_finished_and_resumes(learngene_file
 
 def test_a_real_signal_stops_the_family_and_says_the_command_that_continues_it(learngene_file, tmp_path):
     out = tmp_path / "f"
-    args = ["spawn", "--learngene", learngene_file, "--sizes", "1x64,2x64", "--fit-steps", "400", "--fit-samples", "200", "--out-dir", out]
+    args = ["spawn", "--learngene", learngene_file, "--sizes", "1x64,2x64", "--fit-steps", "400", "--fit-samples", "200", "--fit-patience", "0",
+            "--out-dir", out]
     process = start_wave(*args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = out / f"{learngene_file.stem}_d1_w64.safetensors"
     import time

@@ -146,7 +146,8 @@ def test_progress_lines_come_per_interval_and_at_the_end(capsys):
 
 
 def test_spawn_in_a_log_prints_progress_lines_counting_steps(learngene_file, tmp_path):
-    run = wave("spawn", "--learngene", learngene_file, "--depth", 1, "--width", 64, "--fit-steps", 150, "--out", tmp_path / "m.safetensors",
+    run = wave("spawn", "--learngene", learngene_file, "--depth", 1, "--width", 64, "--fit-steps", 150, "--fit-patience", 0,
+               "--out", tmp_path / "m.safetensors",
                env={**ENV, "WAVE_PROGRESS_SECONDS": "0"})
     assert run.returncode == 0, run.stderr
     steps = [line for line in run.stderr.splitlines() if line.startswith("fit scalers: step ")]

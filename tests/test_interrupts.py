@@ -92,7 +92,7 @@ def test_interrupted_distillation_resumes_bit_identical(ancestry, tmp_path):
 
 def test_interrupted_spawn_writes_nothing(learngene_file, tmp_path):
     out = tmp_path / "spawned.safetensors"
-    process = start_wave("spawn", "--learngene", learngene_file, "--depth", "4", "--width", "128", "--fit-steps", "100000",
+    process = start_wave("spawn", "--learngene", learngene_file, "--depth", "4", "--width", "128", "--fit-steps", "100000", "--fit-patience", "0",
                          "--out", out, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # The fit has no checkpoint: whether the signal lands before the fit or during it, nothing is written.
     time.sleep(3)

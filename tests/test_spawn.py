@@ -120,11 +120,12 @@ def test_no_fit_spawn_writes_a_plain_model(learngene_file, tmp_path):
 @pytest.mark.parametrize("depth, width", [(2, 64), (4, 128), (6, 192)])
 def test_spawn_with_fit_any_size(learngene_file, tmp_path, depth, width):
     out = tmp_path / "vit.safetensors"
-    result = wave("spawn", "--depth", depth, "--width", width, "--learngene", learngene_file, "--fit-steps", "15", "--fit-samples", "300", "--out", out)
+    result = wave("spawn", "--depth", depth, "--width", width, "--learngene", learngene_file, "--fit-steps", "15", "--fit-samples", "300",
+                  "--fit-patience", "0", "--out", out)
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout + result.stderr
     model = load_model(out)
-    assert model.provenance["fit_steps"] == 15 and model.provenance["fit_samples"] == 300 - 300 // 5  # a fifth held out
+    assert model.provenance["fit_steps"] == 15 and model.provenance["fit_samples"] == 300 - 300 // 5  # a fifth held out; no early stop
     # The file's weights score what the summary reported.
     data = load_dataset("digits")
     vit = load_state_dict(ViT(model.spec), model.state_dict)
@@ -217,7 +218,7 @@ def test_fit_trains_only_scalers_and_fresh_templates(learngene_file):
     lg = load_learngene(learngene_file)
     data = load_dataset("digits")
     target = target_spec(lg, 2, 128)
-    result = fit_spawn(lg, target, data, SpawnConfig(fit_steps=5, fit_samples=128), refresh={"head.weight", "head.bias"}, device="cpu")
+    result = fit_spawn(lg, target, data, SpawnConfig(fit_steps=5, fit_samples=128, fit_patience=0), refresh={"head.weight", "head.bias"}, device="cpu")
     templates, scalers = result.factors.role_tensors()
     balanced, _ = balance(lg.templates, lg.scalers)
     for name, t in templates.items():
@@ -263,7 +264,8 @@ def test_spawn_with_a_fit_on_cuda_matches_the_cpu(learngene_file):
     # The fit scores its data-free start before training moves the model: that scoring must move it too.
     import waveinit
 
-    runs = {device: waveinit.spawn(learngene_file, 2, 64, fit_steps=3, fit_samples=64, teacher=None, device=device) for device in ("cpu", "cuda")}
+    runs = {device: waveinit.spawn(learngene_file, 2, 64, fit_steps=3, fit_samples=64, fit_patience=0, teacher=None, device=device)
+            for device in ("cpu", "cuda")}
     assert runs["cuda"].provenance["fit_steps"] == 3
     assert runs["cuda"].provenance["test_accuracy"] == pytest.approx(runs["cpu"].provenance["test_accuracy"], abs=0.05)
 
@@ -298,7 +300,7 @@ def test_fitting_the_scalers_beats_the_data_free_start(learngene_file, seed):
     assert fresh == set()  # same data: every template comes from the learngene
     free = evaluate(load_state_dict(ViT(target), state), data.test_images, data.test_labels, 256, cpu)
 
-    result = fit_scalers(lg, target, data, SpawnConfig(depth_rule="relative", fit_steps=60, fit_samples=750, seed=seed), teacher=None,
+    result = fit_scalers(lg, target, data, SpawnConfig(depth_rule="relative", fit_steps=60, fit_samples=750, seed=seed, fit_patience=0), teacher=None,
                          device="cpu")
     assert result.steps == 60 and result.samples == 600 and result.teacher is None  # 150 of the 750 held out
     assert result.fitted_params == sum(s.numel() for s in result.factors.role_tensors()[1].values())  # scalers only
@@ -336,7 +338,7 @@ def test_the_fit_stops_where_its_held_out_loss_stopped_falling(learngene_file):
         if progress.event == "epoch":
             seen.append((progress.global_step, progress.eval["loss"]))
 
-    config = SpawnConfig(depth_rule="relative", fit_steps=200, fit_samples=750, lr=0.3)
+    config = SpawnConfig(depth_rule="relative", fit_steps=200, fit_samples=750, lr=0.3, fit_patience=0)
     full = fit_scalers(lg, target, data, config, device="cpu", on_progress=watch)
     assert full.stopped == "fit_steps" and full.steps == 200 and len(seen) == 20
     for patience in (1, 2):

@@ -331,8 +331,8 @@ def test_fit_keep_best_keeps_an_epoch_end_no_worse_on_the_held_out_images_than_t
 
     gene, data = load_learngene(learngene_file), load_dataset("digits")
     target = target_spec(gene, 2, 64)
-    best = SpawnConfig(fit_steps=40, fit_samples=200, batch_size=32, lr=0.3, fit_keep="best")
-    last = SpawnConfig(fit_steps=40, fit_samples=200, batch_size=32, lr=0.3, fit_keep="last")
+    best = SpawnConfig(fit_steps=40, fit_samples=200, batch_size=32, lr=0.3, fit_keep="best", fit_patience=0)
+    last = SpawnConfig(fit_steps=40, fit_samples=200, batch_size=32, lr=0.3, fit_keep="last", fit_patience=0)
     kept, final = fit_scalers(gene, target, data, best, device="cpu"), fit_scalers(gene, target, data, last, device="cpu")
     assert final.best_step is None
     assert kept.best_step in range(5, 41, 5)  # 160 fit images in batches of 32: an epoch end every 5 steps

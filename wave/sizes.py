@@ -5,6 +5,8 @@
     vit_tiny    timm's names (`tiny`, `deit_small` too): depth, width and heads from timm's table
     5M, 300k    a parameter budget (`5000000`, `1.5e6`): the nearest size on the learngene's grid
 
+and, for `wave distill --sizes`, the rule `thirds` (`thirds`).
+
 Pure Python: parsing never needs torch, so a bad list fails before anything loads.
 """
 
@@ -66,4 +68,22 @@ def parse_sizes(text: str, like: ViTSpec, side: int) -> list[Size]:
         if (s.depth, s.width) in seen:
             raise WaveError(f"sizes {seen[(s.depth, s.width)]!r} and {s.asked!r} are both {s.depth}x{s.width}: list each size once")
         seen[(s.depth, s.width)] = s.asked
+    return sizes
+
+
+THIRDS = "thirds"  # `wave distill --sizes thirds`: the auxiliary sizes of `thirds`
+
+
+def thirds(teacher: ViTSpec, side: int) -> list[Size]:
+    """Auxiliary sizes at a third, two thirds and all of the teacher's depth and width (widths
+    rounded to multiples of the template side, at least one side; depths at least 1; the same
+    size once), largest last: 2x64, 4x128 and 6x192 for a 6x192 teacher, the sizes protocol v4's
+    item 3 distilled through (docs/bench/protocol-v4.md). A teacher no wider than the side gives
+    fewer, down to its own size alone."""
+    sizes: list[Size] = []
+    for k in (1, 2, 3):
+        depth = max(1, round(teacher.depth * k / 3))
+        width = max(side, round(teacher.width * k / 3 / side) * side) if k < 3 else teacher.width
+        if all((depth, width) != (s.depth, s.width) for s in sizes):
+            sizes.append(Size(depth, width, None, f"{depth}x{width}"))
     return sizes

@@ -202,9 +202,10 @@ class InitCache:
 
 
 def fit_config(config: BenchConfig, seed: int, steps: int | None = None) -> SpawnConfig:
-    """The scaler fit of the bench's wave and nearest-kron cells."""
+    """The scaler fit of the bench's wave and nearest-kron cells: every one of its steps, as the
+    protocols (v2-v4) were written and run before `wave spawn` stopped its fit early (issue #36)."""
     return SpawnConfig(fit_steps=steps or config.fit_steps, fit_samples=config.fit_samples, batch_size=config.fit_batch,
-                       lr=config.fit_lr, seed=seed)
+                       lr=config.fit_lr, seed=seed, fit_patience=0)
 
 
 def kd_loss_for(family: Family, images, device: str, train_config: TrainConfig | None = None):

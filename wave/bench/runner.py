@@ -411,6 +411,11 @@ def _settings_header(config: BenchConfig, ancestry: Path | None, learngene: Path
             "learngene": {"given": str(learngene), "digest": _digest(learngene)} if learngene else "made by the bench"}
 
 
+# Library defaults added after benches recorded theirs, and the value that is the behaviour before
+# them: a bench resumed from an older bench.json compares them as that value.
+LATER_DEFAULTS = {"fit": {"fit_patience": 0}}
+
+
 def _defaults(config: BenchConfig) -> dict:
     """The library defaults a cell depends on beyond `BenchConfig`: the scaler fit (the spawn
     rules, its loss and what it keeps), the distillation loss (kd-per-size, TLEG) and the
@@ -444,6 +449,8 @@ def _claim(out: Path, header: dict) -> None:
             old, new = saved.get(key), header[key]
             if key == "defaults" and old is None:
                 continue
+            if key == "defaults":  # a default added later reads, in an older record, as the behaviour before it
+                old = {part: {**LATER_DEFAULTS.get(part, {}), **values} for part, values in old.items()}
             if key in ("settings", "defaults"):
                 diff = _first_difference(old, new)
                 if diff:
