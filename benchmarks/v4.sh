@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Protocol v4, items 1 and 2 (docs/bench/protocol-v4.md): one recipe arm, its method groups in
-# order, one CPU thread; `sizes`: the amendment's wave rows from the several-size learngene. Resumable: rerun the same command. Run both arms side by side:
+# order, one CPU thread; `sizes`: the amendment's wave rows from the several-size learngene.
+# Resumable: rerun the same command. Run both arms side by side:
 #   benchmarks/v4.sh plain > runs/v4-plain.log 2>&1 &
 #   benchmarks/v4.sh ancestry > runs/v4-ancestry.log 2>&1 &
 set -euo pipefail

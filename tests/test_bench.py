@@ -697,7 +697,7 @@ def test_downstream_gains_and_savings_are_read_after_each_budget():
     assert table["per_budget"][2]["compute"]["sizes"]["1x32"]["wave"]["scratch_equivalent"] == pytest.approx(4000)
 
     from waveinit.bench.config import BenchConfig
-    from waveinit.bench.report import _downstream_section
+    from waveinit.bench.markdown import _downstream_section
 
     markdown = "\n".join(_downstream_section(BenchConfig(budgets=(1, 2), scratch_budgets=(1, 2, 3, 4)), {"other": table}))
     row = "| 1x32 | 10.0 ± 0.0 -> 40.0 ± 0.0 / 70.0 ± 0.0 | 50.0 ± 0.0 -> 70.0 ± 0.0 / 80.0 ± 0.0 | 40.0 ± 0.0 / 70.0 ± 0.0 / 75.0 ± 0.0 / 80.0 ± 0.0 |"

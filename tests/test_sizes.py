@@ -97,7 +97,7 @@ def test_mislabelled_auxiliaries_are_refused():
     with pytest.raises(WaveError, match="named DEPTHxWIDTH"):
         Learngene(gene.templates, gene.scalers, gene.spec, gene.side, order="ts", auxiliaries={"2x16": (spec, scalers)})
     with pytest.raises(WaveError, match="differ in depth or width"):
-        TemplatedFamily([spec, spec], 16, 2)
+        TemplatedFamily([spec, spec], 16, 2, order="st")
 
 
 def test_the_family_loss_is_the_mean_of_its_members_losses():

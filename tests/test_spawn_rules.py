@@ -130,7 +130,7 @@ def test_project_is_the_least_squares_fit_of_the_selected_weights(seed, depth, r
 def test_project_at_the_auxiliary_size_gives_back_its_scalers(seed):
     lg = random_learngene(seed=seed, n=2)
     templates, scalers = balance(lg.templates, lg.scalers)
-    projected = project_scalers(templates, scalers, AUX, AUX, 16)
+    projected = project_scalers(templates, scalers, AUX, AUX, 16, order="st")
     for name in scalers:
         np.testing.assert_allclose(projected[name], scalers[name], rtol=1e-8, atol=1e-10)
 
@@ -139,9 +139,9 @@ def test_project_runs_on_torch_tensors_as_on_numpy():
     lg = random_learngene(seed=5, n=2)
     templates, scalers = balance(lg.templates, lg.scalers)
     target = AUX.replace(depth=2, width=16, heads=1)
-    expected = project_scalers(templates, scalers, AUX, target, 16)
+    expected = project_scalers(templates, scalers, AUX, target, 16, order="st")
     actual = project_scalers({k: torch.from_numpy(v) for k, v in templates.items()}, {k: torch.from_numpy(v) for k, v in scalers.items()},
-                             AUX, target, 16)
+                             AUX, target, 16, order="st")
     for name in expected:
         np.testing.assert_allclose(actual[name].numpy(), expected[name], rtol=1e-8, atol=1e-10)
 

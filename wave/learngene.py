@@ -160,7 +160,7 @@ def dense_shape(role, spec: ViTSpec) -> tuple[int, ...]:
     return (spec.depth, *role.param_shape(spec)) if role.per_layer else role.param_shape(spec)
 
 
-def materialize_unchecked(spec: ViTSpec, templates: Mapping[str, Array], scalers: Mapping[str, Array], order: str = "st",
+def materialize_unchecked(spec: ViTSpec, templates: Mapping[str, Array], scalers: Mapping[str, Array], order: str,
                           dense: Mapping[str, Array] | None = None) -> dict[str, Array]:
     """`materialize` without its shape check, for factors checked once already: a model's
     parameters, rebuilt into a state dict every forward pass (`backends/torch.py`)."""

@@ -225,7 +225,7 @@ def _mix(s: Array, weights: np.ndarray, axis: int) -> Array:
 
 
 def project_scalers(templates: Mapping[str, Array], scalers: Mapping[str, Array], source: ViTSpec, target: ViTSpec, side: int,
-                    depth_rule: str = _DEFAULT.depth_rule, order: str = "st", dense: Mapping[str, Array] | None = None) -> dict:
+                    depth_rule: str = _DEFAULT.depth_rule, *, order: str, dense: Mapping[str, Array] | None = None) -> dict:
     """The "project" width rule: the auxiliary's dense weights (its layers mapped to the target's
     depth by `depth_rule`), weight-selected to `target`'s width, and each role's scalers for
     `target` by least squares against the frozen `templates` (the minimum-norm solution where
@@ -244,7 +244,7 @@ def project_scalers(templates: Mapping[str, Array], scalers: Mapping[str, Array]
     return {name: _least_squares(selected, ROLES_BY_NAME[name], like, side, templates[name], order) for name in scalers}
 
 
-def _least_squares(state: Mapping[str, Array], role, spec: ViTSpec, side: int, templates: Array, order: str = "st") -> Array:
+def _least_squares(state: Mapping[str, Array], role, spec: ViTSpec, side: int, templates: Array, order: str) -> Array:
     """Scalers (role's shape for `spec`) whose Kronecker sums with `templates` are nearest to the
     role's weights in `state`: per scaler entry, the least-squares coefficients of the templates
     on the entries that scaler multiplies (a block under "st"; every block's same entry under "ts")."""
@@ -306,7 +306,8 @@ def spawn_factors(learngene: Learngene, target: ViTSpec, seed: int = 0, refresh=
     templates, scalers = balance(learngene.templates, learngene.scalers)
     kept = {name: s for name, s in scalers.items() if name not in fresh}
     if width_rule == "project" and target.width < learngene.spec.width:
-        scalers = project_scalers(templates, kept, learngene.spec, target, learngene.side, depth_rule, learngene.order, learngene.dense)
+        scalers = project_scalers(templates, kept, learngene.spec, target, learngene.side, depth_rule, order=learngene.order,
+                                  dense=learngene.dense)
     else:
         scalers = resample_scalers(kept, learngene.spec, target, learngene.side, depth_rule, width_rule)
     new_templates, new_scalers = fresh_factors(target, learngene.side, learngene.counts, seed, roles=fresh)

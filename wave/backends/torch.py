@@ -243,7 +243,7 @@ class TemplatedFamily(nn.Module):
     member's (B, classes), which the metrics report.
     """
 
-    def __init__(self, specs: list[ViTSpec], side: int, n_templates: int | Mapping[str, int], seed: int = 0, order: str = "st"):
+    def __init__(self, specs: list[ViTSpec], side: int, n_templates: int | Mapping[str, int], seed: int = 0, *, order: str):
         super().__init__()
         specs = sorted(specs, key=lambda s: -s.num_params())
         if len({(s.depth, s.width) for s in specs}) != len(specs):

@@ -90,7 +90,7 @@ def _family_kind(sizes: tuple[ViTSpec, ...]) -> _Learngene:
     def auxiliary(teacher: ViT, aux_spec: ViTSpec, d: DistillConfig, seed: int) -> TemplatedFamily:
         if d.templated != "all" or d.init != "random":
             raise WaveError("distilling through several sizes needs every role templated and random factors: use templated all, init random")
-        return TemplatedFamily([aux_spec, *sizes], d.side, d.templates, seed, d.order)
+        return TemplatedFamily([aux_spec, *sizes], d.side, d.templates, seed, order=d.order)
 
     def groups(model: TemplatedFamily, config: TrainConfig) -> list[dict]:  # as _wave_groups: decay on the templates only
         scalers = [p for member in model.members for p in member.role_tensors()[1].values()]
