@@ -72,9 +72,10 @@ def fit_scalers(
     workers: int = 0,
 ) -> SpawnResult:
     """Initialise a ViT of shape `target` from a learngene: scalers by the data-free rule
-    (`spawning.spawn_factors`), then, with `data`, fitted for `config.fit_steps` steps with the
-    templates frozen (KL to `teacher` plus cross-entropy when a teacher is given, else
-    cross-entropy). Without data the data-free weights are returned as they are.
+    (`spawning.spawn_factors`), then, with `data`, fitted for at most `config.fit_steps` steps with
+    the templates frozen (KL to `teacher` plus cross-entropy when a teacher is given, else
+    cross-entropy), stopping early once the held-out loss has not fallen for
+    `config.fit_patience` epoch ends. Without data the data-free weights are returned as they are.
 
     The fit never ends worse than it started: of the `fit_samples` images it draws, a fifth is
     held out and scored before and after the fit, and the fit is kept only if it lowered the
