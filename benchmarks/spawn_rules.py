@@ -355,7 +355,7 @@ def patience_scores(rows: list[dict]) -> dict[int, dict] | None:
             for seed in seeds:
                 per_seed[seed].append(100 * cells[size, seed]["epoch"][rate]["accuracy"])
         scores[patience] = {"seeds": {seed: statistics.mean(v) for seed, v in per_seed.items()},
-                            "steps": statistics.mean(c["fit_images"] / 64 for c in cells.values())}
+                            "steps": statistics.mean(c["fit_images"] / SpawnConfig().batch_size for c in cells.values())}
     return scores
 
 

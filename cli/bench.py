@@ -15,6 +15,7 @@ from waveinit.configs import option
 from waveinit.errors import WaveError
 
 from .common import echo
+from .jobs import DATA_DIR
 
 DEFAULT_NAMES = ", ".join(DEFAULT_METHODS)
 DIAGNOSTIC_NAMES = ", ".join(m for m in METHODS if m not in DEFAULT_METHODS)
@@ -99,7 +100,7 @@ class BenchOptions:
     ancestry: Optional[Path] = option(None, "Ancestry model to reuse (default: train one in --out).")
     learngene: Optional[Path] = option(None, "Learngene to reuse (default: the capacity study distils candidates in --out and picks one).")
     data: Optional[str] = option(None, f"Dataset ({defaults('data')}).")
-    data_dir: Optional[Path] = option(None, "Folder holding the Fashion-MNIST IDX files.")
+    data_dir: Optional[Path] = option(None, DATA_DIR)
     subset: Optional[int] = option(None, f"Training images of the descendants ({defaults('subset', 'all')}; gpu: all).", min=1)
     depths: Optional[str] = option(None, f"Grid depths, comma-separated ({defaults('depths')}).")
     widths: Optional[str] = option(None, f"Grid widths, comma-separated ({defaults('widths')}).")

@@ -6,31 +6,10 @@ import functools
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
-from waveinit.configs import DATA, RUN, TRAINING
 from waveinit.errors import WaveError
-
-# Options that `wave eval`, `inspect`, `export` and `bench` share (train, distill and spawn make
-# theirs from their settings: cli/jobs.py, cli/options.py).
-DataDir = Annotated[Optional[Path], typer.Option(help="Folder holding the Fashion-MNIST IDX files.", rich_help_panel=DATA)]
-BatchSize = Annotated[int, typer.Option(min=1, help="Global batch size (split over processes).", rich_help_panel=TRAINING)]
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=RUN)]
-Revision = Annotated[Optional[str], typer.Option(help="Hub models: the branch, tag or commit to use (default: main).")]
-Threads = Annotated[Optional[int], typer.Option(min=1, help=(
-    "PyTorch CPU threads (default: PyTorch's choice, at most the cores this process may use); recorded in the output's "
-    "provenance. On a shared machine, 1 is often fastest."), rich_help_panel=RUN)]
-Force = Annotated[bool, typer.Option("--force", help="Replace an existing output (default: refuse).", rich_help_panel=RUN)]
-ImageSize = Annotated[Optional[int], typer.Option(min=1, help="folder:DIR: resize images to this side (default: the model's, else their own).",
-                                                  rich_help_panel=DATA)]
-Workers = Annotated[int, typer.Option(min=0, help="folder:DIR: processes decoding image batches ahead (0: none).", rich_help_panel=DATA)]
-SkipBadImages = Annotated[bool, typer.Option("--skip-bad-images", help="folder:DIR: leave out unreadable images (each is checked first) and say how many.",
-                                             rich_help_panel=DATA)]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object summarising the result on stdout (and nothing else there).",
-                                    rich_help_panel=RUN)]
-
 
 # Optional dependencies whose absence is a one-line error naming the install that brings them.
 _EXTRAS = {"torch": "waveinit[torch]", "typer": "waveinit[cli]", "rich": "waveinit[cli]", "sklearn": "waveinit[cli]",

@@ -15,12 +15,13 @@ from waveinit.configs import DATA, DISTILLATION, FIT, MODEL, RECIPE, option
 DEFAULT_ANCESTRY = Path("runs/ancestry.safetensors")
 DEFAULT_LEARNGENE = Path("runs/learngene.safetensors")
 DATASETS = "digits, fashion-mnist, idx:DIR or folder:DIR"
+DATA_DIR = "Folder holding the Fashion-MNIST IDX files."
 
 
 @dataclass(frozen=True)
 class DataOptions:
     data: Optional[str] = option("digits", f"Dataset: {DATASETS}.", DATA)
-    data_dir: Optional[Path] = option(None, "Folder holding the Fashion-MNIST IDX files.", DATA)
+    data_dir: Optional[Path] = option(None, DATA_DIR, DATA)
     subset: Optional[int] = option(None, "Train on only this many images (a fixed seeded choice).", DATA)
     image_size: Optional[int] = option(None, "folder:DIR: resize images to this side (default: the model's, else their own).", DATA, min=1)
     augment: bool = option(False, "Augment training images: folder:DIR random-resized crops and flips (turns the teacher-logit cache off); "

@@ -98,12 +98,23 @@ def _key(section: Section, f: dataclasses.Field) -> str:
 
 
 def _parameter(section: Section, f: dataclasses.Field, hint) -> inspect.Parameter:
+    return inspect.Parameter(_key(section, f), inspect.Parameter.KEYWORD_ONLY, default=getattr(section.base, f.name),
+                             annotation=Annotated[hint, _typer_option(f, section.helps.get(f.name))])
+
+
+def _typer_option(f: dataclasses.Field, help: str | None = None):
+    """The typer.Option of an `option` field (its flag, help, panel and limits)."""
     meta = f.metadata["option"]
     flag = meta["flag"] or "--" + f.name.replace("_", "-")
     limits = {k: meta[k] for k in ("min", "max") if meta[k] is not None}
-    option = typer.Option(flag, help=section.helps.get(f.name, meta["help"]), rich_help_panel=meta["panel"], **limits)
-    return inspect.Parameter(_key(section, f), inspect.Parameter.KEYWORD_ONLY, default=getattr(section.base, f.name),
-                             annotation=Annotated[hint, option])
+    return typer.Option(flag, help=help or meta["help"], rich_help_panel=meta["panel"], **limits)
+
+
+def annotated(cls: type, name: str):
+    """A field of a settings dataclass as an option type for a hand-written command
+    (`value: annotated(RunOptions, "threads") = None`): the same flag, help and panel."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return Annotated[typing.get_type_hints(cls)[name], _typer_option(f)]
 
 
 def resolve(sections, ctx, given: dict, file: dict[str, dict], source: str = "--config") -> Job:

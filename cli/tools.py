@@ -13,29 +13,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from waveinit.configs import EVAL_BATCH_SIZE
+from waveinit.configs import EVAL_BATCH_SIZE, TrainConfig
 from waveinit.errors import WaveError
 
-from .common import (
-    BatchSize,
-    DataDir,
-    Device,
-    Force,
-    ImageSize,
-    Json,
-    Revision,
-    SkipBadImages,
-    Threads,
-    Workers,
-    check_data_name,
-    console,
-    echo,
-    handles_errors,
-    load_data,
-    print_json,
-    refuse_existing,
-    use_threads,
-)
+from .common import check_data_name, console, echo, handles_errors, load_data, print_json, refuse_existing, use_threads
+from .jobs import DataOptions, RunOptions
+from .options import annotated
+
+# The options these commands share with train, distill and spawn: the same fields (cli/jobs.py).
+DataDir, ImageSize, Workers = (annotated(DataOptions, name) for name in ("data_dir", "image_size", "workers"))
+SkipBadImages = annotated(DataOptions, "skip_bad_images")
+Device, Threads, Force, Json = (annotated(RunOptions, name) for name in ("device", "threads", "force", "as_json"))
+BatchSize = annotated(TrainConfig, "batch_size")
+Revision = Annotated[Optional[str], typer.Option(help="Hub models: the branch, tag or commit to use (default: main).")]
 
 EXPORT_FORMATS = ("hf", "timm", "hub")  # --format choices of `wave export` (hub: a learngene's)
 

@@ -74,16 +74,16 @@ def parse_sizes(text: str, like: ViTSpec, side: int) -> list[Size]:
 THIRDS = "thirds"  # `wave distill --sizes thirds`: the auxiliary sizes of `thirds`
 
 
-def thirds(teacher: ViTSpec, side: int) -> list[Size]:
-    """Auxiliary sizes at a third, two thirds and all of the teacher's depth and width (widths
-    rounded to multiples of the template side, at least one side; depths at least 1; the same
-    size once), largest last: 2x64, 4x128 and 6x192 for a 6x192 teacher, the sizes protocol v4's
-    item 3 distilled through (docs/bench/protocol-v4.md). A teacher no wider than the side gives
+def thirds(largest: ViTSpec, side: int) -> list[Size]:
+    """Auxiliary sizes at a third, two thirds and all of the largest auxiliary's depth and width
+    (widths rounded to multiples of the template side, at least one side; depths at least 1; the
+    same size once), largest last: 2x64, 4x128 and 6x192 for a 6x192, the sizes protocol v4's
+    item 3 distilled through (docs/bench/protocol-v4.md). One no wider than the side gives
     fewer, down to its own size alone."""
     sizes: list[Size] = []
     for k in (1, 2, 3):
-        depth = max(1, round(teacher.depth * k / 3))
-        width = max(side, round(teacher.width * k / 3 / side) * side) if k < 3 else teacher.width
+        depth = max(1, round(largest.depth * k / 3))
+        width = max(side, round(largest.width * k / 3 / side) * side) if k < 3 else largest.width
         if all((depth, width) != (s.depth, s.width) for s in sizes):
             sizes.append(Size(depth, width, None, f"{depth}x{width}"))
     return sizes
